@@ -1,0 +1,382 @@
+//! Agent settings. Every setting has a YAML key (the field name), a flag
+//! (`--field-name`) and an environment variable (`VIGIL_FIELD_NAME`); flags win
+//! over the environment, which wins over the file. [`Settings`] is the raw,
+//! all-optional layer; [`Config`] is the validated runtime value with defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vigil_common::config::ConfigError;
+use vigil_common::logging::LogFormat;
+use vigil_common::{ByteSize, Duration};
+
+/// Raw settings as given by flags, environment and YAML file.
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Collector gRPC endpoint (http://host:port, or https:// with TLS).
+    #[arg(long, env = "VIGIL_COLLECTOR", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collector: Option<String>,
+
+    /// Name of this node, put on every series as `node` [default: the hostname].
+    #[arg(long, env = "VIGIL_NODE_NAME", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+
+    /// How often to scrape metrics [default: 10s].
+    #[arg(long, env = "VIGIL_INTERVAL", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+
+    /// Address of the agent's own HTTP endpoint (/metrics, /-/healthy, /-/ready)
+    /// [default: 0.0.0.0:9492]; `off` disables it.
+    #[arg(long, env = "VIGIL_HTTP_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+
+    /// Folder for the agent id, the disk buffer and log checkpoints
+    /// [default: /var/lib/vigil/agent].
+    #[arg(long, env = "VIGIL_STATE_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Where the host's /proc, /sys and log folders are mounted [default: /].
+    #[arg(long, env = "VIGIL_HOST_ROOT", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_root: Option<PathBuf>,
+
+    /// File holding the bearer token sent to the collector.
+    #[arg(long, env = "VIGIL_TOKEN_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+
+    /// CA certificate (PEM) to verify the collector's TLS certificate; turns TLS on.
+    #[arg(long, env = "VIGIL_TLS_CA", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Server name to verify in the collector's certificate [default: the URL's host].
+    #[arg(long, env = "VIGIL_TLS_SERVER_NAME", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+
+    /// Upper bound of the on-disk buffer; past it the oldest batches are dropped
+    /// and counted [default: 256MiB].
+    #[arg(long, env = "VIGIL_BUFFER_MAX_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_max_bytes: Option<ByteSize>,
+
+    /// A batch is sealed when it holds this many bytes of samples and log lines
+    /// [default: 1MiB].
+    #[arg(long, env = "VIGIL_BATCH_MAX_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_max_bytes: Option<ByteSize>,
+
+    /// ... or when its oldest item is this old [default: 1s].
+    #[arg(long, env = "VIGIL_BATCH_MAX_WAIT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_max_wait: Option<Duration>,
+
+    /// Largest gRPC message sent or accepted [default: 16MiB].
+    #[arg(long, env = "VIGIL_MAX_MESSAGE_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<ByteSize>,
+
+    /// Batches sent but not yet acknowledged, at most [default: 32].
+    #[arg(long, env = "VIGIL_MAX_IN_FLIGHT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
+
+    /// How long a graceful stop waits for the collector's final acks [default: 10s].
+    #[arg(long, env = "VIGIL_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout: Option<Duration>,
+
+    /// Log file globs to tail, in addition to the runtimes' default locations
+    /// (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "log-path",
+        env = "VIGIL_LOG_PATHS",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_paths: Vec<String>,
+
+    /// Log file globs never to tail (repeatable).
+    #[arg(
+        long = "log-exclude",
+        env = "VIGIL_LOG_EXCLUDES",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_excludes: Vec<String>,
+
+    /// Tail the runtimes' default log locations (Kubernetes, Docker, Podman)
+    /// [default: true].
+    #[arg(long, env = "VIGIL_LOG_DEFAULT_PATHS", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_default_paths: Option<bool>,
+
+    /// Read files found at the first start from the beginning (true) or from
+    /// their end (false) [default: true].
+    #[arg(long, env = "VIGIL_LOG_READ_FROM_START", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_read_from_start: Option<bool>,
+
+    /// Longest log line kept; longer ones are truncated with a marker and
+    /// counted [default: 256KiB].
+    #[arg(long, env = "VIGIL_LOG_MAX_LINE_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_line_bytes: Option<ByteSize>,
+
+    /// Most log files held open at once [default: 1024].
+    #[arg(long, env = "VIGIL_LOG_MAX_OPEN_FILES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_open_files: Option<usize>,
+
+    /// Per-process series for the top N processes by CPU and by RSS [default: 10].
+    #[arg(long, env = "VIGIL_PROCESS_TOP_N", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_top_n: Option<usize>,
+
+    /// Only processes whose command name matches this regex get per-process series.
+    #[arg(long, env = "VIGIL_PROCESS_INCLUDE", value_name = "REGEX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_include: Option<String>,
+
+    /// Processes whose command name matches this regex never get per-process series.
+    #[arg(long, env = "VIGIL_PROCESS_EXCLUDE", value_name = "REGEX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_exclude: Option<String>,
+
+    /// Log output format: text or json [default: text].
+    #[arg(long, env = "VIGIL_LOG_FORMAT", value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log level or filter, e.g. `info`, `debug`, `vigil_agent=debug` [default: RUST_LOG, else info].
+    #[arg(long, env = "VIGIL_LOG_LEVEL", value_name = "LEVEL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// Validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub collector: String,
+    pub node_name: String,
+    pub interval: std::time::Duration,
+    pub http_listen: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub host_root: PathBuf,
+    pub token: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+    pub buffer_max_bytes: u64,
+    pub batch_max_bytes: u64,
+    pub batch_max_wait: std::time::Duration,
+    pub max_message_bytes: usize,
+    pub max_in_flight: usize,
+    pub shutdown_timeout: std::time::Duration,
+    pub logs: LogsConfig,
+    pub processes: ProcessConfig,
+    pub log_format: LogFormat,
+    pub log_level: Option<String>,
+}
+
+/// What the log tailer reads.
+#[derive(Debug, Clone)]
+pub struct LogsConfig {
+    pub paths: Vec<String>,
+    pub excludes: Vec<String>,
+    pub default_paths: bool,
+    pub read_from_start: bool,
+    pub max_line_bytes: usize,
+    pub max_open_files: usize,
+}
+
+/// Which processes get series of their own.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    pub top_n: usize,
+    pub include: Option<regex::Regex>,
+    pub exclude: Option<regex::Regex>,
+}
+
+pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:9491";
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:9492";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vigil/agent";
+
+impl Settings {
+    /// Layers these (flag/env) settings over `file` and validates the result.
+    pub fn load(&self, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let s: Settings = vigil_common::config::layer(self, file)?;
+        s.validate()
+    }
+
+    /// Applies defaults and checks ranges.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let collector = self
+            .collector
+            .unwrap_or_else(|| DEFAULT_COLLECTOR.to_string());
+        if !(collector.starts_with("http://") || collector.starts_with("https://")) {
+            return Err(invalid(format!(
+                "collector {collector:?} must be a URL like http://host:9491 or https://host:9491"
+            )));
+        }
+        let node_name = match self.node_name {
+            Some(n) if !n.trim().is_empty() => n,
+            Some(_) => return Err(invalid("node_name is empty".into())),
+            None => hostname(),
+        };
+        let interval = self.interval.unwrap_or(Duration::from_secs(10)).as_std();
+        if interval < std::time::Duration::from_millis(100) {
+            return Err(invalid(format!("interval {interval:?} is below 100ms")));
+        }
+        let http_listen = match self.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
+            "off" | "" => None,
+            a => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|e| invalid(format!("http_listen {a:?}: {e}")))?,
+            ),
+        };
+        let token = match &self.token_file {
+            Some(p) => Some(read_token(p)?),
+            None => None,
+        };
+        let batch_max_bytes = self.batch_max_bytes.unwrap_or(ByteSize(1 << 20)).0;
+        let max_message_bytes = self.max_message_bytes.unwrap_or(ByteSize(16 << 20)).0;
+        if batch_max_bytes == 0 || batch_max_bytes > max_message_bytes / 2 {
+            return Err(invalid(format!(
+                "batch_max_bytes ({batch_max_bytes}) must be above 0 and at most half of max_message_bytes ({max_message_bytes})"
+            )));
+        }
+        let buffer_max_bytes = self.buffer_max_bytes.unwrap_or(ByteSize(256 << 20)).0;
+        if buffer_max_bytes < 4 * batch_max_bytes {
+            return Err(invalid(format!(
+                "buffer_max_bytes ({buffer_max_bytes}) must be at least 4 × batch_max_bytes ({batch_max_bytes})"
+            )));
+        }
+        let max_in_flight = self.max_in_flight.unwrap_or(32);
+        if max_in_flight == 0 {
+            return Err(invalid("max_in_flight must be at least 1".into()));
+        }
+        let regex = |name: &str, r: Option<String>| -> Result<Option<regex::Regex>, ConfigError> {
+            r.map(|r| regex::Regex::new(&r).map_err(|e| invalid(format!("{name}: {e}"))))
+                .transpose()
+        };
+        Ok(Config {
+            collector,
+            node_name,
+            interval,
+            http_listen,
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            host_root: self.host_root.unwrap_or_else(|| PathBuf::from("/")),
+            token,
+            tls_ca: self.tls_ca,
+            tls_server_name: self.tls_server_name,
+            buffer_max_bytes,
+            batch_max_bytes,
+            batch_max_wait: self
+                .batch_max_wait
+                .unwrap_or(Duration::from_secs(1))
+                .as_std(),
+            max_message_bytes: max_message_bytes as usize,
+            max_in_flight,
+            shutdown_timeout: self
+                .shutdown_timeout
+                .unwrap_or(Duration::from_secs(10))
+                .as_std(),
+            logs: LogsConfig {
+                paths: self.log_paths,
+                excludes: self.log_excludes,
+                default_paths: self.log_default_paths.unwrap_or(true),
+                read_from_start: self.log_read_from_start.unwrap_or(true),
+                max_line_bytes: self.log_max_line_bytes.unwrap_or(ByteSize(256 << 10)).0 as usize,
+                max_open_files: self.log_max_open_files.unwrap_or(1024),
+            },
+            processes: ProcessConfig {
+                top_n: self.process_top_n.unwrap_or(10),
+                include: regex("process_include", self.process_include)?,
+                exclude: regex("process_exclude", self.process_exclude)?,
+            },
+            log_format: self.log_format.unwrap_or_default(),
+            log_level: self.log_level,
+        })
+    }
+}
+
+/// Reads a token file: surrounding whitespace is trimmed, an empty file is an error.
+pub fn read_token(p: &Path) -> Result<String, ConfigError> {
+    let t = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "token file {} is empty",
+            p.display()
+        )));
+    }
+    Ok(t)
+}
+
+/// The kernel's host name (`/proc/sys/kernel/hostname`), `localhost` if unreadable.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = Settings::default().validate().unwrap();
+        assert_eq!(c.collector, DEFAULT_COLLECTOR);
+        assert_eq!(c.interval, std::time::Duration::from_secs(10));
+        assert!(!c.node_name.is_empty());
+        assert_eq!(c.processes.top_n, 10);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let s = Settings {
+            collector: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("collector"));
+        let s = Settings {
+            http_listen: Some("nope".into()),
+            ..Default::default()
+        };
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("http_listen")
+        );
+        let s = Settings {
+            process_include: Some("(".into()),
+            ..Default::default()
+        };
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("process_include")
+        );
+    }
+}

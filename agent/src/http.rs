@@ -1,0 +1,1 @@
+//! The agent's HTTP endpoint: `/metrics`, `/-/healthy`, `/-/ready`.

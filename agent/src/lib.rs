@@ -1,0 +1,30 @@
+//! # vigil-agent
+//!
+//! One agent per node. It reads metrics of the node, its containers and its
+//! processes, tails container logs, and ships all of it to `vigil-collector`
+//! over the `vigil.v1` gRPC stream (see `proto/vigil/v1/ingest.proto`).
+//!
+//! # Layout
+//! The tree follows the pipeline, from what is read to what is sent:
+//! - [`config`]: settings (YAML file, `VIGIL_*` environment, flags) validated
+//!   once into [`config::Config`].
+//! - [`model`]: what a scrape produces — metric families, samples, events —
+//!   and their Prometheus text encoding.
+//! - [`node`]: node-level metrics from `/proc` and `/sys` under `--host-root`
+//!   (node_exporter's names).
+//! - [`ship`]: batching, the on-disk buffer in `--state-dir`, and the gRPC
+//!   stream with sequence numbers, acks and retransmission.
+//! - [`http`]: the agent's own `/metrics`, `/-/healthy`, `/-/ready`.
+//! - [`telemetry`]: the agent's self-metrics (`vigil_agent_*`).
+//! - [`run`]: wires the above together for the `run` command.
+
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod node;
+pub mod run;
+pub mod ship;
+pub mod telemetry;
+
+/// The agent's version, reported in `Hello` and in `vigil_agent_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

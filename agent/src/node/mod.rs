@@ -1,0 +1,175 @@
+//! Node-level metrics from `/proc` under `--host-root`, with node_exporter's
+//! names and labels. Each reader adds its families to a [`Scrape`]; a file
+//! that is missing or malformed skips that figure and is reported as an
+//! error of that reader, never a failed scrape.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::{MetricFamily, MetricKind, Scrape};
+
+/// USER_HZ: the unit of /proc/stat CPU times (100 on every Linux ABI we run on).
+const USER_HZ: f64 = 100.0;
+
+/// Reads node metrics from a host root (`/` on the host itself).
+#[derive(Debug, Clone)]
+pub struct NodeReader {
+    proc: PathBuf,
+}
+
+/// A reader's failure: which file, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl NodeReader {
+    pub fn new(host_root: &Path) -> Self {
+        NodeReader {
+            proc: host_root.join("proc"),
+        }
+    }
+
+    /// Adds every node family it can read to `out`; returns the errors met.
+    pub fn scrape(&self, out: &mut Scrape) -> Vec<ReadError> {
+        let mut errors = Vec::new();
+        for r in [Self::cpu, Self::meminfo, Self::loadavg] {
+            if let Err(e) = r(self, out) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    fn read(&self, name: &str) -> Result<String, ReadError> {
+        let path = self.proc.join(name);
+        std::fs::read_to_string(&path).map_err(|e| ReadError {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    fn err(&self, name: &str, reason: impl Into<String>) -> ReadError {
+        ReadError {
+            path: self.proc.join(name),
+            reason: reason.into(),
+        }
+    }
+
+    /// `node_cpu_seconds_total{cpu,mode}` from the `cpuN` lines of /proc/stat.
+    fn cpu(&self, out: &mut Scrape) -> Result<(), ReadError> {
+        let text = self.read("stat")?;
+        let mut fam = MetricFamily::new(
+            "node_cpu_seconds_total",
+            "Seconds the CPUs spent in each mode.",
+            MetricKind::Counter,
+        );
+        const MODES: [&str; 8] = [
+            "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+        ];
+        for line in text.lines() {
+            let mut it = line.split_ascii_whitespace();
+            let Some(name) = it.next() else { continue };
+            let Some(cpu) = name.strip_prefix("cpu").filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let vals: Vec<u64> = it.map_while(|v| v.parse().ok()).collect();
+            if vals.len() < 4 {
+                return Err(self.err("stat", format!("short cpu line {line:?}")));
+            }
+            for (mode, v) in MODES.iter().zip(vals.iter()) {
+                fam.push([("cpu", cpu), ("mode", mode)], *v as f64 / USER_HZ);
+            }
+        }
+        if fam.samples.is_empty() {
+            return Err(self.err("stat", "no cpuN lines"));
+        }
+        out.families.push(fam);
+        Ok(())
+    }
+
+    /// `node_memory_<Field>_bytes` for every /proc/meminfo line.
+    fn meminfo(&self, out: &mut Scrape) -> Result<(), ReadError> {
+        let text = self.read("meminfo")?;
+        for line in text.lines() {
+            let Some((key, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let mut parts = rest.split_ascii_whitespace();
+            let Some(Ok(v)) = parts.next().map(str::parse::<f64>) else {
+                continue;
+            };
+            let v = if parts.next() == Some("kB") {
+                v * 1024.0
+            } else {
+                v
+            };
+            // node_exporter: "(anon)" → "_anon", "(file)" → "_file"
+            let key = key.replace('(', "_").replace(')', "");
+            let mut fam = MetricFamily::new(
+                format!("node_memory_{key}_bytes"),
+                format!("Memory information field {key}_bytes."),
+                MetricKind::Gauge,
+            );
+            fam.push(Vec::<(String, String)>::new(), v);
+            out.families.push(fam);
+        }
+        Ok(())
+    }
+
+    /// `node_load1`, `node_load5`, `node_load15`.
+    fn loadavg(&self, out: &mut Scrape) -> Result<(), ReadError> {
+        let text = self.read("loadavg")?;
+        let parts: Vec<f64> = text
+            .split_ascii_whitespace()
+            .take(3)
+            .map(|v| v.parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err("loadavg", e.to_string()))?;
+        if parts.len() != 3 {
+            return Err(self.err("loadavg", "fewer than 3 fields"));
+        }
+        for (name, v) in ["node_load1", "node_load5", "node_load15"]
+            .iter()
+            .zip(parts)
+        {
+            let mut fam = MetricFamily::new(
+                *name,
+                format!("{}m load average.", &name[9..]),
+                MetricKind::Gauge,
+            );
+            fam.push(Vec::<(String, String)>::new(), v);
+            out.families.push(fam);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_host() {
+        let mut s = Scrape::new(0);
+        let errs = NodeReader::new(Path::new("/")).scrape(&mut s);
+        assert!(errs.is_empty(), "{errs:?}");
+        let names: Vec<_> = s.families.iter().map(|f| f.name.as_str()).collect();
+        assert!(names.contains(&"node_cpu_seconds_total"));
+        assert!(names.contains(&"node_memory_MemTotal_bytes"));
+        assert!(names.contains(&"node_load1"));
+    }
+
+    #[test]
+    fn malformed_files_are_errors_not_panics() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("proc")).unwrap();
+        std::fs::write(d.path().join("proc/stat"), "cpu0 1 2\n").unwrap();
+        std::fs::write(d.path().join("proc/meminfo"), "garbage\nMemTotal: x kB\n").unwrap();
+        std::fs::write(d.path().join("proc/loadavg"), "0.1 nope").unwrap();
+        let mut s = Scrape::new(0);
+        let errs = NodeReader::new(d.path()).scrape(&mut s);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+    }
+}

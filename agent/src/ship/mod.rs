@@ -1,0 +1,1 @@
+//! Shipping: batches, the on-disk buffer in `--state-dir`, and the gRPC stream.

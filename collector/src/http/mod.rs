@@ -1,0 +1,1 @@
+//! The HTTP side: `/metrics`, health, and the Prometheus HTTP API.

@@ -1,0 +1,1 @@
+//! The `vigil.v1` Ingest gRPC service.

@@ -1,0 +1,26 @@
+//! # vigil-collector
+//!
+//! Receives what agents ship, makes it durable, stores it, and serves it the
+//! way Prometheus does; evaluates rules, notifies Alertmanager and acts.
+//!
+//! # Layout
+//! The tree follows the data, from the wire to the user:
+//! - [`config`]: settings (YAML, `VIGIL_*`, flags) validated into [`config::Config`].
+//! - [`ingest`]: the `vigil.v1` gRPC service — authentication, per-stream
+//!   interning, deduplication by sequence, ack after durability.
+//! - [`wal`]: the write-ahead log in `--data-dir`, replayed at start.
+//! - [`store`]: series and samples in memory, as the queries need them.
+//! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
+//! - [`telemetry`]: the collector's self-metrics (`vigil_collector_*`).
+//! - [`run`]: wires the above together for the `run` command.
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod run;
+pub mod store;
+pub mod telemetry;
+pub mod wal;
+
+/// The collector's version, reported in `Welcome` and buildinfo.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,84 @@
+//! `vigil-collector`: the command line. Everything it does lives in the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use vigil_collector::config::Settings;
+
+/// vigil's collector: receives what vigil agents ship, stores it, serves it
+/// like Prometheus (scrape, federation, query API, remote write), evaluates
+/// alerting and recording rules and notifies Alertmanager.
+///
+/// Every setting has a YAML key (the flag's name with `_`), a flag and a
+/// `VIGIL_*` environment variable; flags win over the environment, which wins
+/// over the file. Durations are written like `10s`, `5m`; sizes like `16MiB`.
+#[derive(Parser, Debug)]
+#[command(name = "vigil-collector", version, about, long_about)]
+struct Cli {
+    /// YAML configuration file.
+    #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    settings: Settings,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the collector (the default).
+    Run,
+    /// Check files without running anything.
+    Check {
+        #[command(subcommand)]
+        what: CheckWhat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckWhat {
+    /// Check a configuration file and print the effective settings.
+    Config {
+        /// The YAML file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Check {
+        what: CheckWhat::Config { file },
+    }) = &cli.command
+    {
+        return match cli.settings.load(Some(file)) {
+            Ok(c) => {
+                println!("{}: OK\n{c:#?}", file.display());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vigil-collector: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match cli.settings.load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vigil-collector: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(e) = vigil_common::logging::init(config.log_format, config.log_level.as_deref()) {
+        eprintln!("vigil-collector: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    match vigil_collector::run::main(config, cli.config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-collector: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The collector's self-metrics (`vigil_collector_*`).

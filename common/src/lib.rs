@@ -1,0 +1,14 @@
+//! What `vigil-agent` and `vigil-collector` share and nothing else: duration
+//! values as users write them (`10s`, `5m`), the config-file layer, logging set-up
+//! and the shutdown signal. Pipeline code lives in the two binaries' crates.
+
+pub mod config;
+pub mod duration;
+pub mod labels;
+pub mod logging;
+pub mod shutdown;
+pub mod size;
+
+pub use duration::Duration;
+pub use labels::Labels;
+pub use size::ByteSize;
