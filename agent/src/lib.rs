@@ -12,6 +12,7 @@
 //!   and their Prometheus text encoding.
 //! - [`node`]: node-level metrics from `/proc` and `/sys` under `--host-root`
 //!   (node_exporter's names).
+//! - [`scrape`]: one scrape of every reader; state kept between scrapes.
 //! - [`ship`]: batching, the on-disk buffer in `--state-dir`, and the gRPC
 //!   stream with sequence numbers, acks and retransmission.
 //! - [`http`]: the agent's own `/metrics`, `/-/healthy`, `/-/ready`.
@@ -23,6 +24,7 @@ pub mod http;
 pub mod model;
 pub mod node;
 pub mod run;
+pub mod scrape;
 pub mod ship;
 pub mod telemetry;
 

@@ -36,3 +36,10 @@ pub struct LogAck {
     pub source: SourceKey,
     pub end_offset: u64,
 }
+
+// The shipper's producer interface (implemented in this module):
+// - `ShipHandle::submit_scrape(Scrape)` never blocks (scraping must not wait);
+// - `ShipHandle::log_sender() -> tokio::sync::mpsc::Sender<Vec<LogEntry>>` is
+//   bounded: the tailer waits for room (backpressure on logs only);
+// - `ShipHandle::take_log_acks() -> tokio::sync::mpsc::UnboundedReceiver<Vec<LogAck>>`
+//   delivers the positions the collector has durably stored.
