@@ -1,2 +1,329 @@
 //! Harness for end-to-end tests: finds the built binaries, picks free
-//! loopback ports, starts and kills processes, and reads HTTP endpoints.
+//! loopback ports, starts and kills processes, reads HTTP endpoints and parses
+//! Prometheus text. Not a test itself; `tests/*.rs` use it.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`; the
+//! project's test script does this before `cargo test`).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary in the same profile as the running test.
+pub fn bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the end-to-end tests",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A child process whose output goes to files in `log_dir`; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program` with `args`, environment cleared of `VIGIL_*`.
+    pub fn start(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Proc {
+        Self::start_env(name, program, args, &[], log_dir)
+    }
+
+    pub fn start_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Proc {
+        std::fs::create_dir_all(log_dir).expect("log dir");
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let stdout = log_dir.join(format!("{name}-{n}.out"));
+        let stderr = log_dir.join(format!("{name}-{n}.err"));
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("VIGIL_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for the exit status (SIGKILL after).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// Whether the process has exited (and its status).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// What the process wrote on stderr so far (for failure messages).
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout`
+/// with `what` and the last state description.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A minimal HTTP/1.0 client (no chunked encoding to deal with): returns
+/// (status, body).
+pub fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = content_type {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(body).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)
+        .map_err(|e| format!("read {addr}{path}: {e}"))?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no header end in response from {addr}{path}"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {head:?}"))?;
+    Ok((status, buf[split + 4..].to_vec()))
+}
+
+/// GET returning (status, body as text).
+pub fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    http("GET", addr, path, None, b"").map(|(s, b)| (s, String::from_utf8_lossy(&b).to_string()))
+}
+
+/// One sample line of a Prometheus text exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextSample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the sample lines of a Prometheus text exposition (comments skipped).
+pub fn parse_text(text: &str) -> Vec<TextSample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, rest) = match line.find('{') {
+            Some(i) => {
+                let close = match line.rfind('}') {
+                    Some(c) => c,
+                    None => continue,
+                };
+                (&line[..close + 1], line[close + 1..].trim())
+            }
+            None => match line.split_once(' ') {
+                Some((n, r)) => (n, r.trim()),
+                None => continue,
+            },
+        };
+        let value = rest.split_whitespace().next().unwrap_or("");
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => match v.parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        let (name, labels) = match series.find('{') {
+            Some(i) => (&series[..i], parse_labels(&series[i + 1..series.len() - 1])),
+            None => (series, BTreeMap::new()),
+        };
+        out.push(TextSample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let Some(eq) = s[i..].find('=') else { break };
+        let name = s[i..i + eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_string();
+        i += eq + 1;
+        if i >= b.len() || b[i] != b'"' {
+            break;
+        }
+        i += 1;
+        let mut v = String::new();
+        while i < b.len() && b[i] != b'"' {
+            if b[i] == b'\\' && i + 1 < b.len() {
+                i += 1;
+                v.push(match b[i] {
+                    b'n' => '\n',
+                    c => c as char,
+                });
+            } else {
+                // multi-byte UTF-8: copy the whole char
+                let ch = s[i..].chars().next().unwrap_or('?');
+                v.push(ch);
+                i += ch.len_utf8() - 1;
+            }
+            i += 1;
+        }
+        i += 1;
+        out.insert(name, v);
+    }
+    out
+}
+
+/// The samples of `name` whose labels include all of `want`.
+pub fn find<'a>(
+    samples: &'a [TextSample],
+    name: &str,
+    want: &[(&str, &str)],
+) -> Vec<&'a TextSample> {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_exposition() {
+        let t = "# HELP x y\nx_total{a=\"1\",b=\"q\\\"é\"} 3.5\nup 1\nz{} NaN\n";
+        let s = parse_text(t);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].labels["b"], "q\"é");
+        assert_eq!(s[0].value, 3.5);
+        assert_eq!(s[1].name, "up");
+        assert!(s[2].value.is_nan());
+        assert_eq!(find(&s, "x_total", &[("a", "1")]).len(), 1);
+    }
+}

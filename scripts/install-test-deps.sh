@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what the tests need, idempotently: the reference programs from
+# Debian's packages (Prometheus, promtool, Alertmanager, node_exporter,
+# VictoriaMetrics), podman set up as testbed.md describes (runc, k8s-file
+# logs, a registry-free busybox image `localhost/bb:1`), and the Rust
+# components (rustfmt, clippy). Safe to run again; skips what is present.
+set -euo pipefail
+
+need_pkgs=()
+for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+            prometheus-node-exporter:prometheus-node-exporter victoria-metrics:victoria-metrics vmalert:victoria-metrics \
+            podman:podman runc:runc catatonit:catatonit busybox:busybox-static; do
+  cmd=${pair%%:*}; pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+done
+[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need_pkgs[@]}" | sort -u) >/dev/null
+fi
+
+# podman: runc (crun fails on this hybrid hierarchy), k8s-file logs, ulimits
+# that need no raising.
+mkdir -p /etc/containers
+if ! grep -q 'runtime = "runc"' /etc/containers/containers.conf 2>/dev/null; then
+  cat > /etc/containers/containers.conf <<'CONF'
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+log_driver = "k8s-file"
+[engine]
+runtime = "runc"
+CONF
+fi
+
+# A container image without a registry: static busybox.
+if ! podman image exists localhost/bb:1 2>/dev/null; then
+  r=$(mktemp -d)
+  mkdir -p "$r/bin"
+  cp /bin/busybox "$r/bin/"
+  for c in sh echo sleep cat seq yes dd head; do ln -s busybox "$r/bin/$c"; done
+  tar -C "$r" -cf "$r.tar" .
+  (cd "$r" && podman import "$r.tar" localhost/bb:1 >/dev/null)
+  rm -rf "$r" "$r.tar"
+fi
+
+command -v rustup >/dev/null 2>&1 && { cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt; }
+command -v rustup >/dev/null 2>&1 && { cargo clippy --version >/dev/null 2>&1 || rustup component add clippy; }
+echo "test dependencies ready"
