@@ -148,12 +148,11 @@ impl Drop for Proc {
 /// with `what` and the last state description.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
-    let mut last = String::new();
     loop {
-        match f() {
+        let last = match f() {
             Ok(v) => return v,
-            Err(e) => last = e,
-        }
+            Err(e) => e,
+        };
         if Instant::now() > deadline {
             panic!("timed out after {timeout:?} waiting for {what}: {last}");
         }
@@ -221,7 +220,7 @@ pub fn parse_text(text: &str) -> Vec<TextSample> {
             continue;
         }
         let (series, rest) = match line.find('{') {
-            Some(i) => {
+            Some(_) => {
                 let close = match line.rfind('}') {
                     Some(c) => c,
                     None => continue,
