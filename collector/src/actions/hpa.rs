@@ -107,7 +107,7 @@ pub fn metric_replicas(pods: &[PodMetric], target: f64, tolerance: f64) -> Optio
             _ => None,
         })
         .collect();
-    if ready.is_empty() || !(target > 0.0) {
+    if ready.is_empty() || target.is_nan() || target <= 0.0 {
         return None;
     }
     let missing = pods
