@@ -10,6 +10,21 @@
 
 pub mod alertmanager;
 pub mod audit;
+pub mod docker;
 pub mod hpa;
 pub mod restart;
 pub mod webhook;
+
+/// A fresh random id (32 hex digits) for actions and deliveries.
+pub fn new_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// A short random suffix for names of things vigil creates.
+pub fn audit_id_suffix() -> String {
+    new_id()[..8].to_string()
+}
