@@ -31,6 +31,7 @@ pub struct Policy {
 
 /// Which policy wins when several apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub enum SelectPolicy {
     /// The policy allowing the largest change (HPA's default).
     #[default]

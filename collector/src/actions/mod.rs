@@ -10,7 +10,9 @@
 
 pub mod alertmanager;
 pub mod audit;
+pub mod config;
 pub mod docker;
+pub mod engine;
 pub mod hpa;
 pub mod restart;
 pub mod webhook;
@@ -27,4 +29,13 @@ pub fn new_id() -> String {
 /// A short random suffix for names of things vigil creates.
 pub fn audit_id_suffix() -> String {
     new_id()[..8].to_string()
+}
+
+/// Installs rustls' ring provider as the process default once (reqwest is
+/// built without a provider so the whole binary uses exactly one).
+pub fn ensure_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
