@@ -302,12 +302,17 @@ pub struct Actions {
     state: Mutex<ActionState>,
     in_flight: Mutex<HashSet<String>>,
     metrics: Metrics,
+    /// Where executions run: callers may be on threads outside the runtime.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Actions {
     /// Opens the audit store in `dir` (state survives restarts) and builds
-    /// the executors.
+    /// the executors. Must be called inside the tokio runtime.
     pub fn new(cfg: ActionsConfig, dir: &Path) -> Result<Arc<Self>, String> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            "the actions engine must be created inside the tokio runtime".to_string()
+        })?;
         let (audit, state) = Audit::open(dir, 10_000).map_err(|e| e.to_string())?;
         let mut executors = BTreeMap::new();
         for (name, e) in &cfg.executors {
@@ -323,6 +328,7 @@ impl Actions {
             state: Mutex::new(state),
             in_flight: Mutex::new(HashSet::new()),
             metrics: Metrics::default(),
+            runtime,
         };
         a.metrics
             .crash_looping
@@ -533,7 +539,7 @@ impl Actions {
         };
         let me = Arc::clone(self);
         let executor = rule.executor.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             me.execute(&executor, req, None).await;
             me.in_flight.lock().remove(&key);
         });
@@ -856,6 +862,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn oom_events_trigger_restart_rules() {
+        use crate::ingest::EventSink;
+        let d = tempfile::tempdir().unwrap();
+        let y = "executors: {w: {type: webhook, url: 'http://127.0.0.1:9/x'}}\nrestart: [{name: oom, match: {event: oom_kill}, executor: w, dry_run: true}]";
+        let a = Actions::new(cfg(y), d.path()).unwrap();
+        let ev = crate::ingest::IngestedEvent {
+            timestamp_ms: 5,
+            kind: "oom_kill".into(),
+            subject: vigil_common::Labels::new([("container_id", "abc"), ("name", "leak")]),
+            attributes: vec![("process".into(), "sh".into())],
+        };
+        EventTriggers(a.clone()).publish(&[ev.clone(), ev]);
+        let e = a.audit_entries(10, 0);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].target["container_id"], "abc");
+        assert_eq!(e[0].result, "dry_run");
+    }
+
+    #[tokio::test]
     async fn a_hanging_executor_does_not_block_handle() {
         // a receiver that accepts and never answers
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -888,5 +913,42 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+}
+
+/// Agent events (an OOM kill) trigger restarts directly — without waiting for
+/// a scrape and a rule evaluation. A restart rule matches them by
+/// `event="<kind>"` plus the subject's labels (`container_id`, `name`, …).
+pub struct EventTriggers(pub Arc<Actions>);
+
+impl crate::ingest::EventSink for EventTriggers {
+    fn publish(&self, events: &[crate::ingest::IngestedEvent]) {
+        let triggers: Vec<Trigger> = events
+            .iter()
+            .map(|e| {
+                let mut labels: BTreeMap<String, String> = e
+                    .subject
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                labels.insert("event".into(), e.kind.clone());
+                Trigger {
+                    source: "event".into(),
+                    dedup_key: format!(
+                        "{}/{:016x}/{}",
+                        e.kind,
+                        e.subject.stable_hash(),
+                        e.timestamp_ms
+                    ),
+                    labels,
+                    annotations: e.attributes.iter().cloned().collect(),
+                    status: "firing".into(),
+                    starts_at: super::audit::rfc3339(e.timestamp_ms),
+                }
+            })
+            .collect();
+        if !triggers.is_empty() {
+            self.0.handle(triggers);
+        }
     }
 }
