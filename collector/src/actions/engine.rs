@@ -779,6 +779,43 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Agent events (an OOM kill) trigger restarts directly — without waiting for
+/// a scrape and a rule evaluation. A restart rule matches them by
+/// `event="<kind>"` plus the subject's labels (`container_id`, `name`, …).
+pub struct EventTriggers(pub Arc<Actions>);
+
+impl crate::ingest::EventSink for EventTriggers {
+    fn publish(&self, events: &[crate::ingest::IngestedEvent]) {
+        let triggers: Vec<Trigger> = events
+            .iter()
+            .map(|e| {
+                let mut labels: BTreeMap<String, String> = e
+                    .subject
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                labels.insert("event".into(), e.kind.clone());
+                Trigger {
+                    source: "event".into(),
+                    dedup_key: format!(
+                        "{}/{:016x}/{}",
+                        e.kind,
+                        e.subject.stable_hash(),
+                        e.timestamp_ms
+                    ),
+                    labels,
+                    annotations: e.attributes.iter().cloned().collect(),
+                    status: "firing".into(),
+                    starts_at: super::audit::rfc3339(e.timestamp_ms),
+                }
+            })
+            .collect();
+        if !triggers.is_empty() {
+            self.0.handle(triggers);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,42 +950,5 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    }
-}
-
-/// Agent events (an OOM kill) trigger restarts directly — without waiting for
-/// a scrape and a rule evaluation. A restart rule matches them by
-/// `event="<kind>"` plus the subject's labels (`container_id`, `name`, …).
-pub struct EventTriggers(pub Arc<Actions>);
-
-impl crate::ingest::EventSink for EventTriggers {
-    fn publish(&self, events: &[crate::ingest::IngestedEvent]) {
-        let triggers: Vec<Trigger> = events
-            .iter()
-            .map(|e| {
-                let mut labels: BTreeMap<String, String> = e
-                    .subject
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                labels.insert("event".into(), e.kind.clone());
-                Trigger {
-                    source: "event".into(),
-                    dedup_key: format!(
-                        "{}/{:016x}/{}",
-                        e.kind,
-                        e.subject.stable_hash(),
-                        e.timestamp_ms
-                    ),
-                    labels,
-                    annotations: e.attributes.iter().cloned().collect(),
-                    status: "firing".into(),
-                    starts_at: super::audit::rfc3339(e.timestamp_ms),
-                }
-            })
-            .collect();
-        if !triggers.is_empty() {
-            self.0.handle(triggers);
-        }
     }
 }
