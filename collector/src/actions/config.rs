@@ -72,6 +72,15 @@ enum RawExecutor {
         /// Label that groups a service's containers [default: com.docker.compose.service].
         service_label: Option<String>,
     },
+    Kubernetes {
+        /// API server URL [default: in-cluster https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
+        api_server: Option<String>,
+        token_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+        timeout: Option<Duration>,
+        /// `rollout` (default) or `delete_pod`.
+        restart_mode: Option<super::kubernetes::RestartMode>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +156,13 @@ pub enum ExecutorConfig {
         timeout: std::time::Duration,
         service_label: String,
     },
+    Kubernetes {
+        api_server: Option<String>,
+        token_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+        timeout: std::time::Duration,
+        restart_mode: super::kubernetes::RestartMode,
+    },
 }
 
 impl ExecutorConfig {
@@ -154,6 +170,7 @@ impl ExecutorConfig {
         match self {
             ExecutorConfig::Webhook { .. } => "webhook",
             ExecutorConfig::Docker { .. } => "docker",
+            ExecutorConfig::Kubernetes { .. } => "kubernetes",
         }
     }
 }
@@ -282,6 +299,19 @@ impl ActionsConfig {
                     timeout: timeout.unwrap_or(Duration::from_secs(30)).as_std(),
                     service_label: service_label
                         .unwrap_or_else(|| "com.docker.compose.service".into()),
+                },
+                RawExecutor::Kubernetes {
+                    api_server,
+                    token_file,
+                    ca_file,
+                    timeout,
+                    restart_mode,
+                } => ExecutorConfig::Kubernetes {
+                    api_server,
+                    token_file: token_file.map(|f| base.join(f)),
+                    ca_file: ca_file.map(|f| base.join(f)),
+                    timeout: timeout.unwrap_or(Duration::from_secs(15)).as_std(),
+                    restart_mode: restart_mode.unwrap_or(super::kubernetes::RestartMode::Rollout),
                 },
             };
             executors.insert(name, cfg);

@@ -21,6 +21,7 @@ use super::audit::{ActionState, Audit, AuditEntry, AuditError};
 use super::config::{ActionsConfig, ExecutorConfig, RestartRule, ScalerConfig};
 use super::docker::DockerClient;
 use super::hpa::{self, PodMetric};
+use super::kubernetes::{KubeClient, RestartMode, deployment_of};
 use super::restart::{self, Verdict};
 use super::webhook::{self, Delivery, DeliveryPolicy, Secret};
 
@@ -89,6 +90,10 @@ enum Executor {
         client: DockerClient,
         service_label: String,
     },
+    Kubernetes {
+        client: KubeClient,
+        restart_mode: RestartMode,
+    },
 }
 
 impl Executor {
@@ -121,6 +126,22 @@ impl Executor {
             } => Executor::Docker {
                 client: DockerClient::new(socket.clone(), *timeout),
                 service_label: service_label.clone(),
+            },
+            ExecutorConfig::Kubernetes {
+                api_server,
+                token_file,
+                ca_file,
+                timeout,
+                restart_mode,
+            } => Executor::Kubernetes {
+                client: KubeClient::new(
+                    api_server.as_deref(),
+                    token_file.as_deref(),
+                    ca_file.as_deref(),
+                    *timeout,
+                )
+                .map_err(|e| e.to_string())?,
+                restart_mode: *restart_mode,
             },
         })
     }
@@ -193,6 +214,62 @@ impl Executor {
                 }
                 other => Err(("failed".into(), format!("unknown action {other}"))),
             },
+            Executor::Kubernetes {
+                client,
+                restart_mode,
+            } => {
+                let fail = |e: super::kubernetes::KubeError| ("failed".to_string(), e.to_string());
+                match req.action.as_str() {
+                    "restart" => {
+                        let ns = req.target.get("namespace").filter(|s| !s.is_empty());
+                        let pod = req.target.get("pod").filter(|s| !s.is_empty());
+                        let (Some(ns), Some(pod)) = (ns, pod) else {
+                            return match deployment_of(&req.target) {
+                                Ok((ns, d)) => client
+                                    .rollout_restart(&ns, &d, &req.time)
+                                    .await
+                                    .map(|_| format!("rollout restart of deployment {ns}/{d}"))
+                                    .map_err(fail),
+                                Err(e) => Err(fail(e)),
+                            };
+                        };
+                        match restart_mode {
+                            RestartMode::DeletePod => client
+                                .delete_pod(ns, pod)
+                                .await
+                                .map(|_| format!("deleted pod {ns}/{pod}"))
+                                .map_err(fail),
+                            RestartMode::Rollout => {
+                                match client.owning_deployment(ns, pod).await.map_err(fail)? {
+                                    Some(d) => client
+                                        .rollout_restart(ns, &d, &req.time)
+                                        .await
+                                        .map(|_| format!("rollout restart of deployment {ns}/{d}"))
+                                        .map_err(fail),
+                                    // a pod without a Deployment: deleting it is the only restart
+                                    None => client
+                                        .delete_pod(ns, pod)
+                                        .await
+                                        .map(|_| {
+                                            format!("deleted pod {ns}/{pod} (no owning deployment)")
+                                        })
+                                        .map_err(fail),
+                                }
+                            }
+                        }
+                    }
+                    "scale" => {
+                        let (ns, d) = deployment_of(&req.target).map_err(fail)?;
+                        let to = req.to_replicas.unwrap_or(0);
+                        client
+                            .scale(&ns, &d, to)
+                            .await
+                            .map(|_| format!("deployment {ns}/{d} scaled to {to}"))
+                            .map_err(fail)
+                    }
+                    other => Err(("failed".into(), format!("unknown action {other}"))),
+                }
+            }
         }
     }
 
@@ -211,6 +288,14 @@ impl Executor {
                     .list_service(&label, &value)
                     .await
                     .map(|l| Some(l.len() as u32))
+                    .map_err(|e| e.to_string())
+            }
+            Executor::Kubernetes { client, .. } => {
+                let (ns, d) = deployment_of(workload).map_err(|e| e.to_string())?;
+                client
+                    .replicas(&ns, &d)
+                    .await
+                    .map(Some)
                     .map_err(|e| e.to_string())
             }
         }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod docker;
 pub mod engine;
 pub mod hpa;
+pub mod kubernetes;
 pub mod restart;
 pub mod webhook;
 
