@@ -14,6 +14,7 @@
 //! - [`telemetry`]: the collector's self-metrics (`vigil_collector_*`).
 //! - [`run`]: wires the above together for the `run` command.
 
+pub mod actions;
 pub mod config;
 pub mod http;
 pub mod ingest;

@@ -13,7 +13,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::actions::engine::Actions;
 use crate::store::Store;
+
+pub mod actions_api;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -21,6 +24,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Set once the WAL has been replayed and the servers are up.
     pub ready: Arc<AtomicBool>,
+    /// The actions engine, when `--actions` is configured.
+    pub actions: Option<Arc<Actions>>,
 }
 
 impl AppState {
@@ -28,6 +33,7 @@ impl AppState {
         AppState {
             store,
             ready: Arc::new(AtomicBool::new(false)),
+            actions: None,
         }
     }
 }
@@ -37,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .merge(actions_api::routes())
         .with_state(state)
 }
 

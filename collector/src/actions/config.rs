@@ -1,0 +1,510 @@
+//! The actions file (`--actions FILE`): executors, restart rules and
+//! autoscalers. Parsed strictly (unknown keys are errors naming the file) and
+//! validated once into [`ActionsConfig`].
+//!
+//! ```yaml
+//! executors:
+//!   hooks:  {type: webhook, url: "http://127.0.0.1:9000/hook", secret_file: /etc/vigil/whsec}
+//!   podman: {type: docker, socket: /run/podman/podman.sock}
+//! restart:
+//!   - name: oom
+//!     match: {alertname: VigilContainerOOMKilled}
+//!     executor: podman
+//!     cooldown: 5m
+//!     max_restarts: 3
+//!     window: 1h
+//! autoscale:
+//!   - name: web
+//!     executor: podman
+//!     workload: {label: com.docker.compose.service, value: web}
+//!     query: avg(rate(container_cpu_usage_seconds_total{service="web"}[15s])) / 0.5 * 100
+//!     target: 40
+//!     min_replicas: 2
+//!     max_replicas: 4
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use vigil_common::Duration;
+
+use super::hpa::{Behavior, Policy, PolicyType, Rules, SelectPolicy};
+use super::webhook::Secret;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    executors: BTreeMap<String, RawExecutor>,
+    #[serde(default)]
+    restart: Vec<RawRestart>,
+    #[serde(default)]
+    autoscale: Vec<RawScaler>,
+    #[serde(default)]
+    global: RawGlobal,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGlobal {
+    /// Most restarts across all targets per minute [default: 10].
+    max_restarts_per_minute: Option<u32>,
+    /// Bearer token file for POST /api/v1/alertmanager/webhook.
+    alertmanager_token_file: Option<PathBuf>,
+    /// Dry run everything: decide and audit, never execute.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+enum RawExecutor {
+    Webhook {
+        url: String,
+        secret_file: Option<PathBuf>,
+        timeout: Option<Duration>,
+        max_attempts: Option<u32>,
+    },
+    Docker {
+        socket: Option<PathBuf>,
+        timeout: Option<Duration>,
+        /// Label that groups a service's containers [default: com.docker.compose.service].
+        service_label: Option<String>,
+    },
+    Kubernetes {
+        /// API server URL [default: in-cluster https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
+        api_server: Option<String>,
+        token_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+        timeout: Option<Duration>,
+        /// `rollout` (default) or `delete_pod`.
+        restart_mode: Option<super::kubernetes::RestartMode>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    name: String,
+    #[serde(default, rename = "match")]
+    matchers: BTreeMap<String, String>,
+    #[serde(default)]
+    match_re: BTreeMap<String, String>,
+    executor: String,
+    cooldown: Option<Duration>,
+    max_restarts: Option<u32>,
+    window: Option<Duration>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScaler {
+    name: String,
+    executor: String,
+    workload: BTreeMap<String, String>,
+    query: String,
+    target: f64,
+    min_replicas: Option<u32>,
+    max_replicas: u32,
+    tolerance: Option<f64>,
+    interval: Option<Duration>,
+    replicas_query: Option<String>,
+    #[serde(default)]
+    behavior: RawBehavior,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBehavior {
+    scale_up: Option<RawRules>,
+    scale_down: Option<RawRules>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    stabilization_window: Option<Duration>,
+    select_policy: Option<SelectPolicy>,
+    policies: Option<Vec<RawPolicy>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(rename = "type")]
+    kind: PolicyType,
+    value: u32,
+    period: Duration,
+}
+
+/// How an action is carried out.
+#[derive(Clone, Debug)]
+pub enum ExecutorConfig {
+    Webhook {
+        url: String,
+        secrets: Vec<Secret>,
+        timeout: std::time::Duration,
+        max_attempts: u32,
+    },
+    Docker {
+        socket: PathBuf,
+        timeout: std::time::Duration,
+        service_label: String,
+    },
+    Kubernetes {
+        api_server: Option<String>,
+        token_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+        timeout: std::time::Duration,
+        restart_mode: super::kubernetes::RestartMode,
+    },
+}
+
+impl ExecutorConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExecutorConfig::Webhook { .. } => "webhook",
+            ExecutorConfig::Docker { .. } => "docker",
+            ExecutorConfig::Kubernetes { .. } => "kubernetes",
+        }
+    }
+}
+
+/// A label matcher of a restart rule.
+#[derive(Clone, Debug)]
+pub enum LabelMatch {
+    Equal(String, String),
+    Regex(String, regex::Regex),
+}
+
+impl LabelMatch {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            LabelMatch::Equal(k, v) => labels.get(k).map(String::as_str).unwrap_or("") == v,
+            LabelMatch::Regex(k, r) => r.is_match(labels.get(k).map(String::as_str).unwrap_or("")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RestartRule {
+    pub name: String,
+    pub matchers: Vec<LabelMatch>,
+    pub executor: String,
+    pub policy: super::restart::RestartPolicy,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScalerConfig {
+    pub name: String,
+    pub executor: String,
+    pub workload: BTreeMap<String, String>,
+    pub query: String,
+    pub target: f64,
+    pub tolerance: f64,
+    pub interval: std::time::Duration,
+    pub replicas_query: Option<String>,
+    pub behavior: Behavior,
+    pub dry_run: bool,
+}
+
+/// The validated actions file.
+#[derive(Clone, Debug, Default)]
+pub struct ActionsConfig {
+    pub executors: BTreeMap<String, ExecutorConfig>,
+    pub restart: Vec<RestartRule>,
+    pub autoscale: Vec<ScalerConfig>,
+    pub global: super::restart::GlobalLimit,
+    pub alertmanager_token: Option<String>,
+    pub dry_run: bool,
+}
+
+impl Default for super::restart::GlobalLimit {
+    fn default() -> Self {
+        super::restart::GlobalLimit {
+            max: 10,
+            per_ms: 60_000,
+        }
+    }
+}
+
+/// Why the actions file was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("actions file {path}: {message}")]
+pub struct ActionsConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl ActionsConfig {
+    pub fn load(path: &Path) -> Result<Self, ActionsConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ActionsConfigError {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ActionsConfigError> {
+        let err = |message: String| ActionsConfigError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawFile = vigil_common::config::parse_yaml(text).map_err(err)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut executors = BTreeMap::new();
+        for (name, e) in raw.executors {
+            let cfg = match e {
+                RawExecutor::Webhook {
+                    url,
+                    secret_file,
+                    timeout,
+                    max_attempts,
+                } => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(err(format!("executor {name}: url {url:?} is not http(s)")));
+                    }
+                    let secrets = match secret_file {
+                        Some(f) => {
+                            let f = base.join(f);
+                            let text = std::fs::read_to_string(&f).map_err(|e| {
+                                err(format!("executor {name}: secret_file {}: {e}", f.display()))
+                            })?;
+                            text.split_whitespace()
+                                .map(Secret::parse)
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(|e| err(format!("executor {name}: {e}")))?
+                        }
+                        None => Vec::new(),
+                    };
+                    ExecutorConfig::Webhook {
+                        url,
+                        secrets,
+                        timeout: timeout.unwrap_or(Duration::from_secs(10)).as_std(),
+                        max_attempts: max_attempts.unwrap_or(6).max(1),
+                    }
+                }
+                RawExecutor::Docker {
+                    socket,
+                    timeout,
+                    service_label,
+                } => ExecutorConfig::Docker {
+                    socket: socket.unwrap_or_else(|| PathBuf::from("/var/run/docker.sock")),
+                    timeout: timeout.unwrap_or(Duration::from_secs(30)).as_std(),
+                    service_label: service_label
+                        .unwrap_or_else(|| "com.docker.compose.service".into()),
+                },
+                RawExecutor::Kubernetes {
+                    api_server,
+                    token_file,
+                    ca_file,
+                    timeout,
+                    restart_mode,
+                } => ExecutorConfig::Kubernetes {
+                    api_server,
+                    token_file: token_file.map(|f| base.join(f)),
+                    ca_file: ca_file.map(|f| base.join(f)),
+                    timeout: timeout.unwrap_or(Duration::from_secs(15)).as_std(),
+                    restart_mode: restart_mode.unwrap_or(super::kubernetes::RestartMode::Rollout),
+                },
+            };
+            executors.insert(name, cfg);
+        }
+        let known = |n: &str, what: &str| -> Result<(), ActionsConfigError> {
+            if executors.contains_key(n) {
+                Ok(())
+            } else {
+                Err(err(format!("{what}: unknown executor {n:?}")))
+            }
+        };
+        let mut restart = Vec::new();
+        for r in raw.restart {
+            known(&r.executor, &format!("restart rule {}", r.name))?;
+            let mut matchers: Vec<LabelMatch> = r
+                .matchers
+                .into_iter()
+                .map(|(k, v)| LabelMatch::Equal(k, v))
+                .collect();
+            for (k, v) in r.match_re {
+                let re = regex::Regex::new(&format!("^(?s:{v})$"))
+                    .map_err(|e| err(format!("restart rule {}: match_re {k}: {e}", r.name)))?;
+                matchers.push(LabelMatch::Regex(k, re));
+            }
+            if matchers.is_empty() {
+                return Err(err(format!(
+                    "restart rule {}: needs at least one matcher",
+                    r.name
+                )));
+            }
+            restart.push(RestartRule {
+                name: r.name,
+                matchers,
+                executor: r.executor,
+                policy: super::restart::RestartPolicy {
+                    cooldown_ms: r.cooldown.unwrap_or(Duration::from_secs(300)).as_millis() as i64,
+                    max_restarts: r.max_restarts.unwrap_or(5),
+                    window_ms: r.window.unwrap_or(Duration::from_secs(3600)).as_millis() as i64,
+                },
+                dry_run: r.dry_run,
+            });
+        }
+        let mut autoscale = Vec::new();
+        for s in raw.autoscale {
+            known(&s.executor, &format!("autoscaler {}", s.name))?;
+            let min = s.min_replicas.unwrap_or(1);
+            if min > s.max_replicas || s.max_replicas == 0 {
+                return Err(err(format!(
+                    "autoscaler {}: min_replicas {min} / max_replicas {} make no sense",
+                    s.name, s.max_replicas
+                )));
+            }
+            if s.target.is_nan() || s.target <= 0.0 {
+                return Err(err(format!(
+                    "autoscaler {}: target must be above 0",
+                    s.name
+                )));
+            }
+            promql_parser::parser::parse(&s.query)
+                .map_err(|e| err(format!("autoscaler {}: query: {e}", s.name)))?;
+            if let Some(q) = &s.replicas_query {
+                promql_parser::parser::parse(q)
+                    .map_err(|e| err(format!("autoscaler {}: replicas_query: {e}", s.name)))?;
+            }
+            let rules = |r: Option<RawRules>, d: Rules| Rules {
+                stabilization_window_seconds: r
+                    .as_ref()
+                    .and_then(|r| r.stabilization_window)
+                    .map(|w| (w.as_millis() / 1000) as u32)
+                    .unwrap_or(d.stabilization_window_seconds),
+                select_policy: r
+                    .as_ref()
+                    .and_then(|r| r.select_policy)
+                    .unwrap_or(d.select_policy),
+                policies: r
+                    .and_then(|r| r.policies)
+                    .map(|ps| {
+                        ps.into_iter()
+                            .map(|p| Policy {
+                                kind: p.kind,
+                                value: p.value,
+                                period_seconds: (p.period.as_millis() / 1000).max(1) as u32,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or(d.policies),
+            };
+            autoscale.push(ScalerConfig {
+                behavior: Behavior {
+                    min_replicas: min,
+                    max_replicas: s.max_replicas,
+                    up: rules(s.behavior.scale_up, Rules::default_up()),
+                    down: rules(s.behavior.scale_down, Rules::default_down()),
+                },
+                name: s.name,
+                executor: s.executor,
+                workload: s.workload,
+                query: s.query,
+                target: s.target,
+                tolerance: s.tolerance.unwrap_or(super::hpa::DEFAULT_TOLERANCE),
+                interval: s.interval.unwrap_or(Duration::from_secs(5)).as_std(),
+                replicas_query: s.replicas_query,
+                dry_run: s.dry_run,
+            });
+        }
+        let alertmanager_token = match raw.global.alertmanager_token_file {
+            Some(f) => {
+                let f = base.join(f);
+                let t = std::fs::read_to_string(&f)
+                    .map_err(|e| err(format!("alertmanager_token_file {}: {e}", f.display())))?;
+                Some(t.trim().to_string()).filter(|t| !t.is_empty())
+            }
+            None => None,
+        };
+        Ok(ActionsConfig {
+            executors,
+            restart,
+            autoscale,
+            global: super::restart::GlobalLimit {
+                max: raw.global.max_restarts_per_minute.unwrap_or(10),
+                per_ms: 60_000,
+            },
+            alertmanager_token,
+            dry_run: raw.global.dry_run,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let y = r#"
+executors:
+  podman: {type: docker, socket: /run/podman/podman.sock}
+  hooks: {type: webhook, url: "http://127.0.0.1:9000/hook"}
+restart:
+  - name: oom
+    match: {alertname: VigilContainerOOMKilled}
+    match_re: {namespace: "prod-.*"}
+    executor: podman
+    cooldown: 5m
+autoscale:
+  - name: web
+    executor: podman
+    workload: {label: com.docker.compose.service, value: web}
+    query: avg(rate(container_cpu_usage_seconds_total[15s])) * 100
+    target: 40
+    min_replicas: 2
+    max_replicas: 4
+    behavior:
+      scale_down: {stabilization_window: 30s}
+"#;
+        let c = ActionsConfig::parse(y, Path::new("/x/actions.yml")).unwrap();
+        assert_eq!(c.executors.len(), 2);
+        assert_eq!(c.restart[0].policy.cooldown_ms, 300_000);
+        assert_eq!(
+            c.autoscale[0].behavior.down.stabilization_window_seconds,
+            30
+        );
+        assert_eq!(c.autoscale[0].behavior.up, Rules::default_up());
+        let mut l = BTreeMap::from([(
+            "alertname".to_string(),
+            "VigilContainerOOMKilled".to_string(),
+        )]);
+        l.insert("namespace".into(), "prod-a".into());
+        assert!(c.restart[0].matchers.iter().all(|m| m.matches(&l)));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        for (y, want) in [
+            ("nope: 1", "nope"),
+            (
+                "restart: [{name: r, match: {a: b}, executor: ghost}]",
+                "ghost",
+            ),
+            (
+                "executors: {d: {type: docker}}\nautoscale: [{name: s, executor: d, workload: {}, query: 'sum(', target: 1, max_replicas: 2}]",
+                "query",
+            ),
+            (
+                "executors: {d: {type: docker}}\nautoscale: [{name: s, executor: d, workload: {}, query: up, target: 1, min_replicas: 3, max_replicas: 2}]",
+                "min_replicas",
+            ),
+            ("executors: {w: {type: webhook, url: ftp://x}}", "ftp"),
+        ] {
+            let e = ActionsConfig::parse(y, Path::new("/x/a.yml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("/x/a.yml") && e.contains(want), "{y}: {e}");
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The Docker Engine API over a unix socket (Podman's `podman system service`
+//! serves the same API): restart a container, and scale a service — the
+//! containers sharing a label such as `com.docker.compose.service=web` — by
+//! cloning one replica's configuration or removing the newest replica.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Why a Docker API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("docker socket {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("docker API {method} {path}: {message}")]
+    Http {
+        method: String,
+        path: String,
+        message: String,
+    },
+    #[error("docker API {method} {path} answered {status}: {body}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
+    #[error("docker API {method} {path} timed out after {timeout:?}")]
+    Timeout {
+        method: String,
+        path: String,
+        timeout: Duration,
+    },
+    #[error("service {label}={value} has no container to clone")]
+    NoReplica { label: String, value: String },
+}
+
+/// A client of one Engine API socket.
+#[derive(Clone, Debug)]
+pub struct DockerClient {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+/// A container as `GET /containers/json` lists it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ContainerSummary {
+    #[serde(rename = "Id")]
+    pub id: String,
+    #[serde(rename = "Names", default)]
+    pub names: Vec<String>,
+    #[serde(rename = "Created", default)]
+    pub created: i64,
+    #[serde(rename = "State", default)]
+    pub state: String,
+}
+
+impl DockerClient {
+    pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
+        DockerClient {
+            socket: socket.into(),
+            timeout,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// One request on a fresh connection (the API is cheap to connect to and
+    /// this keeps a wedged connection from affecting the next call).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Bytes), DockerError> {
+        let m = method.to_string();
+        let fut = async {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| DockerError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+            let http_err = |e: String| DockerError::Http {
+                method: m.clone(),
+                path: path.to_string(),
+                message: e,
+            };
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| http_err(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let bytes = match &body {
+                Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| http_err(e.to_string()))?),
+                None => Bytes::new(),
+            };
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header("host", "docker")
+                .header("content-type", "application/json")
+                .body(Full::new(bytes))
+                .map_err(|e| http_err(e.to_string()))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| http_err(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| http_err(e.to_string()))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(DockerError::Timeout {
+                method: m,
+                path: path.to_string(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        ok: &[u16],
+    ) -> Result<Bytes, DockerError> {
+        let m = method.to_string();
+        let (status, bytes) = self.call(method, path, body).await?;
+        if ok.contains(&status.as_u16()) {
+            Ok(bytes)
+        } else {
+            Err(DockerError::Status {
+                method: m,
+                path: path.to_string(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+            })
+        }
+    }
+
+    /// `POST /containers/{id}/restart`.
+    pub async fn restart(&self, id: &str, stop_timeout_s: u32) -> Result<(), DockerError> {
+        let path = format!("/containers/{}/restart?t={stop_timeout_s}", enc(id));
+        self.expect(Method::POST, &path, None, &[204])
+            .await
+            .map(|_| ())
+    }
+
+    /// Running containers carrying `label=value`, newest first.
+    pub async fn list_service(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<ContainerSummary>, DockerError> {
+        let filters =
+            serde_json::json!({"label": [format!("{label}={value}")], "status": ["running"]});
+        let path = format!("/containers/json?filters={}", enc(&filters.to_string()));
+        let bytes = self.expect(Method::GET, &path, None, &[200]).await?;
+        let list: Vec<ContainerSummary> =
+            serde_json::from_slice(&bytes).map_err(|e| DockerError::Http {
+                method: "GET".into(),
+                path: path.clone(),
+                message: format!("unreadable container list: {e}"),
+            })?;
+        // `Created` in the list has one-second resolution: order by the
+        // inspect's nanosecond timestamp so "newest" is exact.
+        let mut keyed = Vec::with_capacity(list.len());
+        for c in list {
+            let ns = self
+                .created_ns(&c.id)
+                .await
+                .unwrap_or(c.created.saturating_mul(1_000_000_000) as i128);
+            keyed.push((ns, c));
+        }
+        keyed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.id.cmp(&a.1.id)));
+        Ok(keyed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn created_ns(&self, id: &str) -> Result<i128, DockerError> {
+        let bytes = self
+            .expect(
+                Method::GET,
+                &format!("/containers/{}/json", enc(id)),
+                None,
+                &[200],
+            )
+            .await?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| DockerError::Http {
+            method: "GET".into(),
+            path: "inspect".into(),
+            message: e.to_string(),
+        })?;
+        v.get("Created")
+            .and_then(Value::as_str)
+            .and_then(rfc3339_ns)
+            .ok_or_else(|| DockerError::Http {
+                method: "GET".into(),
+                path: "inspect".into(),
+                message: "no readable Created time".into(),
+            })
+    }
+
+    /// Scales the service to `to` replicas: clones the oldest replica's
+    /// configuration to add, stops and removes the newest to shrink. Returns
+    /// the count after the change.
+    pub async fn scale_service(
+        &self,
+        label: &str,
+        value: &str,
+        to: u32,
+    ) -> Result<u32, DockerError> {
+        let list = self.list_service(label, value).await?;
+        let current = list.len() as u32;
+        if to > current {
+            let template = list.last().ok_or_else(|| DockerError::NoReplica {
+                label: label.to_string(),
+                value: value.to_string(),
+            })?;
+            let inspect = self
+                .expect(
+                    Method::GET,
+                    &format!("/containers/{}/json", enc(&template.id)),
+                    None,
+                    &[200],
+                )
+                .await?;
+            let inspect: Value =
+                serde_json::from_slice(&inspect).map_err(|e| DockerError::Http {
+                    method: "GET".into(),
+                    path: "inspect".into(),
+                    message: e.to_string(),
+                })?;
+            for i in 0..(to - current) {
+                let name = format!("{value}-vigil-{}-{i}", crate::actions::audit_id_suffix());
+                let body = clone_body(&inspect);
+                let created = self
+                    .expect(
+                        Method::POST,
+                        &format!("/containers/create?name={}", enc(&name)),
+                        Some(body),
+                        &[200, 201],
+                    )
+                    .await?;
+                let id = serde_json::from_slice::<Value>(&created)
+                    .ok()
+                    .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_string))
+                    .ok_or_else(|| DockerError::Http {
+                        method: "POST".into(),
+                        path: "/containers/create".into(),
+                        message: "no Id in the answer".into(),
+                    })?;
+                self.expect(
+                    Method::POST,
+                    &format!("/containers/{}/start", enc(&id)),
+                    None,
+                    &[204, 304],
+                )
+                .await?;
+            }
+        } else if to < current {
+            for c in list.iter().take((current - to) as usize) {
+                self.expect(
+                    Method::POST,
+                    &format!("/containers/{}/stop?t=10", enc(&c.id)),
+                    None,
+                    &[204, 304],
+                )
+                .await?;
+                self.expect(
+                    Method::DELETE,
+                    &format!("/containers/{}?force=true", enc(&c.id)),
+                    None,
+                    &[204, 200, 404],
+                )
+                .await?;
+            }
+        }
+        Ok(to)
+    }
+}
+
+/// The create body for a clone: the template's `Config` with its
+/// `HostConfig`, minus what must be unique per container.
+fn clone_body(inspect: &Value) -> Value {
+    let mut config = inspect
+        .get("Config")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(o) = config.as_object_mut() {
+        o.remove("Hostname");
+        o.remove("Domainname");
+        if let Some(image) = inspect.get("Config").and_then(|c| c.get("Image")).cloned() {
+            o.insert("Image".into(), image);
+        }
+        if let Some(mut hc) = inspect.get("HostConfig").cloned() {
+            normalize_ulimits(&mut hc);
+            o.insert("HostConfig".into(), hc);
+        }
+    }
+    config
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 time with any number of
+/// fractional digits and a `Z` or `±hh:mm` offset.
+fn rfc3339_ns(s: &str) -> Option<i128> {
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let tz_at = rest.rfind(['Z', '+', '-']).filter(|i| *i >= 8)?;
+    let (clock, tz) = rest.split_at(tz_at);
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
+    let mut nanos: i64 = 0;
+    for (i, c) in frac.chars().take(9).enumerate() {
+        nanos += i64::from(c.to_digit(10)?) * 10i64.pow(8 - i as u32);
+    }
+    let offset = if tz == "Z" {
+        0
+    } else {
+        let sign = if tz.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = tz[1..].split_once(':')?;
+        sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+    };
+    // days from civil (Howard Hinnant's algorithm)
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + mi * 60 + se - offset;
+    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+}
+
+/// Podman's inspect names ulimits `RLIMIT_NOFILE` but its create (like
+/// Docker's) wants `nofile`: normalize so a clone is accepted by both.
+fn normalize_ulimits(hc: &mut Value) {
+    if let Some(list) = hc.get_mut("Ulimits").and_then(Value::as_array_mut) {
+        for u in list {
+            if let Some(name) = u.get("Name").and_then(Value::as_str) {
+                let n = name
+                    .strip_prefix("RLIMIT_")
+                    .unwrap_or(name)
+                    .to_ascii_lowercase();
+                u["Name"] = Value::String(n);
+            }
+        }
+    }
+}
+
+/// Percent-encodes a path or query component.
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_body_keeps_config_and_host_config() {
+        let inspect = serde_json::json!({
+            "Id": "x", "Name": "/web-1",
+            "Config": {"Image": "localhost/bb:1", "Hostname": "abc", "Cmd": ["sh"], "Labels": {"com.docker.compose.service": "web"}},
+            "HostConfig": {"NanoCpus": 500000000, "Memory": 67108864,
+                           "Ulimits": [{"Name": "RLIMIT_NOFILE", "Soft": 1024, "Hard": 1024}]}
+        });
+        let b = clone_body(&inspect);
+        assert_eq!(b["Image"], "localhost/bb:1");
+        assert!(b.get("Hostname").is_none());
+        assert_eq!(b["HostConfig"]["Memory"], 67108864);
+        assert_eq!(b["Labels"]["com.docker.compose.service"], "web");
+        assert_eq!(b["HostConfig"]["Ulimits"][0]["Name"], "nofile");
+    }
+
+    #[test]
+    fn parses_rfc3339_with_nanos_and_offsets() {
+        assert_eq!(rfc3339_ns("1970-01-01T00:00:01Z"), Some(1_000_000_000));
+        assert_eq!(rfc3339_ns("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));
+        assert_eq!(
+            rfc3339_ns("2026-11-22T12:00:00.123456789+01:00"),
+            rfc3339_ns("2026-11-22T11:00:00.123456789Z")
+        );
+        assert!(rfc3339_ns("2026-11-22T12:00:00.1Z") > rfc3339_ns("2026-11-22T12:00:00.09Z"));
+        assert_eq!(rfc3339_ns("garbage"), None);
+    }
+
+    #[test]
+    fn encodes_components() {
+        assert_eq!(enc("{\"a\":1}"), "%7B%22a%22%3A1%7D");
+        assert_eq!(enc("abc-1_2.3"), "abc-1_2.3");
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_a_clear_error() {
+        let c = DockerClient::new("/nonexistent/docker.sock", Duration::from_secs(1));
+        let e = c.restart("abc", 1).await.unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/docker.sock"), "{e}");
+    }
+}
