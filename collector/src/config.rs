@@ -97,6 +97,12 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_labels: Vec<String>,
 
+    /// Actions file: executors, restart rules and autoscalers (see the README's
+    /// "Actions" section); without it no action is ever taken.
+    #[arg(long, env = "VIGIL_ACTIONS", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actions: Option<PathBuf>,
+
     /// How long a graceful stop waits for in-flight work [default: 10s].
     #[arg(long, env = "VIGIL_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +134,7 @@ pub struct Config {
     pub evaluation_interval: std::time::Duration,
     pub external_url: String,
     pub external_labels: BTreeMap<String, String>,
+    pub actions: Option<PathBuf>,
     pub shutdown_timeout: std::time::Duration,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
@@ -240,6 +247,7 @@ impl Settings {
             evaluation_interval,
             external_url: external_url.trim_end_matches('/').to_string(),
             external_labels,
+            actions: self.actions,
             shutdown_timeout: self
                 .shutdown_timeout
                 .unwrap_or(Duration::from_secs(10))
