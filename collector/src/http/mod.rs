@@ -15,6 +15,9 @@ use axum::routing::get;
 
 use crate::store::Store;
 
+pub mod api;
+pub mod remote_write;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +40,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .merge(api::routes())
+        .merge(remote_write::routes())
         .with_state(state)
 }
 

@@ -137,6 +137,15 @@ pub fn parse(query: &str) -> Result<Expr, QueryError> {
     promql_parser::parser::parse(query).map_err(|e| QueryError::bad(format!("parse error: {e}")))
 }
 
+/// Store matchers of a parsed selector: one list per `or` alternative
+/// (`{a="1" or b="2"}`), the metric name included, regexes anchored as
+/// Prometheus 3 does.
+pub fn selector_matchers(
+    vs: &promql_parser::parser::VectorSelector,
+) -> Result<Vec<Vec<crate::store::Matcher>>, QueryError> {
+    eval::store_matchers(vs)
+}
+
 /// The evaluator. Cheap to clone; holds only options.
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
