@@ -636,6 +636,11 @@ impl Op {
         matches!(self, Op::Eq | Op::Ne | Op::Gt | Op::Lt | Op::Ge | Op::Le)
     }
 
+    /// Prometheus' `shouldDropMetricName`: arithmetic except `atan2`.
+    fn drops_name(self) -> bool {
+        matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod)
+    }
+
     fn is_set(self) -> bool {
         matches!(self, Op::And | Op::Or | Op::Unless)
     }
@@ -761,7 +766,7 @@ fn vector_scalar(op: Op, v: Vec<Sample>, s: f64, swap: bool, return_bool: bool) 
         } else if !keep {
             continue;
         }
-        let labels = if !op.is_comparison() || return_bool {
+        let labels = if op.drops_name() || return_bool {
             drop_name(smp.labels)
         } else {
             smp.labels
@@ -849,7 +854,7 @@ fn vector_binop(
         }
         // result labels
         let mut pairs: Vec<(String, String)> = ls.labels.into_pairs();
-        if !op.is_comparison() || return_bool {
+        if op.drops_name() || return_bool {
             pairs.retain(|(k, _)| k != "__name__");
         }
         if one_to_one {
