@@ -46,7 +46,10 @@ pub fn exposition(n: u64) -> String {
         for room in ["kitchen", "bedroom", "garage", "attic"] {
             i += 1.0;
             let v = 20.0 + 5.0 * (nf / 7.0 + i).sin() + i * 0.37;
-            let _ = writeln!(o, "vt_temperature_celsius{{floor=\"{floor}\",room=\"{room}\"}} {v}");
+            let _ = writeln!(
+                o,
+                "vt_temperature_celsius{{floor=\"{floor}\",room=\"{room}\"}} {v}"
+            );
         }
     }
     o.push_str("# TYPE vt_negative gauge\n");
@@ -59,18 +62,31 @@ pub fn exposition(n: u64) -> String {
         let base = [3.0, 7.0, 15.0, 24.0, 30.0, 33.0, 34.0];
         let mut cum = 0.0;
         for (j, le) in les.iter().enumerate() {
-            let inc = if j == 0 { base[0] } else { base[j] - base[j - 1] };
+            let inc = if j == 0 {
+                base[0]
+            } else {
+                base[j] - base[j - 1]
+            };
             // A large start keeps rate()'s zero-point clamp out of play
             // (2.42 and 3.x order that clamp differently).
             let start = if j == 0 { 100_000.0 } else { 0.0 };
-            cum += start + inc * (nf + 1.0) * (1.0 + pi as f64 * 0.5) + if j == 3 { (nf * 0.7).sin().abs() } else { 0.0 };
+            cum += start
+                + inc * (nf + 1.0) * (1.0 + pi as f64 * 0.5)
+                + if j == 3 { (nf * 0.5).floor() } else { 0.0 };
             let _ = writeln!(
                 o,
                 "vt_request_duration_seconds_bucket{{path=\"{path}\",le=\"{le}\"}} {cum}"
             );
         }
-        let _ = writeln!(o, "vt_request_duration_seconds_sum{{path=\"{path}\"}} {}", cum * 0.31);
-        let _ = writeln!(o, "vt_request_duration_seconds_count{{path=\"{path}\"}} {cum}");
+        let _ = writeln!(
+            o,
+            "vt_request_duration_seconds_sum{{path=\"{path}\"}} {}",
+            cum * 0.31
+        );
+        let _ = writeln!(
+            o,
+            "vt_request_duration_seconds_count{{path=\"{path}\"}} {cum}"
+        );
     }
     o.push_str("# TYPE container_cpu_usage_seconds_total counter\n");
     let mut k = 0.0;
@@ -100,7 +116,7 @@ pub fn exposition(n: u64) -> String {
             }
         }
     }
-    if (n / 15) % 2 == 0 {
+    if (n / 15).is_multiple_of(2) {
         o.push_str("# TYPE vt_flappy gauge\n");
         let _ = writeln!(o, "vt_flappy{{id=\"1\"}} {}", nf * 2.0);
     }
@@ -124,7 +140,10 @@ pub async fn start_exporter() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
             async move {
                 let i = n.fetch_add(1, Ordering::SeqCst);
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     exposition(i),
                 )
             }
@@ -179,7 +198,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
         let child = Command::new(bin)
             .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .current_dir(dir.path())
             .stdout(Stdio::null())
@@ -213,7 +235,8 @@ pub async fn api_get(
         .with_context(|| format!("POST {base}{path}"))?;
     let status = resp.status().as_u16();
     let text = resp.text().await?;
-    let j = serde_json::from_str(&text).with_context(|| format!("{base}{path}: not JSON: {text}"))?;
+    let j =
+        serde_json::from_str(&text).with_context(|| format!("{base}{path}: not JSON: {text}"))?;
     Ok((status, j))
 }
 
@@ -267,8 +290,14 @@ pub fn diff_data(ours: &Json, theirs: &Json, ordered: bool) -> Vec<String> {
             }
         }
         Some("vector") | Some("matrix") => {
-            let mut a: Vec<&Json> = ra.as_array().map(|v| v.iter().collect()).unwrap_or_default();
-            let mut b: Vec<&Json> = rb.as_array().map(|v| v.iter().collect()).unwrap_or_default();
+            let mut a: Vec<&Json> = ra
+                .as_array()
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            let mut b: Vec<&Json> = rb
+                .as_array()
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
             let key = |j: &&Json| j["metric"].to_string();
             if !ordered || rt_a == "matrix" {
                 a.sort_by_key(key);
@@ -322,7 +351,11 @@ pub fn diff_data(ours: &Json, theirs: &Json, ordered: bool) -> Vec<String> {
 }
 
 /// Waits until `url` answers 200.
-pub async fn wait_ready(client: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_ready(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Ok(r) = client.get(url).send().await

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use vigil_collector::http::{AppState, router};
 use vigil_collector::store::{Store, StoreOptions};
-use vigil_e2e::prom::{Prometheus, api_get, diff_data, prometheus_binary, start_exporter, wait_ready};
+use vigil_e2e::prom::{
+    Prometheus, api_get, diff_data, prometheus_binary, start_exporter, wait_ready,
+};
 
 /// Query templates; `{AT}` is replaced by an evaluation time in seconds.
 const QUERIES: &[&str] = &[
@@ -268,7 +270,9 @@ async fn promql_matches_prometheus() -> anyhow::Result<()> {
         return Ok(());
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
 
     // vigil, in process
     let store = Arc::new(Store::new(StoreOptions::default()));
@@ -283,7 +287,13 @@ async fn promql_matches_prometheus() -> anyhow::Result<()> {
     let (exporter, scrapes) = start_exporter().await?;
     let prom = Prometheus::start(&bin, exporter, &format!("{ours}/api/v1/write"))?;
     let theirs = format!("http://{}", prom.addr);
-    if let Err(e) = wait_ready(&client, &format!("{theirs}/-/ready"), Duration::from_secs(30)).await {
+    if let Err(e) = wait_ready(
+        &client,
+        &format!("{theirs}/-/ready"),
+        Duration::from_secs(30),
+    )
+    .await
+    {
         panic!("{e}\n{}", prom.log());
     }
 
@@ -294,7 +304,13 @@ async fn promql_matches_prometheus() -> anyhow::Result<()> {
     assert!(n > 50, "only {n} scrapes happened\n{}", prom.log());
 
     // Scrape phase from Prometheus' own sample timestamps.
-    let (_, j) = api_get(&client, &theirs, "/api/v1/query", &[("query", "timestamp(up)".into())]).await?;
+    let (_, j) = api_get(
+        &client,
+        &theirs,
+        "/api/v1/query",
+        &[("query", "timestamp(up)".into())],
+    )
+    .await?;
     let ts = j["data"]["result"][0]["value"][1]
         .as_str()
         .and_then(|s| s.parse::<f64>().ok())
@@ -305,12 +321,21 @@ async fn promql_matches_prometheus() -> anyhow::Result<()> {
         .max_by_key(|e| phase_dist(*e, phase).min(phase_dist(*e, 0)))
         .unwrap_or(500);
     let eval = (now_ms() / 1000 - 4) * 1000 + offset;
-    eprintln!("scrapes={n} phase={phase}ms eval offset={offset}ms eval={}", secs(eval));
+    eprintln!(
+        "scrapes={n} phase={phase}ms eval offset={offset}ms eval={}",
+        secs(eval)
+    );
 
     // Wait until remote write has delivered everything up to `eval`.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, j) = api_get(&client, &ours, "/api/v1/query", &[("query", "max(timestamp(up))".into())]).await?;
+        let (_, j) = api_get(
+            &client,
+            &ours,
+            "/api/v1/query",
+            &[("query", "max(timestamp(up))".into())],
+        )
+        .await?;
         let latest = j["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|s| s.parse::<f64>().ok())
@@ -319,7 +344,10 @@ async fn promql_matches_prometheus() -> anyhow::Result<()> {
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("remote write did not catch up: latest {latest}\n{}", prom.log());
+            panic!(
+                "remote write did not catch up: latest {latest}\n{}",
+                prom.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -332,7 +360,10 @@ async fn promql_matches_prometheus() -> anyhow::Result<()> {
         let q = tpl.replace("{AT}", &at);
         let ordered = q.starts_with("sort");
         let reqs: [(&str, Vec<(&str, String)>); 2] = [
-            ("/api/v1/query", vec![("query", q.clone()), ("time", secs(eval))]),
+            (
+                "/api/v1/query",
+                vec![("query", q.clone()), ("time", secs(eval))],
+            ),
             (
                 "/api/v1/query_range",
                 vec![
@@ -347,7 +378,11 @@ async fn promql_matches_prometheus() -> anyhow::Result<()> {
             let (sa, ja) = api_get(&client, &ours, path, &params).await?;
             let (sb, jb) = api_get(&client, &theirs, path, &params).await?;
             compared += 1;
-            let kind = if path.ends_with("range") { "range" } else { "instant" };
+            let kind = if path.ends_with("range") {
+                "range"
+            } else {
+                "instant"
+            };
             if ja["status"] != jb["status"] || sa != sb {
                 failures.push(format!(
                     "{kind} {q}\n  status {sa} {} vs Prometheus {sb} {}\n  ours:   {}\n  theirs: {}",

@@ -638,7 +638,10 @@ impl Op {
 
     /// Prometheus' `shouldDropMetricName`: arithmetic except `atan2`.
     fn drops_name(self) -> bool {
-        matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod)
+        matches!(
+            self,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod
+        )
     }
 
     fn is_set(self) -> bool {
