@@ -224,8 +224,7 @@ fn parse_query(p: &Params) -> Result<Expr, ApiError> {
     let q = p
         .get("query")
         .ok_or_else(|| ApiError::param("query", "query is empty"))?;
-    promql_parser::parser::parse(q)
-        .map_err(|e| ApiError::param("query", format!("parse error: {e}")))
+    crate::promql::parse(q).map_err(|e| ApiError::param("query", e))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -667,6 +666,10 @@ mod tests {
         .await;
         assert_eq!(c, StatusCode::BAD_REQUEST);
         assert_eq!(j["errorType"], "bad_data");
+        assert_eq!(
+            j["error"],
+            "invalid parameter \"query\": 1:7: parse error: unclosed left parenthesis"
+        );
         let (c, j) = call(
             app.clone(),
             Request::get("/api/v1/query?query=up%20%2B%20on()%20group_left%20up&time=1000")

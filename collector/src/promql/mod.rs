@@ -131,10 +131,37 @@ impl QueryError {
     }
 }
 
-/// Parses a query; errors become [`QueryError::BadData`] carrying the
-/// parser's message (with its position where the parser gives one).
+/// Parses a query; errors become [`QueryError::BadData`] as Prometheus
+/// words them: `line:col: parse error: …`.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
-    promql_parser::parser::parse(query).map_err(|e| QueryError::bad(format!("parse error: {e}")))
+    promql_parser::parser::parse(query).map_err(|e| {
+        let (line, col) = error_position(query, &e);
+        QueryError::bad(format!("{line}:{col}: parse error: {e}"))
+    })
+}
+
+/// Where a parse error is, 1-based line and column. `promql-parser` does not
+/// report positions, so this finds the longest prefix that still parses and
+/// points at the first character after it (an unclosed parenthesis points at
+/// the end, as Prometheus does).
+fn error_position(query: &str, msg: &str) -> (usize, usize) {
+    let mut at = query.len();
+    if !msg.contains("unclosed") && query.len() <= 4096 {
+        let bounds: Vec<usize> = query.char_indices().map(|(i, _)| i).collect();
+        at = 0;
+        for &k in bounds.iter().rev() {
+            if k > 0 && promql_parser::parser::parse(&query[..k]).is_ok() {
+                at = k;
+                break;
+            }
+        }
+        // skip the blanks after the valid prefix
+        at += query[at..].len() - query[at..].trim_start().len();
+    }
+    let before = &query[..at.min(query.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 /// Store matchers of a parsed selector: one list per `or` alternative

@@ -617,3 +617,18 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn parse_errors_carry_a_position() {
+    for q in ["sum(g", "g{a=}", "rate(g)", "1 +", "g[5x]"] {
+        let e = eng().instant(&fixture(), q, 0).unwrap_err();
+        assert_eq!(e.error_type(), "bad_data");
+        assert!(e.to_string().starts_with("1:"), "{q:?} -> {e}");
+    }
+    let e = eng().instant(&fixture(), "sum(g", 0).unwrap_err();
+    assert_eq!(e.to_string(), "1:6: parse error: unclosed left parenthesis");
+    let e = eng().instant(&fixture(), "1 + )", 0).unwrap_err();
+    assert!(e.to_string().starts_with("1:3: "), "{e}");
+    let e = eng().instant(&fixture(), "g +\n  1 $", 0).unwrap_err();
+    assert!(e.to_string().starts_with("2:"), "{e}");
+}
