@@ -255,15 +255,18 @@ impl<'a> Evaluator<'a> {
             Expr::Paren(p) => self.eval(&p.expr, t),
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
-                Val::Vector(vs) => Ok(Val::Vector(
-                    vs.into_iter()
+                Val::Vector(vs) => {
+                    let out: Vec<Sample> = vs
+                        .into_iter()
                         .map(|s| Sample {
                             labels: drop_name(s.labels),
                             t: s.t,
                             v: -s.v,
                         })
-                        .collect(),
-                )),
+                        .collect();
+                    check_unique(&out)?;
+                    Ok(Val::Vector(out))
+                }
                 other => Err(QueryError::exec(format!(
                     "unary expression only allowed on expressions of type scalar or instant vector, got {:?}",
                     other.type_name()
@@ -274,7 +277,13 @@ impl<'a> Evaluator<'a> {
             Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, t)?.0)),
             Expr::Call(c) => functions::call(self, c, t),
             Expr::Aggregate(a) => self.aggregate(a, t),
-            Expr::Binary(b) => self.binary(b, t),
+            Expr::Binary(b) => {
+                let v = self.binary(b, t)?;
+                if let Val::Vector(v) = &v {
+                    check_unique(v)?;
+                }
+                Ok(v)
+            }
             Expr::Extension(_) => Err(QueryError::exec("extension expressions are not supported")),
         }
     }

@@ -632,3 +632,17 @@ fn parse_errors_carry_a_position() {
     let e = eng().instant(&fixture(), "g +\n  1 $", 0).unwrap_err();
     assert!(e.to_string().starts_with("2:"), "{e}");
 }
+
+#[test]
+fn dropped_names_must_not_collide() {
+    assert_eq!(
+        err("sum({__name__=~\"a|b\"} * 1)", 5 * S),
+        QueryError::exec("vector cannot contain metrics with the same labelset")
+    );
+    assert_eq!(
+        err("count(rate({__name__=~\"a|c\"}[1m]))", 15 * S),
+        QueryError::exec("vector cannot contain metrics with the same labelset")
+    );
+    // comparisons keep the name, so no collision
+    check("count({__name__=~\"a|b\"} > 0)", 5 * S, 2.0);
+}
