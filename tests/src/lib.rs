@@ -5,6 +5,8 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; the
 //! project's test script does this before `cargo test`).
 
+pub mod prom;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

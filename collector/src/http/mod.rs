@@ -17,6 +17,8 @@ use crate::actions::engine::Actions;
 use crate::store::Store;
 
 pub mod actions_api;
+pub mod api;
+pub mod remote_write;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -44,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .merge(actions_api::routes())
+        .merge(api::routes())
+        .merge(remote_write::routes())
         .with_state(state)
 }
 

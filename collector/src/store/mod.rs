@@ -116,6 +116,37 @@ pub trait Queryable: Send + Sync {
             .map(|s| s.labels)
             .collect()
     }
+
+    /// Sorted names of the labels (with a non-empty value) of the series
+    /// matching all `matchers` (all series when empty) in `[mint, maxt]`.
+    fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .series(matchers, mint, maxt)
+            .iter()
+            .flat_map(|l| {
+                l.iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, _)| k.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Sorted distinct non-empty values of label `name` over the series
+    /// matching all `matchers` in `[mint, maxt]`.
+    fn label_values(&self, name: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let mut vals: Vec<String> = self
+            .series(matchers, mint, maxt)
+            .iter()
+            .filter_map(|l| l.get(name).filter(|v| !v.is_empty()).map(str::to_string))
+            .collect();
+        vals.sort();
+        vals.dedup();
+        vals
+    }
 }
 
 /// Limits and retention of a [`Store`].

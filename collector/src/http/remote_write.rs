@@ -1,0 +1,328 @@
+//! `POST /api/v1/write`: the Prometheus remote-write 1.0 receiver
+//! (snappy **block** compressed protobuf `WriteRequest`), so Prometheus,
+//! vmagent or an OpenTelemetry collector can push into the store.
+//!
+//! Status codes as the spec documents them: 204 on success, 400 for a body
+//! that cannot be decoded (the sender must not retry it). Samples the store
+//! refuses (out of order, series limit) do not fail the request — retrying
+//! would not help — they are logged with counts.
+//!
+//! Not here: remote write 2.0, native histograms, exemplars, metadata
+//! storage (decoded and ignored).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use vigil_common::Labels;
+
+use super::AppState;
+use crate::store::{AppendError, Store};
+
+/// Largest decompressed request accepted (Prometheus' default is 32 MiB).
+pub const MAX_DECODED_BYTES: usize = 64 << 20;
+/// Largest compressed body accepted.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// `prometheus.WriteRequest` (remote write 1.0), the fields we read.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Label {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricMetadata {
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    #[prost(string, tag = "4")]
+    pub help: String,
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+/// Why a remote-write body was rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("snappy decode error: {0}")]
+    Snappy(String),
+    #[error("decompressed body of {0} bytes exceeds the limit of {MAX_DECODED_BYTES}")]
+    TooLarge(usize),
+    #[error("protobuf decode error: {0}")]
+    Protobuf(String),
+    #[error("series {index}: {reason}")]
+    InvalidSeries { index: usize, reason: String },
+}
+
+/// Decodes a snappy-block protobuf `WriteRequest` and checks its label sets.
+pub fn decode(body: &[u8]) -> Result<WriteRequest, DecodeError> {
+    let len = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
+    if len > MAX_DECODED_BYTES {
+        return Err(DecodeError::TooLarge(len));
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| DecodeError::Snappy(e.to_string()))?;
+    let req = <WriteRequest as prost::Message>::decode(raw.as_slice())
+        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    for (index, ts) in req.timeseries.iter().enumerate() {
+        let mut names: Vec<&str> = Vec::with_capacity(ts.labels.len());
+        for l in &ts.labels {
+            if l.name.is_empty() {
+                return Err(DecodeError::InvalidSeries {
+                    index,
+                    reason: "empty label name".into(),
+                });
+            }
+            names.push(&l.name);
+        }
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(DecodeError::InvalidSeries {
+                index,
+                reason: format!("duplicate label name {:?}", w[0]),
+            });
+        }
+        if !ts
+            .labels
+            .iter()
+            .any(|l| l.name == "__name__" && !l.value.is_empty())
+        {
+            return Err(DecodeError::InvalidSeries {
+                index,
+                reason: "no metric name (__name__)".into(),
+            });
+        }
+    }
+    Ok(req)
+}
+
+/// What [`apply`] did with a request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub appended: u64,
+    pub out_of_order: u64,
+    pub refused_series: u64,
+}
+
+/// Appends a decoded request to the store.
+pub fn apply(store: &Store, req: WriteRequest) -> WriteOutcome {
+    let mut o = WriteOutcome::default();
+    for ts in req.timeseries {
+        let labels = Labels::new(
+            ts.labels
+                .into_iter()
+                .filter(|l| !l.value.is_empty())
+                .map(|l| (l.name, l.value)),
+        );
+        let r = match store.get_or_create(&labels) {
+            Ok(r) => r,
+            Err(_) => {
+                o.refused_series += ts.samples.len() as u64;
+                continue;
+            }
+        };
+        let mut samples = ts.samples;
+        samples.sort_by_key(|s| s.timestamp);
+        for s in samples {
+            match store.append(r, s.timestamp, s.value) {
+                Ok(()) => o.appended += 1,
+                Err(AppendError::OutOfOrder { .. }) => o.out_of_order += 1,
+                Err(_) => o.refused_series += 1,
+            }
+        }
+    }
+    o
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/write", post(write))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn write(State(s): State<AppState>, body: Bytes) -> Response {
+    let req = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "remote write: bad request");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let store = s.store.clone();
+    let outcome = match tokio::task::spawn_blocking(move || apply(&store, req)).await {
+        Ok(o) => o,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("append failed: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    if outcome.out_of_order > 0 || outcome.refused_series > 0 {
+        tracing::warn!(
+            out_of_order = outcome.out_of_order,
+            refused = outcome.refused_series,
+            appended = outcome.appended,
+            "remote write: samples refused by the store"
+        );
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Queryable;
+    use axum::body::Body;
+    use axum::http::Request;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    fn encode(req: &WriteRequest) -> Vec<u8> {
+        let raw = prost::Message::encode_to_vec(req);
+        snap::raw::Encoder::new().compress_vec(&raw).unwrap()
+    }
+
+    fn req() -> WriteRequest {
+        WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![
+                    Label {
+                        name: "__name__".into(),
+                        value: "up".into(),
+                    },
+                    Label {
+                        name: "job".into(),
+                        value: "x".into(),
+                    },
+                ],
+                samples: vec![
+                    Sample {
+                        value: 1.0,
+                        timestamp: 1000,
+                    },
+                    Sample {
+                        value: 2.0,
+                        timestamp: 2000,
+                    },
+                ],
+            }],
+            metadata: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn accepts_valid_and_rejects_malformed() {
+        let store = Arc::new(Store::new(Default::default()));
+        let app = super::super::router(AppState::new(store.clone()));
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::post("/api/v1/write")
+                    .body(Body::from(encode(&req())))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let got = store.select(&[], 0, 10_000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].samples, vec![(1000, 1.0), (2000, 2.0)]);
+        // not snappy
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::post("/api/v1/write")
+                    .body(Body::from("garbage"))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let b = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&b).contains("snappy"), "{b:?}");
+        // snappy but not protobuf
+        let bad = snap::raw::Encoder::new()
+            .compress_vec(&[0xff, 0xff, 0xff])
+            .unwrap();
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::post("/api/v1/write")
+                    .body(Body::from(bad))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        // the service still works
+        let resp = app
+            .oneshot(Request::get("/-/healthy").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn rejects_duplicate_and_missing_names() {
+        let mut r = req();
+        r.timeseries[0].labels.push(Label {
+            name: "job".into(),
+            value: "y".into(),
+        });
+        assert!(matches!(
+            decode(&encode(&r)),
+            Err(DecodeError::InvalidSeries { .. })
+        ));
+        let mut r = req();
+        r.timeseries[0].labels.remove(0);
+        assert!(matches!(
+            decode(&encode(&r)),
+            Err(DecodeError::InvalidSeries { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&body);
+            let compressed = snap::raw::Encoder::new().compress_vec(&body).unwrap();
+            let _ = decode(&compressed);
+        }
+    }
+}
