@@ -18,6 +18,7 @@ pub mod actions;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod metadata;
 pub mod promql;
 pub mod run;
 pub mod store;

@@ -1,10 +1,248 @@
-//! Wires the collector together for `vigil-collector run`.
+//! Wires the collector together: recover (checkpoint + WAL replay), then
+//! serve gRPC ingest and HTTP, checkpoint periodically, trim retention, and
+//! stop gracefully. [`start`] takes bound listeners and a shutdown token so
+//! tests and benchmarks run a whole collector in-process on port 0.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::http::AppState;
+use crate::ingest::checkpoint;
+use crate::ingest::core::IngestCore;
+use crate::ingest::service::IngestService;
+use crate::metadata::Metadata;
+use crate::store::{Store, StoreOptions};
+use crate::telemetry::Telemetry;
+use crate::wal::Wal;
+
+/// Checkpoint at least this often …
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
+/// … and whenever the WAL grows past this.
+const CHECKPOINT_WAL_BYTES: u64 = 512 << 20;
+
+/// A running collector.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub state: AppState,
+    pub core: Arc<IngestCore>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    data_dir: PathBuf,
+    shutdown_timeout: Duration,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight batches finish, writes a final
+    /// checkpoint.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let wait = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(self.shutdown_timeout, wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("servers did not stop within {:?}", self.shutdown_timeout);
+        }
+        checkpoint::write(&self.core, &self.data_dir)
+            .await
+            .context("final checkpoint")?;
+        Ok(())
+    }
+}
+
+/// Recovers state from `config.data_dir` and serves on the given listeners
+/// until `shutdown` is cancelled (then call [`Running::stop`]).
+pub async fn start(
+    config: &Config,
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let telemetry = Telemetry::new();
+    let store = Arc::new(Store::new(StoreOptions {
+        retention_ms: config.retention.as_millis() as i64,
+        ..Default::default()
+    }));
+    let metadata = Arc::new(Metadata::default());
+
+    let actions = match &config.actions {
+        Some(path) => {
+            let cfg = crate::actions::config::ActionsConfig::load(path)?;
+            let a = crate::actions::engine::Actions::new(cfg, &data_dir.join("actions"))
+                .map_err(anyhow::Error::msg)?;
+            a.register(&mut telemetry.registry.lock());
+            Some(a)
+        }
+        None => None,
+    };
+    let events: Option<Arc<dyn crate::ingest::EventSink>> = actions.as_ref().map(|a| {
+        Arc::new(crate::actions::engine::EventTriggers(a.clone()))
+            as Arc<dyn crate::ingest::EventSink>
+    });
+
+    let t0 = std::time::Instant::now();
+    let (dd, st, md, tel) = (
+        data_dir.clone(),
+        store.clone(),
+        metadata.clone(),
+        telemetry.clone(),
+    );
+    let recovered = tokio::task::spawn_blocking(move || {
+        checkpoint::recover(&dd, &st, &md, &tel, |_| {}, |_| {})
+    })
+    .await
+    .context("recovery task")??;
+    tracing::info!(
+        records = recovered.records,
+        torn_tails = recovered.torn,
+        agents = recovered.durable.len(),
+        series = store.series_count(),
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "recovered from {}",
+        data_dir.display()
+    );
+    let wal = Wal::start(&checkpoint::wal_dir(&data_dir))?;
+    let core = Arc::new(IngestCore::new(
+        store.clone(),
+        wal,
+        telemetry.clone(),
+        metadata.clone(),
+        None,
+        events,
+        recovered.durable,
+    ));
+
+    let mut state = AppState::new(store.clone());
+    state.telemetry = Some(telemetry.clone());
+    state.metadata = metadata.clone();
+    state.actions = actions.clone();
+    let http_addr = http.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
+    let mut tasks = Vec::new();
+
+    // gRPC
+    let svc = IngestService::new(core.clone(), config.max_message_bytes)
+        .into_server(config.token.clone());
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = &config.tls {
+        let cert =
+            std::fs::read(&tls.cert).with_context(|| format!("tls_cert {}", tls.cert.display()))?;
+        let key =
+            std::fs::read(&tls.key).with_context(|| format!("tls_key {}", tls.key.display()))?;
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .context("TLS configuration")?;
+    }
+    let sd = shutdown.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let router = builder.add_service(svc);
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    // HTTP
+    let app = crate::http::router(state.clone());
+    let sd = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app)
+            .with_graceful_shutdown(sd.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+
+    // checkpoints and retention
+    let (c, dd, sd) = (core.clone(), data_dir.clone(), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let st = c.store.clone();
+            let _ = tokio::task::spawn_blocking(move || st.trim(now_ms)).await;
+            c.telemetry.series.set(c.store.series_count() as i64);
+            let wal_bytes = c.wal.stats.bytes.load(Ordering::Relaxed);
+            if last.elapsed() >= CHECKPOINT_EVERY || wal_bytes >= CHECKPOINT_WAL_BYTES {
+                if let Err(e) = checkpoint::write(&c, &dd).await {
+                    tracing::error!(error = %e, "checkpoint failed; the WAL keeps everything meanwhile");
+                }
+                last = std::time::Instant::now();
+            }
+        }
+    }));
+
+    // autoscalers
+    if let Some(a) = actions {
+        let source = Arc::new(crate::actions::engine::PromqlSource::new(store.clone()));
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            a.run_autoscalers(source, sd).await;
+        }));
+    }
+
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, "vigil-collector ready");
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        state,
+        core,
+        shutdown,
+        tasks,
+        data_dir,
+        shutdown_timeout: config.shutdown_timeout,
+    })
+}
 
 /// `vigil-collector run`. `config_file` is kept for reloads (SIGHUP).
-pub fn main(_config: Config, _config_file: Option<PathBuf>) -> anyhow::Result<()> {
-    anyhow::bail!("the run command is being wired up")
+pub fn main(config: Config, _config_file: Option<PathBuf>) -> anyhow::Result<()> {
+    crate::actions::ensure_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vigil-collector")
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async move {
+        let http = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on http_listen {}", config.http_listen))?;
+        let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen on grpc_listen {}", config.grpc_listen))?;
+        let shutdown = CancellationToken::new();
+        vigil_common::shutdown::on_signals(shutdown.clone());
+        let running = start(&config, http, grpc, shutdown.clone()).await?;
+        shutdown.cancelled().await;
+        running.stop().await
+    })
 }

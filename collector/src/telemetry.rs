@@ -1,1 +1,228 @@
-//! The collector's self-metrics (`vigil_collector_*`).
+//! The collector's self-metrics (`vigil_collector_*`), one prometheus-client
+//! registry. Ingest, the WAL and checkpoints report here; `/metrics` encodes
+//! the registry after the ingested series. Label values are bounded (reasons
+//! are a fixed set), never agent ids or series.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::wal::WalStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+/// Every metric the collector keeps about itself.
+pub struct Telemetry {
+    pub registry: Mutex<Registry>,
+    pub agents_connected: Gauge,
+    pub streams: Counter,
+    pub batches: Counter,
+    pub samples: Counter,
+    pub log_records: Counter,
+    pub events: Counter,
+    pub duplicate_batches: Counter,
+    pub invalid_batches: Family<ReasonLabels, Counter>,
+    pub auth_failures: Counter,
+    pub samples_refused: Family<ReasonLabels, Counter>,
+    pub ack_latency: Histogram,
+    pub wal_bytes: Gauge,
+    pub wal_segments: Gauge,
+    pub wal_fsyncs: Counter,
+    pub wal_fsync_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub wal_replayed_records: Counter,
+    pub wal_torn_tails: Counter,
+    pub checkpoints: Family<ReasonLabels, Counter>,
+    pub checkpoint_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub checkpoint_last_success: Gauge,
+    pub series: Gauge,
+    wal: Mutex<Option<Arc<WalStats>>>,
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Self> {
+        let t = Telemetry {
+            registry: Mutex::new(Registry::default()),
+            agents_connected: Gauge::default(),
+            streams: Counter::default(),
+            batches: Counter::default(),
+            samples: Counter::default(),
+            log_records: Counter::default(),
+            events: Counter::default(),
+            duplicate_batches: Counter::default(),
+            invalid_batches: Family::default(),
+            auth_failures: Counter::default(),
+            samples_refused: Family::default(),
+            ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            wal_bytes: Gauge::default(),
+            wal_segments: Gauge::default(),
+            wal_fsyncs: Counter::default(),
+            wal_fsync_seconds: Gauge::default(),
+            wal_replayed_records: Counter::default(),
+            wal_torn_tails: Counter::default(),
+            checkpoints: Family::default(),
+            checkpoint_seconds: Gauge::default(),
+            checkpoint_last_success: Gauge::default(),
+            series: Gauge::default(),
+            wal: Mutex::new(None),
+        };
+        {
+            let mut r = t.registry.lock();
+            let build: Family<BuildLabels, Gauge> = Family::default();
+            build
+                .get_or_create(&BuildLabels {
+                    version: crate::VERSION.into(),
+                })
+                .set(1);
+            r.register(
+                "vigil_collector_build_info",
+                "The collector's version",
+                build,
+            );
+            r.register(
+                "vigil_collector_agents_connected",
+                "Agent streams open now",
+                t.agents_connected.clone(),
+            );
+            r.register(
+                "vigil_collector_streams",
+                "Agent streams opened",
+                t.streams.clone(),
+            );
+            r.register(
+                "vigil_collector_batches_received",
+                "Batches made durable and acknowledged",
+                t.batches.clone(),
+            );
+            r.register(
+                "vigil_collector_samples_received",
+                "Samples in acknowledged batches",
+                t.samples.clone(),
+            );
+            r.register(
+                "vigil_collector_log_records_received",
+                "Log records in acknowledged batches",
+                t.log_records.clone(),
+            );
+            r.register(
+                "vigil_collector_events_received",
+                "Events in acknowledged batches",
+                t.events.clone(),
+            );
+            r.register(
+                "vigil_collector_duplicate_batches",
+                "Batches already held (retransmissions), dropped and acknowledged",
+                t.duplicate_batches.clone(),
+            );
+            r.register(
+                "vigil_collector_invalid_batches",
+                "Messages refused as invalid, by reason; the stream is ended",
+                t.invalid_batches.clone(),
+            );
+            r.register(
+                "vigil_collector_auth_failures",
+                "Streams refused for a missing or wrong token",
+                t.auth_failures.clone(),
+            );
+            r.register(
+                "vigil_collector_samples_refused",
+                "Samples the store refused, by reason",
+                t.samples_refused.clone(),
+            );
+            r.register(
+                "vigil_collector_ack_latency_seconds",
+                "From a batch's arrival to its acknowledgement",
+                t.ack_latency.clone(),
+            );
+            r.register(
+                "vigil_collector_wal_bytes",
+                "Size of the write-ahead log",
+                t.wal_bytes.clone(),
+            );
+            r.register(
+                "vigil_collector_wal_segments",
+                "Segment files of the write-ahead log",
+                t.wal_segments.clone(),
+            );
+            r.register(
+                "vigil_collector_wal_fsyncs",
+                "fsyncs of the write-ahead log",
+                t.wal_fsyncs.clone(),
+            );
+            r.register(
+                "vigil_collector_wal_fsync_seconds",
+                "Time spent in WAL fsyncs (cumulative seconds)",
+                t.wal_fsync_seconds.clone(),
+            );
+            r.register(
+                "vigil_collector_wal_replayed_records",
+                "WAL records replayed at start",
+                t.wal_replayed_records.clone(),
+            );
+            r.register(
+                "vigil_collector_wal_torn_tails",
+                "Torn WAL tails truncated at start",
+                t.wal_torn_tails.clone(),
+            );
+            r.register(
+                "vigil_collector_checkpoints",
+                "Checkpoints by result",
+                t.checkpoints.clone(),
+            );
+            r.register(
+                "vigil_collector_checkpoint_duration_seconds",
+                "Duration of the last checkpoint",
+                t.checkpoint_seconds.clone(),
+            );
+            r.register(
+                "vigil_collector_checkpoint_last_success_timestamp_seconds",
+                "When the last checkpoint succeeded",
+                t.checkpoint_last_success.clone(),
+            );
+            r.register(
+                "vigil_collector_series",
+                "Series in the store",
+                t.series.clone(),
+            );
+        }
+        Arc::new(t)
+    }
+
+    /// Lets the WAL's counters flow into the gauges at encode time.
+    pub fn watch_wal(&self, stats: Arc<WalStats>) {
+        *self.wal.lock() = Some(stats);
+    }
+
+    /// The registry in Prometheus text format (without the `# EOF` line).
+    pub fn encode(&self) -> String {
+        if let Some(w) = self.wal.lock().as_ref() {
+            self.wal_bytes.set(w.bytes.load(Ordering::Relaxed) as i64);
+            self.wal_segments
+                .set(w.segments.load(Ordering::Relaxed) as i64);
+            let f = w.fsyncs.load(Ordering::Relaxed);
+            let have = self.wal_fsyncs.get();
+            if f > have {
+                self.wal_fsyncs.inc_by(f - have);
+            }
+            self.wal_fsync_seconds
+                .set(w.fsync_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock());
+        out.trim_end_matches("# EOF\n").to_string()
+    }
+}

@@ -1,1 +1,621 @@
-//! The write-ahead log.
+//! The write-ahead log in `<data_dir>/wal/`: what the collector acknowledges
+//! is here first, fsync'd. Segment files `NNNNNNNN.wal` hold records framed as
+//! `len u32 | crc32 u32 | payload` (little endian); a payload is a prost-encoded
+//! [`WalRecord`]. One writer thread does group commit: it takes every record
+//! that is waiting, writes them, fsyncs once, and answers them all — so many
+//! streams share one fsync.
+//!
+//! Series are written with their full label set the first time a segment
+//! uses them, and by a stable 64-bit id (xxh3 of the labels) afterwards, so
+//! each segment can be replayed on its own once older ones are checkpointed
+//! away. Not here: what a record means (see `ingest::apply`).
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use prost::Message;
+
+/// Largest record accepted on replay (a corrupt length is not an allocation).
+const MAX_RECORD: usize = 256 << 20;
+/// A new segment starts past this size.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// One series' first use in a segment.
+#[derive(Clone, PartialEq, Message)]
+pub struct WalSeries {
+    #[prost(fixed64, tag = "1")]
+    pub id: u64,
+    /// name, value, name, value, … (sorted by name)
+    #[prost(string, repeated, tag = "2")]
+    pub labels: Vec<String>,
+}
+
+/// Samples sharing a timestamp.
+#[derive(Clone, PartialEq, Message)]
+pub struct WalBlock {
+    #[prost(int64, tag = "1")]
+    pub timestamp_ms: i64,
+    #[prost(fixed64, repeated, tag = "2")]
+    pub ids: Vec<u64>,
+    #[prost(double, repeated, tag = "3")]
+    pub values: Vec<f64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct WalLog {
+    #[prost(fixed64, tag = "1")]
+    pub stream_id: u64,
+    #[prost(fixed64, tag = "2")]
+    pub source_id: u64,
+    #[prost(string, tag = "3")]
+    pub source_path: String,
+    #[prost(uint64, tag = "4")]
+    pub offset: u64,
+    #[prost(uint64, tag = "5")]
+    pub end_offset: u64,
+    #[prost(int64, tag = "6")]
+    pub timestamp_ns: i64,
+    #[prost(string, tag = "7")]
+    pub line: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct WalEvent {
+    #[prost(int64, tag = "1")]
+    pub timestamp_ms: i64,
+    #[prost(string, tag = "2")]
+    pub kind: String,
+    #[prost(fixed64, tag = "3")]
+    pub subject_id: u64,
+    /// key, value, key, value, …
+    #[prost(string, repeated, tag = "4")]
+    pub attributes: Vec<String>,
+}
+
+/// Everything one agent batch made durable.
+#[derive(Clone, PartialEq, Message)]
+pub struct WalRecord {
+    #[prost(string, tag = "1")]
+    pub agent_id: String,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(message, repeated, tag = "3")]
+    pub series: Vec<WalSeries>,
+    #[prost(message, repeated, tag = "4")]
+    pub blocks: Vec<WalBlock>,
+    #[prost(message, repeated, tag = "5")]
+    pub logs: Vec<WalLog>,
+    #[prost(message, repeated, tag = "6")]
+    pub events: Vec<WalEvent>,
+    #[prost(message, repeated, tag = "7")]
+    pub metadata: Vec<vigil_proto::v1::MetricMetadata>,
+}
+
+/// A series a record refers to, for the writer to define where needed.
+#[derive(Clone, Debug)]
+pub struct SeriesUse {
+    pub id: u64,
+    pub labels: Arc<vigil_common::Labels>,
+}
+
+/// What a stream hands the writer: the record without series definitions,
+/// plus every series it uses (the writer adds the definitions the current
+/// segment lacks).
+pub struct Append {
+    pub record: WalRecord,
+    pub uses: Vec<SeriesUse>,
+}
+
+/// Where a record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub segment: u64,
+}
+
+/// Why the WAL failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("WAL {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the WAL writer has stopped")]
+    Stopped,
+}
+
+enum Request {
+    Append(
+        Box<Append>,
+        tokio::sync::oneshot::Sender<Result<Position, String>>,
+    ),
+    Cut(tokio::sync::oneshot::Sender<Result<u64, String>>),
+}
+
+/// Figures the telemetry reads.
+#[derive(Default, Debug)]
+pub struct WalStats {
+    pub bytes: AtomicU64,
+    pub segments: AtomicU64,
+    pub records: AtomicU64,
+    pub fsyncs: AtomicU64,
+    /// Total fsync time in microseconds.
+    pub fsync_micros: AtomicU64,
+}
+
+/// Handle of the WAL writer.
+#[derive(Clone)]
+pub struct Wal {
+    tx: std::sync::mpsc::SyncSender<Request>,
+    pub stats: Arc<WalStats>,
+    dir: PathBuf,
+}
+
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:08}.wal"))
+}
+
+/// Segment numbers present in `dir`, ascending.
+pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_suffix(".wal")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Frames a payload: `len | crc32 | payload`.
+pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// How reading a segment ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// The file ended at a record boundary.
+    Clean,
+    /// A torn or corrupt record starts at this offset (a crash mid-write).
+    Torn { offset: u64, reason: String },
+}
+
+/// Reads every intact record of a segment, stopping at the first torn or
+/// corrupt one.
+pub fn read_segment(path: &Path, mut f: impl FnMut(WalRecord)) -> Result<Tail, WalError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut offset = 0u64;
+    let mut head = [0u8; 8];
+    let mut buf = Vec::new();
+    loop {
+        match read_full(&mut r, &mut head).map_err(io_err(path))? {
+            0 => return Ok(Tail::Clean),
+            8 => {}
+            _ => {
+                return Ok(Tail::Torn {
+                    offset,
+                    reason: "truncated record header".into(),
+                });
+            }
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len > MAX_RECORD {
+            return Ok(Tail::Torn {
+                offset,
+                reason: format!("record length {len} is implausible"),
+            });
+        }
+        buf.resize(len, 0);
+        if read_full(&mut r, &mut buf).map_err(io_err(path))? != len {
+            return Ok(Tail::Torn {
+                offset,
+                reason: "truncated record".into(),
+            });
+        }
+        if crc32fast::hash(&buf) != crc {
+            return Ok(Tail::Torn {
+                offset,
+                reason: "checksum mismatch".into(),
+            });
+        }
+        match WalRecord::decode(buf.as_slice()) {
+            Ok(rec) => f(rec),
+            Err(e) => {
+                return Ok(Tail::Torn {
+                    offset,
+                    reason: format!("undecodable record: {e}"),
+                });
+            }
+        }
+        offset += 8 + len as u64;
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+struct Writer {
+    dir: PathBuf,
+    segment: u64,
+    file: File,
+    size: u64,
+    defined: HashSet<u64>,
+    stats: Arc<WalStats>,
+    buf: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Writer {
+    fn open_segment(dir: &Path, n: u64) -> Result<File, WalError> {
+        let p = segment_path(dir, n);
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+        Ok(f)
+    }
+
+    fn rotate(&mut self) -> Result<(), WalError> {
+        let p = segment_path(&self.dir, self.segment);
+        self.file.sync_data().map_err(io_err(&p))?;
+        self.segment += 1;
+        self.file = Self::open_segment(&self.dir, self.segment)?;
+        self.size = 0;
+        self.defined.clear();
+        self.stats.segments.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn encode(&mut self, a: Append) {
+        let mut rec = a.record;
+        for u in a.uses {
+            if self.defined.insert(u.id) {
+                let mut labels = Vec::with_capacity(u.labels.len() * 2);
+                for (k, v) in u.labels.iter() {
+                    labels.push(k.to_string());
+                    labels.push(v.to_string());
+                }
+                rec.series.push(WalSeries { id: u.id, labels });
+            }
+        }
+        self.payload.clear();
+        // encoding into a Vec cannot fail
+        let _ = rec.encode(&mut self.payload);
+        frame(&self.payload, &mut self.buf);
+    }
+
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut waiting = Vec::new();
+            let mut cuts = Vec::new();
+            let mut next = Some(first);
+            // gather what is already queued: one fsync for all of it
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Append(a, done) => {
+                        if self.size + self.buf.len() as u64 > SEGMENT_BYTES && self.buf.is_empty()
+                        {
+                            if let Err(e) = self.rotate() {
+                                let _ = done.send(Err(e.to_string()));
+                                continue;
+                            }
+                        }
+                        self.encode(*a);
+                        waiting.push(done);
+                    }
+                    Request::Cut(done) => cuts.push(done),
+                }
+                if waiting.len() < 4096 && self.buf.len() < (16 << 20) {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let result = self.flush();
+            if result.is_ok() {
+                self.stats
+                    .records
+                    .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+            }
+            let pos = Position {
+                segment: self.segment,
+            };
+            for done in waiting {
+                let _ = done.send(result.clone().map(|_| pos));
+            }
+            for done in cuts {
+                let r = result
+                    .clone()
+                    .and_then(|_| self.rotate().map_err(|e| e.to_string()));
+                let _ = done.send(r.map(|_| self.segment));
+            }
+        }
+        let _ = self.file.sync_data();
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let p = segment_path(&self.dir, self.segment);
+        let t = Instant::now();
+        let r = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| format!("WAL {}: {e}", p.display()));
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .fsync_micros
+            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if r.is_ok() {
+            self.size += self.buf.len() as u64;
+            self.stats
+                .bytes
+                .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        } else {
+            // a failed write may have left part of the buffer on disk: start a
+            // fresh segment so later records never follow a torn one
+            let _ = self.rotate();
+        }
+        self.buf.clear();
+        r
+    }
+}
+
+impl Wal {
+    /// Starts the writer on a new segment after the highest existing one.
+    /// Call after replay.
+    pub fn start(dir: &Path) -> Result<Wal, WalError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let existing = segments(dir).map_err(io_err(dir))?;
+        let next = existing.last().map(|n| n + 1).unwrap_or(1);
+        let mut bytes = 0;
+        for n in &existing {
+            bytes += std::fs::metadata(segment_path(dir, *n))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        let stats = Arc::new(WalStats::default());
+        stats.bytes.store(bytes, Ordering::Relaxed);
+        stats
+            .segments
+            .store(existing.len() as u64 + 1, Ordering::Relaxed);
+        let file = Writer::open_segment(dir, next)?;
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            segment: next,
+            file,
+            size: 0,
+            defined: HashSet::new(),
+            stats: stats.clone(),
+            buf: Vec::with_capacity(1 << 20),
+            payload: Vec::with_capacity(1 << 20),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(8192);
+        std::thread::Builder::new()
+            .name("vigil-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(dir))?;
+        Ok(Wal {
+            tx,
+            stats,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends a record; resolves once it is fsync'd.
+    pub async fn append(&self, a: Append) -> Result<Position, WalError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let tx = self.tx.clone();
+        // the channel is bounded: a full queue waits on a blocking thread,
+        // never on the runtime's workers
+        match tx.try_send(Request::Append(Box::new(a), done)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(req)) => {
+                tokio::task::spawn_blocking(move || tx.send(req))
+                    .await
+                    .map_err(|_| WalError::Stopped)?
+                    .map_err(|_| WalError::Stopped)?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(WalError::Stopped),
+        }
+        match rx.await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(WalError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other(e),
+            }),
+            Err(_) => Err(WalError::Stopped),
+        }
+    }
+
+    /// Flushes and starts a new segment; returns its number. Every record
+    /// appended before the call is in an older segment.
+    pub async fn cut(&self) -> Result<u64, WalError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || tx.send(Request::Cut(done)))
+            .await
+            .map_err(|_| WalError::Stopped)?
+            .map_err(|_| WalError::Stopped)?;
+        match rx.await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(WalError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other(e),
+            }),
+            Err(_) => Err(WalError::Stopped),
+        }
+    }
+
+    /// Deletes segments numbered below `n` (covered by a checkpoint).
+    pub fn remove_before(&self, n: u64) -> Result<u64, WalError> {
+        let mut freed = 0;
+        for s in segments(&self.dir).map_err(io_err(&self.dir))? {
+            if s < n {
+                let p = segment_path(&self.dir, s);
+                freed += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+                self.stats.segments.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.stats.bytes.fetch_sub(
+            freed.min(self.stats.bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        Ok(freed)
+    }
+}
+
+/// Truncates a segment at `offset` (dropping a torn tail).
+pub fn truncate(path: &Path, offset: u64) -> Result<(), WalError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_len(offset)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_common::Labels;
+
+    fn rec(seq: u64, ids: Vec<u64>) -> Append {
+        let labels = Arc::new(Labels::new([("__name__", "m"), ("i", &seq.to_string())]));
+        Append {
+            uses: ids
+                .iter()
+                .map(|id| SeriesUse {
+                    id: *id,
+                    labels: labels.clone(),
+                })
+                .collect(),
+            record: WalRecord {
+                agent_id: "a".into(),
+                seq,
+                blocks: vec![WalBlock {
+                    timestamp_ms: seq as i64,
+                    values: ids.iter().map(|_| seq as f64).collect(),
+                    ids,
+                }],
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_replay_and_defines_series_once_per_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::start(d.path()).unwrap();
+        wal.append(rec(1, vec![10, 11])).await.unwrap();
+        wal.append(rec(2, vec![10])).await.unwrap();
+        let n = wal.cut().await.unwrap();
+        assert_eq!(n, 2);
+        wal.append(rec(3, vec![10])).await.unwrap();
+        let mut got = Vec::new();
+        for s in segments(d.path()).unwrap() {
+            assert_eq!(
+                read_segment(&segment_path(d.path(), s), |r| got.push(r)).unwrap(),
+                Tail::Clean
+            );
+        }
+        assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(got[0].series.len(), 2);
+        assert_eq!(got[1].series.len(), 0);
+        assert_eq!(
+            got[2].series.len(),
+            1,
+            "a new segment redefines what it uses"
+        );
+        wal.remove_before(n).unwrap();
+        assert_eq!(segments(d.path()).unwrap(), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_fsyncs() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::start(d.path()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200u64 {
+            let w = wal.clone();
+            tasks.push(tokio::spawn(async move { w.append(rec(i, vec![i])).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let fsyncs = wal.stats.fsyncs.load(Ordering::Relaxed);
+        assert!(fsyncs < 200, "no group commit: {fsyncs} fsyncs");
+        let mut n = 0;
+        read_segment(&segment_path(d.path(), 1), |_| n += 1).unwrap();
+        assert_eq!(n, 200);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::start(d.path()).unwrap();
+        wal.append(rec(1, vec![1])).await.unwrap();
+        wal.append(rec(2, vec![2])).await.unwrap();
+        let p = segment_path(d.path(), 1);
+        let len = std::fs::metadata(&p).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(len - 3).unwrap();
+        let mut n = 0;
+        let tail = read_segment(&p, |_| n += 1).unwrap();
+        assert_eq!(n, 1);
+        let Tail::Torn { offset, .. } = tail else {
+            panic!("not torn")
+        };
+        truncate(&p, offset).unwrap();
+        assert_eq!(read_segment(&p, |_| {}).unwrap(), Tail::Clean);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("00000001.wal");
+            std::fs::write(&p, &bytes).unwrap();
+            let _ = read_segment(&p, |_| {});
+        }
+    }
+}

@@ -901,6 +901,48 @@ impl crate::ingest::EventSink for EventTriggers {
     }
 }
 
+/// Autoscaler queries answered by the collector's own PromQL engine over
+/// its store.
+pub struct PromqlSource {
+    store: Arc<crate::store::Store>,
+    engine: crate::promql::Engine,
+}
+
+impl PromqlSource {
+    pub fn new(store: Arc<crate::store::Store>) -> Self {
+        PromqlSource {
+            store,
+            engine: crate::promql::Engine::new(crate::promql::EngineOptions::default()),
+        }
+    }
+}
+
+impl MetricSource for PromqlSource {
+    fn query(&self, expr: &str, at_ms: i64) -> QueryResult {
+        use crate::promql::Value;
+        match self.engine.instant(self.store.as_ref(), expr, at_ms) {
+            Ok(Value::Vector(v)) => Ok(v
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        s.v,
+                    )
+                })
+                .collect()),
+            Ok(Value::Scalar { v, .. }) => Ok(vec![(BTreeMap::new(), v)]),
+            Ok(other) => Err(format!(
+                "query returns a {}, not a vector or scalar",
+                other.type_name()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,10 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The actions engine, when `--actions` is configured.
     pub actions: Option<Arc<Actions>>,
+    /// The collector's self-metrics, appended to `/metrics`.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// Metric family metadata as agents sent it.
+    pub metadata: Arc<crate::metadata::Metadata>,
 }
 
 impl AppState {
@@ -36,6 +40,8 @@ impl AppState {
             store,
             ready: Arc::new(AtomicBool::new(false)),
             actions: None,
+            telemetry: None,
+            metadata: Arc::default(),
         }
     }
 }
@@ -45,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/metrics", get(metrics))
         .merge(actions_api::routes())
         .merge(api::routes())
         .merge(remote_write::routes())
@@ -64,4 +71,57 @@ async fn ready(State(s): State<AppState>) -> (StatusCode, &'static str) {
             "vigil-collector is starting.\n",
         )
     }
+}
+
+/// The latest value of every series (with `# HELP`/`# TYPE` from the
+/// agents' metadata), then the collector's own metrics.
+async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse {
+    let store = s.store.clone();
+    let md = s.metadata.clone();
+    let mut body = tokio::task::spawn_blocking(move || {
+        let mut latest = store.latest();
+        latest.sort_by(|a, b| {
+            a.0.metric_name()
+                .cmp(&b.0.metric_name())
+                .then(a.0.cmp(&b.0))
+        });
+        let mut out = String::with_capacity(latest.len() * 96);
+        let mut family: Option<String> = None;
+        for (labels, _t, v) in &latest {
+            let name = labels.metric_name().unwrap_or("");
+            if family.as_deref() != Some(name) {
+                family = Some(name.to_string());
+                if let Some(m) = md.get(name) {
+                    if !m.help.is_empty() {
+                        out.push_str(&format!(
+                            "# HELP {name} {}\n",
+                            m.help.replace('\\', "\\\\").replace('\n', "\\n")
+                        ));
+                    }
+                    out.push_str(&format!(
+                        "# TYPE {name} {}\n",
+                        crate::metadata::Metadata::type_name(&m)
+                    ));
+                }
+            }
+            if labels.len() == 1 {
+                out.push_str(name);
+            } else {
+                out.push_str(&labels.to_string());
+            }
+            out.push(' ');
+            out.push_str(&crate::promql::format_float(*v));
+            out.push('\n');
+        }
+        out
+    })
+    .await
+    .unwrap_or_default();
+    if let Some(t) = &s.telemetry {
+        body.push_str(&t.encode());
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
 }

@@ -7,6 +7,10 @@
 
 use vigil_common::Labels;
 
+pub mod checkpoint;
+pub mod core;
+pub mod service;
+
 /// A log record as ingest resolved it (interned refs replaced by values).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IngestedLog {

@@ -41,6 +41,14 @@ pub enum AppendError {
     UnknownSeries(SeriesRef),
 }
 
+/// What [`Store::append_batch`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendSummary {
+    pub appended: u64,
+    pub out_of_order: u64,
+    pub unknown: u64,
+}
+
 /// A label matcher, as PromQL selectors and `match[]` use them.
 #[derive(Clone, Debug)]
 pub struct Matcher {
@@ -234,6 +242,29 @@ impl Store {
             _ => s.samples.push((timestamp_ms, value)),
         }
         Ok(())
+    }
+
+    /// Appends many samples under one lock. Samples older than their
+    /// series' newest are refused and counted in the summary.
+    pub fn append_batch(&self, samples: &[(SeriesRef, i64, f64)]) -> AppendSummary {
+        let mut sum = AppendSummary::default();
+        let mut inner = self.inner.write();
+        for (r, t, v) in samples {
+            let Some(s) = inner.series.get_mut(r.0 as usize) else {
+                sum.unknown += 1;
+                continue;
+            };
+            match s.samples.last_mut() {
+                Some(last) if last.0 == *t => last.1 = *v,
+                Some(last) if last.0 > *t => {
+                    sum.out_of_order += 1;
+                    continue;
+                }
+                _ => s.samples.push((*t, *v)),
+            }
+            sum.appended += 1;
+        }
+        sum
     }
 
     /// The newest sample of every series that has one, staleness markers
