@@ -1,1 +1,59 @@
-//! The agent's HTTP endpoint: `/metrics`, `/-/healthy`, `/-/ready`.
+//! The agent's HTTP endpoint: `/metrics` (its latest scrape and its own
+//! `vigil_agent_*` metrics, with the `node` label), `/-/healthy` and
+//! `/-/ready` (ready once the first scrape is done). [`app`] is kept apart
+//! from serving so tests can call it directly.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use parking_lot::Mutex;
+
+use crate::model::Scrape;
+use crate::telemetry::Telemetry;
+
+#[derive(Clone)]
+pub struct AgentState {
+    pub node: String,
+    pub latest: Arc<Mutex<Option<Scrape>>>,
+    pub telemetry: Arc<Telemetry>,
+}
+
+pub fn app(state: AgentState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "vigil-agent is Healthy.\n" }))
+        .route("/-/ready", get(ready))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AgentState>) -> impl IntoResponse {
+    let mut out = Scrape::new(0);
+    if let Some(l) = s.latest.lock().as_ref() {
+        out.families = l
+            .families
+            .iter()
+            .filter(|f| !f.name.starts_with("vigil_agent_"))
+            .cloned()
+            .collect();
+    }
+    out.families.extend(s.telemetry.families());
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        out.encode_text(Some(&s.node)),
+    )
+}
+
+async fn ready(State(s): State<AgentState>) -> impl IntoResponse {
+    if s.latest.lock().is_some() {
+        (StatusCode::OK, "vigil-agent is Ready.\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vigil-agent has not scraped yet.\n",
+        )
+    }
+}

@@ -1,6 +1,19 @@
-//! Wires the agent together for `vigil-agent run`, and one-shot `scrape`.
+//! Wires the agent together for `vigil-agent run`: the scrape loop (every
+//! `--interval`, missed ticks skipped so scrapes never pile up), the shipper,
+//! and the HTTP endpoint; a graceful stop on SIGTERM/SIGINT seals the open
+//! batch and waits (bounded) for the collector's final acks.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::scrape::Scraper;
+use crate::telemetry::Telemetry;
 
 /// Current wall-clock time in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -12,7 +25,7 @@ pub fn now_ms() -> i64 {
 
 /// `vigil-agent scrape`: one scrape in Prometheus text format.
 pub fn scrape_once(config: &Config) -> anyhow::Result<String> {
-    let (scrape, report) = crate::scrape::Scraper::new(config).scrape();
+    let (scrape, report) = Scraper::new(config).scrape();
     for (reader, e) in report.errors {
         tracing::warn!(reader, error = %e, "scrape error");
     }
@@ -20,6 +33,80 @@ pub fn scrape_once(config: &Config) -> anyhow::Result<String> {
 }
 
 /// `vigil-agent run`.
-pub fn main(_config: Config) -> anyhow::Result<()> {
-    anyhow::bail!("the run command is being wired up")
+pub fn main(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("vigil-agent")
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        vigil_common::shutdown::on_signals(shutdown.clone());
+        run(config, shutdown).await
+    })
+}
+
+/// Runs until `shutdown` is cancelled, then stops gracefully.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let telemetry = Arc::new(Telemetry::default());
+    let (ship, ship_task) = crate::ship::start(&config, telemetry.clone(), shutdown.clone())?;
+    let latest = Arc::new(Mutex::new(None));
+    if let Some(addr) = config.http_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on http_listen {addr}"))?;
+        tracing::info!(http = %listener.local_addr()?, "agent HTTP endpoint");
+        let app = crate::http::app(crate::http::AgentState {
+            node: config.node_name.clone(),
+            latest: latest.clone(),
+            telemetry: telemetry.clone(),
+        });
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(sd.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "agent HTTP server failed");
+            }
+        });
+    }
+    tracing::info!(node = %config.node_name, collector = %config.collector, interval = ?config.interval, "vigil-agent running");
+    let scraper = Arc::new(Mutex::new(Scraper::new(&config)));
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let sc = scraper.clone();
+        let t0 = Instant::now();
+        let Ok((mut scrape, report)) =
+            tokio::task::spawn_blocking(move || sc.lock().scrape()).await
+        else {
+            tracing::error!("scrape task failed");
+            continue;
+        };
+        for (reader, e) in &report.errors {
+            telemetry.error(reader);
+            tracing::debug!(reader, error = %e, "scrape error");
+        }
+        telemetry.scrapes.fetch_add(1, Ordering::Relaxed);
+        telemetry
+            .scrape_micros
+            .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        telemetry
+            .samples_scraped
+            .fetch_add(scrape.sample_count() as u64, Ordering::Relaxed);
+        // the agent's own metrics travel with every scrape
+        scrape.families.extend(telemetry.families());
+        *latest.lock() = Some(scrape.clone());
+        ship.submit_scrape(scrape);
+    }
+    tracing::info!("stopping: sealing the last batch and waiting for acks");
+    drop(ship);
+    let _ = ship_task.await;
+    Ok(())
 }

@@ -326,12 +326,12 @@ impl Writer {
             while let Some(req) = next.take() {
                 match req {
                     Request::Append(a, done) => {
-                        if self.size + self.buf.len() as u64 > SEGMENT_BYTES && self.buf.is_empty()
+                        if self.size > SEGMENT_BYTES
+                            && self.buf.is_empty()
+                            && let Err(e) = self.rotate()
                         {
-                            if let Err(e) = self.rotate() {
-                                let _ = done.send(Err(e.to_string()));
-                                continue;
-                            }
+                            let _ = done.send(Err(e.to_string()));
+                            continue;
                         }
                         self.encode(*a);
                         waiting.push(done);

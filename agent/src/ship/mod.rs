@@ -43,3 +43,244 @@ pub struct LogAck {
 //   bounded: the tailer waits for room (backpressure on logs only);
 // - `ShipHandle::take_log_acks() -> tokio::sync::mpsc::UnboundedReceiver<Vec<LogAck>>`
 //   delivers the positions the collector has durably stored.
+
+pub mod batch;
+pub mod buffer;
+pub mod client;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::model::Scrape;
+use crate::telemetry::Telemetry;
+
+/// How many scrapes may wait for the batcher before new ones are dropped
+/// (and counted): scraping never waits for shipping.
+const SCRAPE_QUEUE: usize = 16;
+
+/// What producers use.
+#[derive(Clone)]
+pub struct ShipHandle {
+    scrapes: mpsc::Sender<Scrape>,
+    logs: mpsc::Sender<Vec<LogEntry>>,
+    log_acks: Arc<Mutex<Option<mpsc::UnboundedReceiver<Vec<LogAck>>>>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl ShipHandle {
+    /// Hands a scrape over without waiting; if the shipper is behind, the
+    /// scrape is dropped and counted.
+    pub fn submit_scrape(&self, s: Scrape) {
+        let n = s.sample_count() as u64;
+        if self.scrapes.try_send(s).is_err() {
+            self.telemetry
+                .dropped_scrapes
+                .fetch_add(1, Ordering::Relaxed);
+            self.telemetry
+                .dropped_samples
+                .fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(samples = n, "shipper is behind: scrape dropped");
+        }
+    }
+
+    /// The bounded channel for log entries (the tailer waits for room).
+    pub fn log_sender(&self) -> mpsc::Sender<Vec<LogEntry>> {
+        self.logs.clone()
+    }
+
+    /// Positions the collector has durably stored (once; later calls get None).
+    pub fn take_log_acks(&self) -> Option<mpsc::UnboundedReceiver<Vec<LogAck>>> {
+        self.log_acks.lock().take()
+    }
+}
+
+/// The agent id in `<state_dir>/agent-id`, created once.
+pub fn agent_id(state_dir: &std::path::Path) -> anyhow::Result<String> {
+    let p = state_dir.join("agent-id");
+    match std::fs::read_to_string(&p) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot read {}: {e}", p.display()),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = state_dir.join("agent-id.tmp");
+    std::fs::write(&tmp, &id)
+        .and_then(|_| std::fs::rename(&tmp, &p))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+    Ok(id)
+}
+
+/// Starts the batcher and the client; returns the producers' handle and a
+/// task that ends once shipping has stopped (after `shutdown`, when
+/// everything is acknowledged or `shutdown_timeout` passed).
+pub fn start(
+    config: &Config,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(ShipHandle, tokio::task::JoinHandle<()>)> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create state dir {}: {e}",
+            config.state_dir.display()
+        )
+    })?;
+    let id = agent_id(&config.state_dir)?;
+    let buffer = buffer::Buffer::open(&config.state_dir.join("buffer"), config.buffer_max_bytes)?;
+    if buffer.corrupt > 0 {
+        telemetry
+            .buffer_corrupt_records
+            .fetch_add(buffer.corrupt, Ordering::Relaxed);
+    }
+    tracing::info!(agent_id = %id, buffered = buffer.len(), next_seq = buffer.next_seq(), "disk buffer opened");
+    telemetry
+        .buffer_max_bytes
+        .store(config.buffer_max_bytes, Ordering::Relaxed);
+    let buffer = Arc::new(Mutex::new(buffer));
+    let sealed = Arc::new(Notify::new());
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<Scrape>(SCRAPE_QUEUE);
+    let (log_tx, mut log_rx) = mpsc::channel::<Vec<LogEntry>>(64);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let metadata = Arc::new(Mutex::new(HashMap::new()));
+
+    let client = client::Client {
+        config: config.clone(),
+        agent_id: id,
+        buffer: buffer.clone(),
+        telemetry: telemetry.clone(),
+        sealed: sealed.clone(),
+        log_acks: ack_tx,
+        metadata: metadata.clone(),
+    };
+    let drain = CancellationToken::new();
+    let client_task = tokio::spawn(client.run(drain.clone()));
+
+    let cfg = config.clone();
+    let tel = telemetry.clone();
+    let task = tokio::spawn(async move {
+        let mut builder = batch::Builder::new(&cfg.node_name);
+        let max = cfg.batch_max_bytes as usize;
+        let mut first_item: Option<tokio::time::Instant> = None;
+        let seal = |builder: &mut batch::Builder| {
+            if builder.is_empty() {
+                return;
+            }
+            let mut buf = buffer.lock();
+            let seq = buf.next_seq();
+            let now = crate::run::now_ms();
+            let b = builder.seal(seq, now);
+            {
+                let mut md = metadata.lock();
+                for m in &b.metadata {
+                    md.insert(m.family.clone(), m.clone());
+                }
+            }
+            match buf.append(&b) {
+                Ok(d) => {
+                    tel.batches_sealed.fetch_add(1, Ordering::Relaxed);
+                    if d.batches > 0 {
+                        tel.dropped_batches.fetch_add(d.batches, Ordering::Relaxed);
+                        tel.dropped_samples.fetch_add(d.samples, Ordering::Relaxed);
+                        tel.dropped_log_records.fetch_add(d.logs, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    let (samples, logs, _) = buffer::summarize(&b);
+                    tel.dropped_batches.fetch_add(1, Ordering::Relaxed);
+                    tel.dropped_samples.fetch_add(samples, Ordering::Relaxed);
+                    tel.dropped_log_records.fetch_add(logs, Ordering::Relaxed);
+                    tracing::error!(error = %e, "cannot write the disk buffer; batch dropped");
+                }
+            }
+            tel.buffer_bytes.store(buf.bytes(), Ordering::Relaxed);
+            tel.buffer_batches
+                .store(buf.len() as u64, Ordering::Relaxed);
+            drop(buf);
+            sealed.notify_one();
+        };
+        loop {
+            let deadline = first_item.map(|t| t + cfg.batch_max_wait);
+            tokio::select! {
+                s = scrape_rx.recv() => match s {
+                    Some(s) => {
+                        let mut from = 0;
+                        while from < s.families.len() {
+                            first_item.get_or_insert_with(tokio::time::Instant::now);
+                            from = builder.add_scrape(&s, from, max);
+                            if builder.bytes() >= max {
+                                seal(&mut builder);
+                                first_item = None;
+                            }
+                        }
+                        if !s.events.is_empty() {
+                            builder.add_events(&s.events);
+                            first_item.get_or_insert_with(tokio::time::Instant::now);
+                        }
+                    }
+                    None => break,
+                },
+                l = log_rx.recv() => if let Some(entries) = l {
+                    for e in &entries {
+                        first_item.get_or_insert_with(tokio::time::Instant::now);
+                        builder.add_log(e);
+                        if builder.bytes() >= max {
+                            seal(&mut builder);
+                            first_item = None;
+                        }
+                    }
+                },
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    seal(&mut builder);
+                    first_item = None;
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        // final: take what is still queued, seal, and let the client drain
+        while let Ok(s) = scrape_rx.try_recv() {
+            let mut from = 0;
+            while from < s.families.len() {
+                from = builder.add_scrape(&s, from, max);
+                if builder.bytes() >= max {
+                    seal(&mut builder);
+                }
+            }
+        }
+        while let Ok(entries) = log_rx.try_recv() {
+            for e in &entries {
+                builder.add_log(e);
+            }
+        }
+        seal(&mut builder);
+        drain.cancel();
+        let abort = client_task.abort_handle();
+        if tokio::time::timeout(cfg.shutdown_timeout, client_task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+            let left = buffer.lock().len();
+            tracing::warn!(
+                unacknowledged = left,
+                "shutdown timeout: unacknowledged batches stay in the disk buffer for the next start"
+            );
+        } else {
+            tracing::info!("all batches acknowledged");
+        }
+    });
+    Ok((
+        ShipHandle {
+            scrapes: scrape_tx,
+            logs: log_tx,
+            log_acks: Arc::new(Mutex::new(Some(ack_rx))),
+            telemetry,
+        },
+        task,
+    ))
+}
