@@ -143,6 +143,13 @@ impl<'a> Evaluator<'a> {
             step_samples: Cell::new(0),
             result_samples: Cell::new(0),
         };
+        // Series order only shows where ties are broken by position (topk,
+        // limitk, sort); Prometheus' order there is by labels. Sorting 100k
+        // label sets costs more than the rest of a query, so only then.
+        let text = expr.to_string();
+        let needs_order = ["topk", "bottomk", "limit", "sort"]
+            .iter()
+            .any(|w| text.contains(w));
         let mut ranges: HashMap<usize, (i64, i64, &VectorSelector)> = HashMap::new();
         ev.plan(expr, start, end, &mut ranges);
         for (k, (mint, maxt, vs)) in ranges {
@@ -155,7 +162,9 @@ impl<'a> Evaluator<'a> {
             for s in &mut out {
                 s.labels = clean_labels(std::mem::take(&mut s.labels));
             }
-            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if needs_order || many {
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            }
             if many {
                 out.dedup_by(|a, b| a.labels == b.labels);
             }
@@ -388,6 +397,44 @@ impl<'a> Evaluator<'a> {
         Ok((out, start, end))
     }
 
+    /// Calls `f` with each series' samples in the window of `ms` at `t`
+    /// (stale markers removed), without copying when there are none.
+    pub(super) fn for_each_window(
+        &self,
+        ms: &MatrixSelector,
+        t: i64,
+        mut f: impl FnMut(&Labels, &[(i64, f64)], i64, i64) -> Result<()>,
+    ) -> Result<()> {
+        let end = self.at_or(&ms.vs.at, t) - offset_ms(&ms.vs.offset);
+        let start = end - ms.range.as_millis() as i64;
+        let Some(series) = self.data.get(&key_of(&ms.vs)) else {
+            return Ok(());
+        };
+        let mut n = 0;
+        let mut buf: Vec<(i64, f64)> = Vec::new();
+        for s in series {
+            let lo = s.samples.partition_point(|p| p.0 <= start);
+            let hi = s.samples.partition_point(|p| p.0 <= end);
+            if lo >= hi {
+                continue;
+            }
+            let w = &s.samples[lo..hi];
+            let w = if w.iter().any(|p| is_stale(p.1)) {
+                buf.clear();
+                buf.extend(w.iter().copied().filter(|p| !is_stale(p.1)));
+                if buf.is_empty() {
+                    continue;
+                }
+                &buf[..]
+            } else {
+                w
+            };
+            n += w.len();
+            f(&s.labels, w, start, end)?;
+        }
+        self.count(n)
+    }
+
     /// A subquery at `t`: the inner expression at absolute multiples of the
     /// step inside `(start, end]`.
     pub(super) fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<(Vec<Series>, i64, i64)> {
@@ -472,6 +519,27 @@ fn push_point(
             });
         }
     }
+}
+
+/// `l` without `__name__`, copied in one pass.
+pub(super) fn drop_name_ref(l: &Labels) -> Labels {
+    Labels::from_sorted_unchecked(
+        l.iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Whether a selector matches exactly one metric name.
+pub(super) fn has_fixed_name(vs: &VectorSelector) -> bool {
+    vs.matchers.or_matchers.is_empty()
+        && (vs.name.is_some()
+            || vs
+                .matchers
+                .matchers
+                .iter()
+                .any(|m| m.name == "__name__" && matches!(m.op, PMatchOp::Equal)))
 }
 
 pub(super) fn drop_name(l: Labels) -> Labels {
@@ -980,6 +1048,15 @@ impl Evaluator<'_> {
             Some(p) => Some(self.eval(p, t)?),
             None => None,
         };
+        if param.is_none()
+            && matches!(
+                op.as_str(),
+                "sum" | "avg" | "count" | "min" | "max" | "group"
+            )
+            && let Some(v) = self.stream_aggregate(a, &op, t)?
+        {
+            return Ok(Val::Vector(v));
+        }
         let input = self.eval_vector(&a.expr, t)?;
         let (by, names): (bool, Vec<String>) = match &a.modifier {
             None => (true, Vec::new()),
@@ -1222,6 +1299,147 @@ impl Evaluator<'_> {
             });
         }
         Ok(Val::Vector(out))
+    }
+}
+
+/// Running state of `sum avg count min max group` fed series by series.
+struct Streamed<'o> {
+    op: &'o str,
+    by: bool,
+    names: &'o [String],
+    groups: Vec<(Labels, f64, f64, f64)>, // labels, value, kahan comp, count
+    index: HashMap<u64, usize>,
+}
+
+impl Streamed<'_> {
+    fn add(&mut self, labels: &Labels, keep_name: bool, v: f64) {
+        let include = |k: &str| {
+            if k == "__name__" && (!keep_name || !self.by) {
+                return false;
+            }
+            if self.by {
+                self.names.iter().any(|n| n == k)
+            } else {
+                !self.names.iter().any(|n| n == k)
+            }
+        };
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (k, val) in labels.iter() {
+            if include(k) {
+                h.update(k.as_bytes());
+                h.update(&[0xff]);
+                h.update(val.as_bytes());
+                h.update(&[0xff]);
+            }
+        }
+        let key = h.digest();
+        match self.index.get(&key) {
+            None => {
+                let gl = Labels::from_sorted_unchecked(
+                    labels
+                        .iter()
+                        .filter(|(k, _)| include(k))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                );
+                self.index.insert(key, self.groups.len());
+                let init = if matches!(self.op, "count" | "group") {
+                    1.0
+                } else {
+                    v
+                };
+                self.groups.push((gl, init, 0.0, 1.0));
+            }
+            Some(&i) => {
+                let g = &mut self.groups[i];
+                g.3 += 1.0;
+                match self.op {
+                    "sum" | "avg" => (g.1, g.2) = kahan_inc(v, g.1, g.2),
+                    "count" => g.1 += 1.0,
+                    "max" => {
+                        if go_max_replace(g.1, v) {
+                            g.1 = v
+                        }
+                    }
+                    "min" => {
+                        if go_min_replace(g.1, v) {
+                            g.1 = v
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn finish(self, t: i64) -> Vec<Sample> {
+        let op = self.op;
+        self.groups
+            .into_iter()
+            .map(|(labels, v, c, n)| {
+                let total = if v.is_infinite() { v } else { v + c };
+                let v = match op {
+                    "sum" => total,
+                    "avg" => total / n,
+                    _ => v,
+                };
+                Sample { labels, t, v }
+            })
+            .collect()
+    }
+}
+
+impl Evaluator<'_> {
+    /// `sum by (…) (selector)` and `sum by (…) (rate(selector[r]))`-shaped
+    /// aggregations straight from the preloaded samples, without building
+    /// the intermediate vector (the dashboard-query hot path).
+    fn stream_aggregate(&self, a: &AggregateExpr, op: &str, t: i64) -> Result<Option<Vec<Sample>>> {
+        let (by, names): (bool, Vec<String>) = match &a.modifier {
+            None => (true, Vec::new()),
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+        };
+        let mut st = Streamed {
+            op,
+            by,
+            names: &names,
+            groups: Vec::new(),
+            index: HashMap::new(),
+        };
+        let mut inner: &Expr = &a.expr;
+        while let Expr::Paren(p) = inner {
+            inner = &p.expr;
+        }
+        match inner {
+            Expr::VectorSelector(vs) => {
+                let ts = self.at_or(&vs.at, t) - offset_ms(&vs.offset);
+                let floor = ts - self.opts.lookback_delta_ms;
+                let mut n = 0;
+                if let Some(series) = self.data.get(&key_of(vs)) {
+                    for s in series {
+                        let idx = s.samples.partition_point(|p| p.0 <= ts);
+                        if idx == 0 {
+                            continue;
+                        }
+                        let (st_, sv) = s.samples[idx - 1];
+                        if st_ <= floor || is_stale(sv) {
+                            continue;
+                        }
+                        n += 1;
+                        st.add(&s.labels, true, sv);
+                    }
+                }
+                self.count(n)?;
+            }
+            Expr::Call(c) => {
+                let mut sink = |l: &Labels, keep: bool, v: f64| st.add(l, keep, v);
+                if !functions::stream_range_call(self, c, t, &mut sink)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(st.finish(t)))
     }
 }
 
