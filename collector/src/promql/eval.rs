@@ -143,13 +143,11 @@ impl<'a> Evaluator<'a> {
             step_samples: Cell::new(0),
             result_samples: Cell::new(0),
         };
-        // Series order only shows where ties are broken by position (topk,
-        // limitk, sort); Prometheus' order there is by labels. Sorting 100k
-        // label sets costs more than the rest of a query, so only then.
-        let text = expr.to_string();
-        let needs_order = ["topk", "bottomk", "limit", "sort"]
-            .iter()
-            .any(|w| text.contains(w));
+        // Series order only shows where limitk/limit_ratio pick series by
+        // position (Prometheus' order there is by labels; ties in topk and
+        // sort are unordered in Prometheus too). Sorting 100k label sets
+        // costs more than the rest of a query, so only then.
+        let needs_order = expr.to_string().contains("limit");
         let mut ranges: HashMap<usize, (i64, i64, &VectorSelector)> = HashMap::new();
         ev.plan(expr, start, end, &mut ranges);
         for (k, (mint, maxt, vs)) in ranges {
@@ -1356,16 +1354,8 @@ impl Streamed<'_> {
                 match self.op {
                     "sum" | "avg" => (g.1, g.2) = kahan_inc(v, g.1, g.2),
                     "count" => g.1 += 1.0,
-                    "max" => {
-                        if go_max_replace(g.1, v) {
-                            g.1 = v
-                        }
-                    }
-                    "min" => {
-                        if go_min_replace(g.1, v) {
-                            g.1 = v
-                        }
-                    }
+                    "max" if go_max_replace(g.1, v) => g.1 = v,
+                    "min" if go_min_replace(g.1, v) => g.1 = v,
                     _ => {}
                 }
             }
