@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/federate", get(federate))
 }
 
@@ -438,6 +439,12 @@ async fn label_values(
     Ok(success(string_list(&vals)))
 }
 
+/// Exemplars are not stored: always an empty list (Grafana asks for them
+/// when a panel has exemplars switched on).
+async fn exemplars() -> Response {
+    success("[]".to_string())
+}
+
 /// No metric metadata (HELP/TYPE) is kept by the store yet: an empty object,
 /// which Grafana accepts.
 async fn metadata() -> Response {
@@ -732,6 +739,38 @@ mod tests {
         )
         .await;
         assert_eq!(j["data"]["version"], crate::VERSION);
+    }
+
+    #[tokio::test]
+    async fn federate_exposes_latest_samples() {
+        let (app, store) = app();
+        let r = store
+            .get_or_create(&Labels::new([("__name__", "mem"), ("pod", "p\"1")]))
+            .unwrap();
+        let now = now_ms();
+        store.append(r, now - 2000, 5.0).unwrap();
+        store.append(r, now - 1000, 6.5).unwrap();
+        let resp = app
+            .oneshot(
+                Request::get("/federate?match[]=%7B__name__%3D~%22mem%7Cup%22%7D")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&b);
+        assert_eq!(
+            text,
+            format!(
+                "# TYPE mem untyped\nmem{{pod=\"p\\\"1\"}} 6.5 {}\n",
+                now - 1000
+            ),
+            "the old `up` sample is outside the lookback"
+        );
     }
 
     #[test]
