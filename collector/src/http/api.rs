@@ -26,8 +26,8 @@ use crate::store::{Matcher, Queryable, Store, is_stale};
 /// Prometheus' limit on points per series of a range query.
 const MAX_POINTS: i64 = 11_000;
 /// Bounds used when a request gives no start/end.
-const MIN_TIME: i64 = i64::MIN / 4;
-const MAX_TIME: i64 = i64::MAX / 4;
+const MIN_TIME: i64 = -(1 << 60);
+const MAX_TIME: i64 = 1 << 60;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -186,7 +186,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
         if !f.is_finite() {
             return Err(format!("cannot parse {s:?} to a valid timestamp"));
         }
-        return Ok((f * 1000.0).round() as i64);
+        return Ok(((f * 1000.0).round() as i64).clamp(MIN_TIME, MAX_TIME));
     }
     match humantime::parse_rfc3339_weak(s) {
         Ok(t) => Ok(match t.duration_since(SystemTime::UNIX_EPOCH) {

@@ -57,18 +57,24 @@ fn key_of(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
 }
 
+/// Milliseconds of a duration, bounded to ±2^60 so that time arithmetic on
+/// absurd offsets or ranges cannot overflow.
+pub(super) fn dur_ms(d: &std::time::Duration) -> i64 {
+    d.as_millis().min(1 << 60) as i64
+}
+
 pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => dur_ms(d),
+        Some(Offset::Neg(d)) => -dur_ms(d),
     }
 }
 
 fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => dur_ms(&d),
+        Err(e) => -dur_ms(&e.duration()),
     }
 }
 
@@ -198,14 +204,17 @@ impl<'a> Evaluator<'a> {
                 (start, end)
             };
             let off = offset_ms(&vs.offset);
-            let (mint, maxt) = (s - off - back, e - off);
+            let (mint, maxt) = (
+                s.saturating_sub(off).saturating_sub(back),
+                e.saturating_sub(off),
+            );
             let ent = out.entry(key_of(vs)).or_insert((mint, maxt, vs));
             ent.0 = ent.0.min(mint);
             ent.1 = ent.1.max(maxt);
         };
         match expr {
             Expr::VectorSelector(vs) => add(vs, self.opts.lookback_delta_ms),
-            Expr::MatrixSelector(ms) => add(&ms.vs, ms.range.as_millis() as i64),
+            Expr::MatrixSelector(ms) => add(&ms.vs, dur_ms(&ms.range)),
             Expr::Subquery(sq) => {
                 let (s, e) = if sq.at.is_some() {
                     let a = self.at_or(&sq.at, start);
@@ -214,8 +223,13 @@ impl<'a> Evaluator<'a> {
                     (start, end)
                 };
                 let off = offset_ms(&sq.offset);
-                let range = sq.range.as_millis() as i64;
-                self.plan(&sq.expr, s - off - range, e - off, out);
+                let range = dur_ms(&sq.range);
+                self.plan(
+                    &sq.expr,
+                    s.saturating_sub(off).saturating_sub(range),
+                    e.saturating_sub(off),
+                    out,
+                );
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -333,12 +347,12 @@ impl<'a> Evaluator<'a> {
         t: i64,
         keep_ts: bool,
     ) -> Result<Vec<Sample>> {
-        let ts = self.at_or(&vs.at, t) - offset_ms(&vs.offset);
+        let ts = self.at_or(&vs.at, t).saturating_sub(offset_ms(&vs.offset));
         let Some(series) = self.data.get(&key_of(vs)) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        let floor = ts - self.opts.lookback_delta_ms;
+        let floor = ts.saturating_sub(self.opts.lookback_delta_ms);
         for s in series {
             let idx = s.samples.partition_point(|p| p.0 <= ts);
             if idx == 0 {
@@ -364,8 +378,10 @@ impl<'a> Evaluator<'a> {
         ms: &MatrixSelector,
         t: i64,
     ) -> Result<(Vec<Series>, i64, i64)> {
-        let end = self.at_or(&ms.vs.at, t) - offset_ms(&ms.vs.offset);
-        let start = end - ms.range.as_millis() as i64;
+        let end = self
+            .at_or(&ms.vs.at, t)
+            .saturating_sub(offset_ms(&ms.vs.offset));
+        let start = end.saturating_sub(dur_ms(&ms.range));
         let Some(series) = self.data.get(&key_of(&ms.vs)) else {
             return Ok((Vec::new(), start, end));
         };
@@ -403,8 +419,10 @@ impl<'a> Evaluator<'a> {
         t: i64,
         mut f: impl FnMut(&Labels, &[(i64, f64)], i64, i64) -> Result<()>,
     ) -> Result<()> {
-        let end = self.at_or(&ms.vs.at, t) - offset_ms(&ms.vs.offset);
-        let start = end - ms.range.as_millis() as i64;
+        let end = self
+            .at_or(&ms.vs.at, t)
+            .saturating_sub(offset_ms(&ms.vs.offset));
+        let start = end.saturating_sub(dur_ms(&ms.range));
         let Some(series) = self.data.get(&key_of(&ms.vs)) else {
             return Ok(());
         };
@@ -436,10 +454,10 @@ impl<'a> Evaluator<'a> {
     /// A subquery at `t`: the inner expression at absolute multiples of the
     /// step inside `(start, end]`.
     pub(super) fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<(Vec<Series>, i64, i64)> {
-        let end = self.at_or(&sq.at, t) - offset_ms(&sq.offset);
-        let start = end - sq.range.as_millis() as i64;
+        let end = self.at_or(&sq.at, t).saturating_sub(offset_ms(&sq.offset));
+        let start = end.saturating_sub(dur_ms(&sq.range));
         let step = match sq.step {
-            Some(s) if s.as_millis() > 0 => s.as_millis() as i64,
+            Some(s) if s.as_millis() > 0 => dur_ms(&s),
             _ => self.opts.default_subquery_step_ms.max(1),
         };
         let mut tt = start.div_euclid(step) * step;
@@ -450,6 +468,7 @@ impl<'a> Evaluator<'a> {
         let mut out: Vec<Series> = Vec::new();
         let mut n = 0;
         while tt <= end {
+            self.check_deadline()?;
             match self.eval(&sq.expr, tt)? {
                 Val::Scalar(v) => {
                     push_point(&mut index, &mut out, Labels::default(), tt, v);
@@ -468,7 +487,10 @@ impl<'a> Evaluator<'a> {
                     )));
                 }
             }
-            tt += step;
+            tt = match tt.checked_add(step) {
+                Some(t) => t,
+                None => break,
+            };
         }
         self.count(n)?;
         Ok((out, start, end))
@@ -651,7 +673,10 @@ pub(super) fn run_range(
                 )));
             }
         }
-        t += step;
+        t = match t.checked_add(step) {
+            Some(t) => t,
+            None => break,
+        };
     }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(out))
@@ -1402,8 +1427,8 @@ impl Evaluator<'_> {
         }
         match inner {
             Expr::VectorSelector(vs) => {
-                let ts = self.at_or(&vs.at, t) - offset_ms(&vs.offset);
-                let floor = ts - self.opts.lookback_delta_ms;
+                let ts = self.at_or(&vs.at, t).saturating_sub(offset_ms(&vs.offset));
+                let floor = ts.saturating_sub(self.opts.lookback_delta_ms);
                 let mut n = 0;
                 if let Some(series) = self.data.get(&key_of(vs)) {
                     for s in series {

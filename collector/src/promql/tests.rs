@@ -646,3 +646,28 @@ fn dropped_names_must_not_collide() {
     // comparisons keep the name, so no collision
     check("count({__name__=~\"a|b\"} > 0)", 5 * S, 2.0);
 }
+
+#[test]
+fn absurd_times_do_not_panic() {
+    let s = fixture();
+    let e = Engine::new(EngineOptions {
+        timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    });
+    for q in [
+        "g offset 100000000y",
+        "g offset -100000000y",
+        "rate(g[100000000y])",
+        "g @ 9999999999999",
+        "max_over_time(g[100y:1ms])",
+    ] {
+        let _ = e.instant(&s, q, 10 * S);
+        let _ = e.range(&s, q, i64::MAX - 10, i64::MAX, 3);
+    }
+    assert_eq!(
+        e.instant(&s, "max_over_time(g[100y:1ms])", 10 * S)
+            .unwrap_err()
+            .error_type(),
+        "timeout"
+    );
+}
