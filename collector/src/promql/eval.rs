@@ -49,6 +49,9 @@ pub(super) struct Evaluator<'a> {
     deadline: Instant,
     /// Samples held by the current step (reset per top-level step).
     step_samples: Cell<usize>,
+    /// Group-key hashes per series, per streamed aggregation node, reused
+    /// across the steps of a range query.
+    key_cache: std::cell::RefCell<HashMap<usize, Vec<u64>>>,
     /// Samples held by the result so far.
     result_samples: Cell<usize>,
 }
@@ -147,6 +150,7 @@ impl<'a> Evaluator<'a> {
             data: HashMap::new(),
             deadline: Instant::now() + opts.timeout,
             step_samples: Cell::new(0),
+            key_cache: Default::default(),
             result_samples: Cell::new(0),
         };
         // Series order only shows where limitk/limit_ratio pick series by
@@ -417,7 +421,7 @@ impl<'a> Evaluator<'a> {
         &self,
         ms: &MatrixSelector,
         t: i64,
-        mut f: impl FnMut(&Labels, &[(i64, f64)], i64, i64) -> Result<()>,
+        mut f: impl FnMut(usize, &Labels, &[(i64, f64)], i64, i64) -> Result<()>,
     ) -> Result<()> {
         let end = self
             .at_or(&ms.vs.at, t)
@@ -428,7 +432,7 @@ impl<'a> Evaluator<'a> {
         };
         let mut n = 0;
         let mut buf: Vec<(i64, f64)> = Vec::new();
-        for s in series {
+        for (i, s) in series.iter().enumerate() {
             let lo = s.samples.partition_point(|p| p.0 <= start);
             let hi = s.samples.partition_point(|p| p.0 <= end);
             if lo >= hi {
@@ -446,7 +450,7 @@ impl<'a> Evaluator<'a> {
                 w
             };
             n += w.len();
-            f(&s.labels, w, start, end)?;
+            f(i, &s.labels, w, start, end)?;
         }
         self.count(n)
     }
@@ -1331,11 +1335,13 @@ struct Streamed<'o> {
     by: bool,
     names: &'o [String],
     groups: Vec<(Labels, f64, f64, f64)>, // labels, value, kahan comp, count
+    keys: Vec<u64>,
     index: HashMap<u64, usize>,
 }
 
 impl Streamed<'_> {
-    fn add(&mut self, labels: &Labels, keep_name: bool, v: f64) {
+    /// Adds series number `idx` (its key hash is cached under that index).
+    fn add(&mut self, idx: usize, labels: &Labels, keep_name: bool, v: f64) {
         let include = |k: &str| {
             if k == "__name__" && (!keep_name || !self.by) {
                 return false;
@@ -1346,16 +1352,28 @@ impl Streamed<'_> {
                 !self.names.iter().any(|n| n == k)
             }
         };
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for (k, val) in labels.iter() {
-            if include(k) {
-                h.update(k.as_bytes());
-                h.update(&[0xff]);
-                h.update(val.as_bytes());
-                h.update(&[0xff]);
+        let cached = self.keys.get(idx).copied().filter(|k| *k != 0);
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                for (k, val) in labels.iter() {
+                    if include(k) {
+                        h.update(k.as_bytes());
+                        h.update(&[0xff]);
+                        h.update(val.as_bytes());
+                        h.update(&[0xff]);
+                    }
+                }
+                // 0 marks "not cached"
+                let k = h.digest().max(1);
+                if self.keys.len() <= idx {
+                    self.keys.resize(idx + 1, 0);
+                }
+                self.keys[idx] = k;
+                k
             }
-        }
-        let key = h.digest();
+        };
         match self.index.get(&key) {
             None => {
                 let gl = Labels::from_sorted_unchecked(
@@ -1420,6 +1438,11 @@ impl Evaluator<'_> {
             names: &names,
             groups: Vec::new(),
             index: HashMap::new(),
+            keys: self
+                .key_cache
+                .borrow_mut()
+                .remove(&(a as *const AggregateExpr as usize))
+                .unwrap_or_default(),
         };
         let mut inner: &Expr = &a.expr;
         while let Expr::Paren(p) = inner {
@@ -1431,7 +1454,7 @@ impl Evaluator<'_> {
                 let floor = ts.saturating_sub(self.opts.lookback_delta_ms);
                 let mut n = 0;
                 if let Some(series) = self.data.get(&key_of(vs)) {
-                    for s in series {
+                    for (i, s) in series.iter().enumerate() {
                         let idx = s.samples.partition_point(|p| p.0 <= ts);
                         if idx == 0 {
                             continue;
@@ -1441,19 +1464,23 @@ impl Evaluator<'_> {
                             continue;
                         }
                         n += 1;
-                        st.add(&s.labels, true, sv);
+                        st.add(i, &s.labels, true, sv);
                     }
                 }
                 self.count(n)?;
             }
             Expr::Call(c) => {
-                let mut sink = |l: &Labels, keep: bool, v: f64| st.add(l, keep, v);
+                let mut sink = |i: usize, l: &Labels, keep: bool, v: f64| st.add(i, l, keep, v);
                 if !functions::stream_range_call(self, c, t, &mut sink)? {
                     return Ok(None);
                 }
             }
             _ => return Ok(None),
         }
+        let keys = std::mem::take(&mut st.keys);
+        self.key_cache
+            .borrow_mut()
+            .insert(a as *const AggregateExpr as usize, keys);
         Ok(Some(st.finish(t)))
     }
 }

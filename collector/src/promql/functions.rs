@@ -549,9 +549,10 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 }
 
 /// Functions over a range vector (plus their scalar parameters).
-/// Per-series output of a streamed range function: labels as stored, whether
+/// Per-series output of a streamed range function: the series' position in
+/// the preloaded data, its labels as stored, whether
 /// the function keeps the metric name, the value.
-pub(super) type Sink<'s> = &'s mut dyn FnMut(&Labels, bool, f64);
+pub(super) type Sink<'s> = &'s mut dyn FnMut(usize, &Labels, bool, f64);
 
 /// Streams `func(selector[range])` into `sink` without building the output
 /// vector, for aggregations over it. Returns false when the call is not of
@@ -743,10 +744,10 @@ fn range_function(
     let mut out = Vec::new();
     if let Expr::MatrixSelector(ms) = unwrap_paren(range_expr) {
         // Fast path: work on the preloaded samples in place.
-        ev.for_each_window(ms, t, |labels, samples, start, end| {
+        ev.for_each_window(ms, t, |i, labels, samples, start, end| {
             if let Some(v) = compute(samples, start, end)? {
                 if let Some(sink) = sink.as_mut() {
-                    sink(labels, keep_name, v);
+                    sink(i, labels, keep_name, v);
                     return Ok(());
                 }
                 out.push(Sample {
