@@ -39,13 +39,59 @@ impl Val {
     }
 }
 
+/// The samples one selector needs, laid out contiguously: series after
+/// series in one vector, so a step walks memory in order instead of chasing
+/// one allocation per series (range queries over 100k series are bound by
+/// memory latency otherwise).
+struct Loaded {
+    series: Vec<(Labels, usize, usize)>,
+    samples: Vec<(i64, f64)>,
+}
+
+/// One loaded series.
+struct View<'l> {
+    labels: &'l Labels,
+    samples: &'l [(i64, f64)],
+}
+
+impl From<Vec<SeriesSamples>> for Loaded {
+    fn from(v: Vec<SeriesSamples>) -> Self {
+        let total = v.iter().map(|s| s.samples.len()).sum();
+        let mut samples = Vec::with_capacity(total);
+        let mut series = Vec::with_capacity(v.len());
+        for s in v {
+            let lo = samples.len();
+            samples.extend_from_slice(&s.samples);
+            series.push((s.labels, lo, samples.len()));
+        }
+        Loaded { series, samples }
+    }
+}
+
+impl Loaded {
+    fn iter(&self) -> impl Iterator<Item = View<'_>> {
+        self.series.iter().map(|(labels, lo, hi)| View {
+            labels,
+            samples: &self.samples[*lo..*hi],
+        })
+    }
+}
+
+impl<'l> IntoIterator for &'l Loaded {
+    type Item = View<'l>;
+    type IntoIter = Box<dyn Iterator<Item = View<'l>> + 'l>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 /// State of one query evaluation.
 pub(super) struct Evaluator<'a> {
     pub(super) opts: &'a EngineOptions,
     /// Query start and end (for `@ start()` / `@ end()`).
     pub(super) start: i64,
     pub(super) end: i64,
-    data: HashMap<usize, Vec<SeriesSamples>>,
+    data: HashMap<usize, Loaded>,
     deadline: Instant,
     /// Samples held by the current step (reset per top-level step).
     step_samples: Cell<usize>,
@@ -177,7 +223,7 @@ impl<'a> Evaluator<'a> {
                 out.dedup_by(|a, b| a.labels == b.labels);
             }
             ev.check_deadline()?;
-            ev.data.insert(k, out);
+            ev.data.insert(k, Loaded::from(out));
         }
         Ok(ev)
     }
@@ -450,7 +496,7 @@ impl<'a> Evaluator<'a> {
                 w
             };
             n += w.len();
-            f(i, &s.labels, w, start, end)?;
+            f(i, s.labels, w, start, end)?;
         }
         self.count(n)
     }
@@ -1336,6 +1382,8 @@ struct Streamed<'o> {
     names: &'o [String],
     groups: Vec<(Labels, f64, f64, f64)>, // labels, value, kahan comp, count
     keys: Vec<u64>,
+    /// 0 sum/avg, 1 count, 2 max, 3 min, 4 group
+    code: u8,
     index: HashMap<u64, usize>,
 }
 
@@ -1384,21 +1432,19 @@ impl Streamed<'_> {
                         .collect(),
                 );
                 self.index.insert(key, self.groups.len());
-                let init = if matches!(self.op, "count" | "group") {
-                    1.0
-                } else {
-                    v
-                };
+                let init = if matches!(self.code, 1 | 4) { 1.0 } else { v };
                 self.groups.push((gl, init, 0.0, 1.0));
             }
             Some(&i) => {
                 let g = &mut self.groups[i];
                 g.3 += 1.0;
-                match self.op {
-                    "sum" | "avg" => (g.1, g.2) = kahan_inc(v, g.1, g.2),
-                    "count" => g.1 += 1.0,
-                    "max" if go_max_replace(g.1, v) => g.1 = v,
-                    "min" if go_min_replace(g.1, v) => g.1 = v,
+                // matched on a code: string compares per series showed up
+                // in profiles
+                match self.code {
+                    0 => (g.1, g.2) = kahan_inc(v, g.1, g.2),
+                    1 => g.1 += 1.0,
+                    2 if go_max_replace(g.1, v) => g.1 = v,
+                    3 if go_min_replace(g.1, v) => g.1 = v,
                     _ => {}
                 }
             }
@@ -1433,6 +1479,13 @@ impl Evaluator<'_> {
             Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
         };
         let mut st = Streamed {
+            code: match op {
+                "sum" | "avg" => 0,
+                "count" => 1,
+                "max" => 2,
+                "min" => 3,
+                _ => 4,
+            },
             op,
             by,
             names: &names,
@@ -1464,7 +1517,7 @@ impl Evaluator<'_> {
                             continue;
                         }
                         n += 1;
-                        st.add(i, &s.labels, true, sv);
+                        st.add(i, s.labels, true, sv);
                     }
                 }
                 self.count(n)?;
