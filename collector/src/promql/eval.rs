@@ -85,6 +85,13 @@ impl<'l> IntoIterator for &'l Loaded {
     }
 }
 
+/// Where each series' window was at the last step of a matrix selector.
+struct Cursors {
+    start: i64,
+    end: i64,
+    pos: Vec<(usize, usize)>,
+}
+
 /// State of one query evaluation.
 pub(super) struct Evaluator<'a> {
     pub(super) opts: &'a EngineOptions,
@@ -98,6 +105,8 @@ pub(super) struct Evaluator<'a> {
     /// Group-key hashes per series, per streamed aggregation node, reused
     /// across the steps of a range query.
     key_cache: std::cell::RefCell<HashMap<usize, Vec<u64>>>,
+    /// Window positions per matrix selector, for [`Evaluator::for_each_window`].
+    cursors: std::cell::RefCell<HashMap<usize, Cursors>>,
     /// Samples held by the result so far.
     result_samples: Cell<usize>,
 }
@@ -197,6 +206,7 @@ impl<'a> Evaluator<'a> {
             deadline: Instant::now() + opts.timeout,
             step_samples: Cell::new(0),
             key_cache: Default::default(),
+            cursors: Default::default(),
             result_samples: Cell::new(0),
         };
         // Series order only shows where limitk/limit_ratio pick series by
@@ -478,9 +488,38 @@ impl<'a> Evaluator<'a> {
         };
         let mut n = 0;
         let mut buf: Vec<(i64, f64)> = Vec::new();
+        // Range queries move the window forward step by step: continue from
+        // where the previous step's window was instead of binary searching
+        // again (the searches' cache misses dominated 100k-series queries).
+        let key = key_of(&ms.vs);
+        let mut cursors = self.cursors.borrow_mut();
+        let cur = cursors.entry(key).or_insert_with(|| Cursors {
+            start: i64::MAX,
+            end: i64::MAX,
+            pos: Vec::new(),
+        });
+        let forward = start >= cur.start && end >= cur.end && cur.pos.len() == series.series.len();
+        if !forward {
+            cur.pos.clear();
+            cur.pos.resize(series.series.len(), (0, 0));
+        }
+        cur.start = start;
+        cur.end = end;
         for (i, s) in series.iter().enumerate() {
-            let lo = s.samples.partition_point(|p| p.0 <= start);
-            let hi = s.samples.partition_point(|p| p.0 <= end);
+            let (mut lo, mut hi) = cur.pos[i];
+            if forward {
+                while lo < s.samples.len() && s.samples[lo].0 <= start {
+                    lo += 1;
+                }
+                hi = hi.max(lo);
+                while hi < s.samples.len() && s.samples[hi].0 <= end {
+                    hi += 1;
+                }
+            } else {
+                lo = s.samples.partition_point(|p| p.0 <= start);
+                hi = s.samples.partition_point(|p| p.0 <= end);
+            }
+            cur.pos[i] = (lo, hi);
             if lo >= hi {
                 continue;
             }
