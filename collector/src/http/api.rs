@@ -26,8 +26,8 @@ use crate::store::{Matcher, Queryable, Store, is_stale};
 /// Prometheus' limit on points per series of a range query.
 const MAX_POINTS: i64 = 11_000;
 /// Bounds used when a request gives no start/end.
-const MIN_TIME: i64 = i64::MIN / 4;
-const MAX_TIME: i64 = i64::MAX / 4;
+const MIN_TIME: i64 = -(1 << 60);
+const MAX_TIME: i64 = 1 << 60;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/federate", get(federate))
 }
 
@@ -185,7 +186,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
         if !f.is_finite() {
             return Err(format!("cannot parse {s:?} to a valid timestamp"));
         }
-        return Ok((f * 1000.0).round() as i64);
+        return Ok(((f * 1000.0).round() as i64).clamp(MIN_TIME, MAX_TIME));
     }
     match humantime::parse_rfc3339_weak(s) {
         Ok(t) => Ok(match t.duration_since(SystemTime::UNIX_EPOCH) {
@@ -436,6 +437,12 @@ async fn label_values(
     vals.dedup();
     vals.truncate(lim);
     Ok(success(string_list(&vals)))
+}
+
+/// Exemplars are not stored: always an empty list (Grafana asks for them
+/// when a panel has exemplars switched on).
+async fn exemplars() -> Response {
+    success("[]".to_string())
 }
 
 /// No metric metadata (HELP/TYPE) is kept by the store yet: an empty object,
@@ -732,6 +739,38 @@ mod tests {
         )
         .await;
         assert_eq!(j["data"]["version"], crate::VERSION);
+    }
+
+    #[tokio::test]
+    async fn federate_exposes_latest_samples() {
+        let (app, store) = app();
+        let r = store
+            .get_or_create(&Labels::new([("__name__", "mem"), ("pod", "p\"1")]))
+            .unwrap();
+        let now = now_ms();
+        store.append(r, now - 2000, 5.0).unwrap();
+        store.append(r, now - 1000, 6.5).unwrap();
+        let resp = app
+            .oneshot(
+                Request::get("/federate?match[]=%7B__name__%3D~%22mem%7Cup%22%7D")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&b);
+        assert_eq!(
+            text,
+            format!(
+                "# TYPE mem untyped\nmem{{pod=\"p\\\"1\"}} 6.5 {}\n",
+                now - 1000
+            ),
+            "the old `up` sample is outside the lookback"
+        );
     }
 
     #[test]

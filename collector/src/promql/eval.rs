@@ -39,16 +39,74 @@ impl Val {
     }
 }
 
+/// The samples one selector needs, laid out contiguously: series after
+/// series in one vector, so a step walks memory in order instead of chasing
+/// one allocation per series (range queries over 100k series are bound by
+/// memory latency otherwise).
+struct Loaded {
+    series: Vec<(Labels, usize, usize)>,
+    samples: Vec<(i64, f64)>,
+}
+
+/// One loaded series.
+struct View<'l> {
+    labels: &'l Labels,
+    samples: &'l [(i64, f64)],
+}
+
+impl From<Vec<SeriesSamples>> for Loaded {
+    fn from(v: Vec<SeriesSamples>) -> Self {
+        let total = v.iter().map(|s| s.samples.len()).sum();
+        let mut samples = Vec::with_capacity(total);
+        let mut series = Vec::with_capacity(v.len());
+        for s in v {
+            let lo = samples.len();
+            samples.extend_from_slice(&s.samples);
+            series.push((s.labels, lo, samples.len()));
+        }
+        Loaded { series, samples }
+    }
+}
+
+impl Loaded {
+    fn iter(&self) -> impl Iterator<Item = View<'_>> {
+        self.series.iter().map(|(labels, lo, hi)| View {
+            labels,
+            samples: &self.samples[*lo..*hi],
+        })
+    }
+}
+
+impl<'l> IntoIterator for &'l Loaded {
+    type Item = View<'l>;
+    type IntoIter = Box<dyn Iterator<Item = View<'l>> + 'l>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// Where each series' window was at the last step of a matrix selector.
+struct Cursors {
+    start: i64,
+    end: i64,
+    pos: Vec<(usize, usize)>,
+}
+
 /// State of one query evaluation.
 pub(super) struct Evaluator<'a> {
     pub(super) opts: &'a EngineOptions,
     /// Query start and end (for `@ start()` / `@ end()`).
     pub(super) start: i64,
     pub(super) end: i64,
-    data: HashMap<usize, Vec<SeriesSamples>>,
+    data: HashMap<usize, Loaded>,
     deadline: Instant,
     /// Samples held by the current step (reset per top-level step).
     step_samples: Cell<usize>,
+    /// Group-key hashes per series, per streamed aggregation node, reused
+    /// across the steps of a range query.
+    key_cache: std::cell::RefCell<HashMap<usize, Vec<u64>>>,
+    /// Window positions per matrix selector, for [`Evaluator::for_each_window`].
+    cursors: std::cell::RefCell<HashMap<usize, Cursors>>,
     /// Samples held by the result so far.
     result_samples: Cell<usize>,
 }
@@ -57,18 +115,24 @@ fn key_of(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
 }
 
+/// Milliseconds of a duration, bounded to ±2^60 so that time arithmetic on
+/// absurd offsets or ranges cannot overflow.
+pub(super) fn dur_ms(d: &std::time::Duration) -> i64 {
+    d.as_millis().min(1 << 60) as i64
+}
+
 pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => dur_ms(d),
+        Some(Offset::Neg(d)) => -dur_ms(d),
     }
 }
 
 fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => dur_ms(&d),
+        Err(e) => -dur_ms(&e.duration()),
     }
 }
 
@@ -141,8 +205,15 @@ impl<'a> Evaluator<'a> {
             data: HashMap::new(),
             deadline: Instant::now() + opts.timeout,
             step_samples: Cell::new(0),
+            key_cache: Default::default(),
+            cursors: Default::default(),
             result_samples: Cell::new(0),
         };
+        // Series order only shows where limitk/limit_ratio pick series by
+        // position (Prometheus' order there is by labels; ties in topk and
+        // sort are unordered in Prometheus too). Sorting 100k label sets
+        // costs more than the rest of a query, so only then.
+        let needs_order = expr.to_string().contains("limit");
         let mut ranges: HashMap<usize, (i64, i64, &VectorSelector)> = HashMap::new();
         ev.plan(expr, start, end, &mut ranges);
         for (k, (mint, maxt, vs)) in ranges {
@@ -155,12 +226,14 @@ impl<'a> Evaluator<'a> {
             for s in &mut out {
                 s.labels = clean_labels(std::mem::take(&mut s.labels));
             }
-            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if needs_order || many {
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            }
             if many {
                 out.dedup_by(|a, b| a.labels == b.labels);
             }
             ev.check_deadline()?;
-            ev.data.insert(k, out);
+            ev.data.insert(k, Loaded::from(out));
         }
         Ok(ev)
     }
@@ -191,14 +264,17 @@ impl<'a> Evaluator<'a> {
                 (start, end)
             };
             let off = offset_ms(&vs.offset);
-            let (mint, maxt) = (s - off - back, e - off);
+            let (mint, maxt) = (
+                s.saturating_sub(off).saturating_sub(back),
+                e.saturating_sub(off),
+            );
             let ent = out.entry(key_of(vs)).or_insert((mint, maxt, vs));
             ent.0 = ent.0.min(mint);
             ent.1 = ent.1.max(maxt);
         };
         match expr {
             Expr::VectorSelector(vs) => add(vs, self.opts.lookback_delta_ms),
-            Expr::MatrixSelector(ms) => add(&ms.vs, ms.range.as_millis() as i64),
+            Expr::MatrixSelector(ms) => add(&ms.vs, dur_ms(&ms.range)),
             Expr::Subquery(sq) => {
                 let (s, e) = if sq.at.is_some() {
                     let a = self.at_or(&sq.at, start);
@@ -207,8 +283,13 @@ impl<'a> Evaluator<'a> {
                     (start, end)
                 };
                 let off = offset_ms(&sq.offset);
-                let range = sq.range.as_millis() as i64;
-                self.plan(&sq.expr, s - off - range, e - off, out);
+                let range = dur_ms(&sq.range);
+                self.plan(
+                    &sq.expr,
+                    s.saturating_sub(off).saturating_sub(range),
+                    e.saturating_sub(off),
+                    out,
+                );
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -326,12 +407,12 @@ impl<'a> Evaluator<'a> {
         t: i64,
         keep_ts: bool,
     ) -> Result<Vec<Sample>> {
-        let ts = self.at_or(&vs.at, t) - offset_ms(&vs.offset);
+        let ts = self.at_or(&vs.at, t).saturating_sub(offset_ms(&vs.offset));
         let Some(series) = self.data.get(&key_of(vs)) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        let floor = ts - self.opts.lookback_delta_ms;
+        let floor = ts.saturating_sub(self.opts.lookback_delta_ms);
         for s in series {
             let idx = s.samples.partition_point(|p| p.0 <= ts);
             if idx == 0 {
@@ -357,8 +438,10 @@ impl<'a> Evaluator<'a> {
         ms: &MatrixSelector,
         t: i64,
     ) -> Result<(Vec<Series>, i64, i64)> {
-        let end = self.at_or(&ms.vs.at, t) - offset_ms(&ms.vs.offset);
-        let start = end - ms.range.as_millis() as i64;
+        let end = self
+            .at_or(&ms.vs.at, t)
+            .saturating_sub(offset_ms(&ms.vs.offset));
+        let start = end.saturating_sub(dur_ms(&ms.range));
         let Some(series) = self.data.get(&key_of(&ms.vs)) else {
             return Ok((Vec::new(), start, end));
         };
@@ -388,13 +471,82 @@ impl<'a> Evaluator<'a> {
         Ok((out, start, end))
     }
 
+    /// Calls `f` with each series' samples in the window of `ms` at `t`
+    /// (stale markers removed), without copying when there are none.
+    pub(super) fn for_each_window(
+        &self,
+        ms: &MatrixSelector,
+        t: i64,
+        mut f: impl FnMut(usize, &Labels, &[(i64, f64)], i64, i64) -> Result<()>,
+    ) -> Result<()> {
+        let end = self
+            .at_or(&ms.vs.at, t)
+            .saturating_sub(offset_ms(&ms.vs.offset));
+        let start = end.saturating_sub(dur_ms(&ms.range));
+        let Some(series) = self.data.get(&key_of(&ms.vs)) else {
+            return Ok(());
+        };
+        let mut n = 0;
+        let mut buf: Vec<(i64, f64)> = Vec::new();
+        // Range queries move the window forward step by step: continue from
+        // where the previous step's window was instead of binary searching
+        // again (the searches' cache misses dominated 100k-series queries).
+        let key = key_of(&ms.vs);
+        let mut cursors = self.cursors.borrow_mut();
+        let cur = cursors.entry(key).or_insert_with(|| Cursors {
+            start: i64::MAX,
+            end: i64::MAX,
+            pos: Vec::new(),
+        });
+        let forward = start >= cur.start && end >= cur.end && cur.pos.len() == series.series.len();
+        if !forward {
+            cur.pos.clear();
+            cur.pos.resize(series.series.len(), (0, 0));
+        }
+        cur.start = start;
+        cur.end = end;
+        for (i, s) in series.iter().enumerate() {
+            let (mut lo, mut hi) = cur.pos[i];
+            if forward {
+                while lo < s.samples.len() && s.samples[lo].0 <= start {
+                    lo += 1;
+                }
+                hi = hi.max(lo);
+                while hi < s.samples.len() && s.samples[hi].0 <= end {
+                    hi += 1;
+                }
+            } else {
+                lo = s.samples.partition_point(|p| p.0 <= start);
+                hi = s.samples.partition_point(|p| p.0 <= end);
+            }
+            cur.pos[i] = (lo, hi);
+            if lo >= hi {
+                continue;
+            }
+            let w = &s.samples[lo..hi];
+            let w = if w.iter().any(|p| is_stale(p.1)) {
+                buf.clear();
+                buf.extend(w.iter().copied().filter(|p| !is_stale(p.1)));
+                if buf.is_empty() {
+                    continue;
+                }
+                &buf[..]
+            } else {
+                w
+            };
+            n += w.len();
+            f(i, s.labels, w, start, end)?;
+        }
+        self.count(n)
+    }
+
     /// A subquery at `t`: the inner expression at absolute multiples of the
     /// step inside `(start, end]`.
     pub(super) fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<(Vec<Series>, i64, i64)> {
-        let end = self.at_or(&sq.at, t) - offset_ms(&sq.offset);
-        let start = end - sq.range.as_millis() as i64;
+        let end = self.at_or(&sq.at, t).saturating_sub(offset_ms(&sq.offset));
+        let start = end.saturating_sub(dur_ms(&sq.range));
         let step = match sq.step {
-            Some(s) if s.as_millis() > 0 => s.as_millis() as i64,
+            Some(s) if s.as_millis() > 0 => dur_ms(&s),
             _ => self.opts.default_subquery_step_ms.max(1),
         };
         let mut tt = start.div_euclid(step) * step;
@@ -405,6 +557,7 @@ impl<'a> Evaluator<'a> {
         let mut out: Vec<Series> = Vec::new();
         let mut n = 0;
         while tt <= end {
+            self.check_deadline()?;
             match self.eval(&sq.expr, tt)? {
                 Val::Scalar(v) => {
                     push_point(&mut index, &mut out, Labels::default(), tt, v);
@@ -423,7 +576,10 @@ impl<'a> Evaluator<'a> {
                     )));
                 }
             }
-            tt += step;
+            tt = match tt.checked_add(step) {
+                Some(t) => t,
+                None => break,
+            };
         }
         self.count(n)?;
         Ok((out, start, end))
@@ -472,6 +628,27 @@ fn push_point(
             });
         }
     }
+}
+
+/// `l` without `__name__`, copied in one pass.
+pub(super) fn drop_name_ref(l: &Labels) -> Labels {
+    Labels::from_sorted_unchecked(
+        l.iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Whether a selector matches exactly one metric name.
+pub(super) fn has_fixed_name(vs: &VectorSelector) -> bool {
+    vs.matchers.or_matchers.is_empty()
+        && (vs.name.is_some()
+            || vs
+                .matchers
+                .matchers
+                .iter()
+                .any(|m| m.name == "__name__" && matches!(m.op, PMatchOp::Equal)))
 }
 
 pub(super) fn drop_name(l: Labels) -> Labels {
@@ -585,7 +762,10 @@ pub(super) fn run_range(
                 )));
             }
         }
-        t += step;
+        t = match t.checked_add(step) {
+            Some(t) => t,
+            None => break,
+        };
     }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(out))
@@ -980,6 +1160,15 @@ impl Evaluator<'_> {
             Some(p) => Some(self.eval(p, t)?),
             None => None,
         };
+        if param.is_none()
+            && matches!(
+                op.as_str(),
+                "sum" | "avg" | "count" | "min" | "max" | "group"
+            )
+            && let Some(v) = self.stream_aggregate(a, &op, t)?
+        {
+            return Ok(Val::Vector(v));
+        }
         let input = self.eval_vector(&a.expr, t)?;
         let (by, names): (bool, Vec<String>) = match &a.modifier {
             None => (true, Vec::new()),
@@ -1222,6 +1411,169 @@ impl Evaluator<'_> {
             });
         }
         Ok(Val::Vector(out))
+    }
+}
+
+/// Running state of `sum avg count min max group` fed series by series.
+struct Streamed<'o> {
+    op: &'o str,
+    by: bool,
+    names: &'o [String],
+    groups: Vec<(Labels, f64, f64, f64)>, // labels, value, kahan comp, count
+    keys: Vec<u64>,
+    /// 0 sum/avg, 1 count, 2 max, 3 min, 4 group
+    code: u8,
+    index: HashMap<u64, usize>,
+}
+
+impl Streamed<'_> {
+    /// Adds series number `idx` (its key hash is cached under that index).
+    fn add(&mut self, idx: usize, labels: &Labels, keep_name: bool, v: f64) {
+        let include = |k: &str| {
+            if k == "__name__" && (!keep_name || !self.by) {
+                return false;
+            }
+            if self.by {
+                self.names.iter().any(|n| n == k)
+            } else {
+                !self.names.iter().any(|n| n == k)
+            }
+        };
+        let cached = self.keys.get(idx).copied().filter(|k| *k != 0);
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                for (k, val) in labels.iter() {
+                    if include(k) {
+                        h.update(k.as_bytes());
+                        h.update(&[0xff]);
+                        h.update(val.as_bytes());
+                        h.update(&[0xff]);
+                    }
+                }
+                // 0 marks "not cached"
+                let k = h.digest().max(1);
+                if self.keys.len() <= idx {
+                    self.keys.resize(idx + 1, 0);
+                }
+                self.keys[idx] = k;
+                k
+            }
+        };
+        match self.index.get(&key) {
+            None => {
+                let gl = Labels::from_sorted_unchecked(
+                    labels
+                        .iter()
+                        .filter(|(k, _)| include(k))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                );
+                self.index.insert(key, self.groups.len());
+                let init = if matches!(self.code, 1 | 4) { 1.0 } else { v };
+                self.groups.push((gl, init, 0.0, 1.0));
+            }
+            Some(&i) => {
+                let g = &mut self.groups[i];
+                g.3 += 1.0;
+                // matched on a code: string compares per series showed up
+                // in profiles
+                match self.code {
+                    0 => (g.1, g.2) = kahan_inc(v, g.1, g.2),
+                    1 => g.1 += 1.0,
+                    2 if go_max_replace(g.1, v) => g.1 = v,
+                    3 if go_min_replace(g.1, v) => g.1 = v,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn finish(self, t: i64) -> Vec<Sample> {
+        let op = self.op;
+        self.groups
+            .into_iter()
+            .map(|(labels, v, c, n)| {
+                let total = if v.is_infinite() { v } else { v + c };
+                let v = match op {
+                    "sum" => total,
+                    "avg" => total / n,
+                    _ => v,
+                };
+                Sample { labels, t, v }
+            })
+            .collect()
+    }
+}
+
+impl Evaluator<'_> {
+    /// `sum by (…) (selector)` and `sum by (…) (rate(selector[r]))`-shaped
+    /// aggregations straight from the preloaded samples, without building
+    /// the intermediate vector (the dashboard-query hot path).
+    fn stream_aggregate(&self, a: &AggregateExpr, op: &str, t: i64) -> Result<Option<Vec<Sample>>> {
+        let (by, names): (bool, Vec<String>) = match &a.modifier {
+            None => (true, Vec::new()),
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+        };
+        let mut st = Streamed {
+            code: match op {
+                "sum" | "avg" => 0,
+                "count" => 1,
+                "max" => 2,
+                "min" => 3,
+                _ => 4,
+            },
+            op,
+            by,
+            names: &names,
+            groups: Vec::new(),
+            index: HashMap::new(),
+            keys: self
+                .key_cache
+                .borrow_mut()
+                .remove(&(a as *const AggregateExpr as usize))
+                .unwrap_or_default(),
+        };
+        let mut inner: &Expr = &a.expr;
+        while let Expr::Paren(p) = inner {
+            inner = &p.expr;
+        }
+        match inner {
+            Expr::VectorSelector(vs) => {
+                let ts = self.at_or(&vs.at, t).saturating_sub(offset_ms(&vs.offset));
+                let floor = ts.saturating_sub(self.opts.lookback_delta_ms);
+                let mut n = 0;
+                if let Some(series) = self.data.get(&key_of(vs)) {
+                    for (i, s) in series.iter().enumerate() {
+                        let idx = s.samples.partition_point(|p| p.0 <= ts);
+                        if idx == 0 {
+                            continue;
+                        }
+                        let (st_, sv) = s.samples[idx - 1];
+                        if st_ <= floor || is_stale(sv) {
+                            continue;
+                        }
+                        n += 1;
+                        st.add(i, s.labels, true, sv);
+                    }
+                }
+                self.count(n)?;
+            }
+            Expr::Call(c) => {
+                let mut sink = |i: usize, l: &Labels, keep: bool, v: f64| st.add(i, l, keep, v);
+                if !functions::stream_range_call(self, c, t, &mut sink)? {
+                    return Ok(None);
+                }
+            }
+            _ => return Ok(None),
+        }
+        let keys = std::mem::take(&mut st.keys);
+        self.key_cache
+            .borrow_mut()
+            .insert(a as *const AggregateExpr as usize, keys);
+        Ok(Some(st.finish(t)))
     }
 }
 

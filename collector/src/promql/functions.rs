@@ -8,7 +8,9 @@ use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 use vigil_common::Labels;
 
-use super::eval::{Evaluator, Result, Val, check_unique, drop_name, kahan_inc, quantile};
+use super::eval::{
+    Evaluator, Result, Val, check_unique, drop_name, drop_name_ref, kahan_inc, quantile,
+};
 use super::{QueryError, Sample, Series};
 
 fn unwrap_paren(e: &Expr) -> &Expr {
@@ -304,7 +306,7 @@ pub(super) fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Val> {
             }
             Val::Vector(Vec::new())
         }
-        _ => return range_function(ev, c, name, &args, t),
+        _ => return range_function(ev, c, name, &args, t, None),
     };
     if let Val::Vector(v) = &out {
         check_unique(v)?;
@@ -547,7 +549,64 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 }
 
 /// Functions over a range vector (plus their scalar parameters).
-fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], t: i64) -> Result<Val> {
+/// Per-series output of a streamed range function: the series' position in
+/// the preloaded data, its labels as stored, whether
+/// the function keeps the metric name, the value.
+pub(super) type Sink<'s> = &'s mut dyn FnMut(usize, &Labels, bool, f64);
+
+/// Streams `func(selector[range])` into `sink` without building the output
+/// vector, for aggregations over it. Returns false when the call is not of
+/// that shape (the caller evaluates it normally). Only selectors with one
+/// fixed metric name qualify: dropping the name then cannot make two series
+/// collide, the error Prometheus raises otherwise.
+pub(super) fn stream_range_call(
+    ev: &Evaluator<'_>,
+    c: &Call,
+    t: i64,
+    sink: Sink<'_>,
+) -> Result<bool> {
+    let name = c.func.name;
+    if !matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "changes"
+            | "resets"
+            | "avg_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "last_over_time"
+            | "present_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+    ) {
+        return Ok(false);
+    }
+    let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+    let Some(Expr::MatrixSelector(ms)) = args.first().map(|a| unwrap_paren(a)) else {
+        return Ok(false);
+    };
+    if !super::eval::has_fixed_name(&ms.vs) {
+        return Ok(false);
+    }
+    range_function(ev, c, name, &args, t, Some(sink))?;
+    Ok(true)
+}
+
+fn range_function(
+    ev: &Evaluator<'_>,
+    c: &Call,
+    name: &str,
+    args: &[&Expr],
+    t: i64,
+    mut sink: Option<Sink<'_>>,
+) -> Result<Val> {
     let range_idx = match name {
         "quantile_over_time" => 1,
         _ => 0,
@@ -563,8 +622,6 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], t: i
             .ok_or_else(|| QueryError::bad(format!("missing argument {i} to {name}()")))?;
         ev.eval_scalar(e, t)
     };
-    let (series, start, end) = ev.eval_range_arg(range_expr, t)?;
-    let range_s = (end - start) as f64 / 1000.0;
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     let phi = if name == "quantile_over_time" {
         scalar_arg(0)?
@@ -594,26 +651,25 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], t: i
         (0.0, 0.0)
     };
     let _ = c;
-    let mut out = Vec::with_capacity(series.len());
-    for Series { labels, samples } in series {
-        let v = match name {
-            "rate" => extrapolated_rate(&samples, start, end, true, true),
-            "increase" => extrapolated_rate(&samples, start, end, true, false),
-            "delta" => extrapolated_rate(&samples, start, end, false, false),
-            "irate" => instant_value(&samples, true),
-            "idelta" => instant_value(&samples, false),
+    let compute = |samples: &[(i64, f64)], start: i64, end: i64| -> Result<Option<f64>> {
+        Ok(match name {
+            "rate" => extrapolated_rate(samples, start, end, true, true),
+            "increase" => extrapolated_rate(samples, start, end, true, false),
+            "delta" => extrapolated_rate(samples, start, end, false, false),
+            "irate" => instant_value(samples, true),
+            "idelta" => instant_value(samples, false),
             "deriv" => {
                 if samples.len() < 2 {
                     None
                 } else {
-                    Some(linear_regression(&samples, samples[0].0).0)
+                    Some(linear_regression(samples, samples[0].0).0)
                 }
             }
             "predict_linear" => {
                 if samples.len() < 2 {
                     None
                 } else {
-                    let (slope, icpt) = linear_regression(&samples, t);
+                    let (slope, icpt) = linear_regression(samples, t);
                     Some(slope * pred_dur + icpt)
                 }
             }
@@ -628,8 +684,8 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], t: i
                 Some(n)
             }
             "resets" => Some(samples.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
-            "avg_over_time" => Some(avg(&samples)),
-            "sum_over_time" => Some(sum(&samples)),
+            "avg_over_time" => Some(avg(samples)),
+            "sum_over_time" => Some(sum(samples)),
             "count_over_time" => Some(samples.len() as f64),
             "min_over_time" => {
                 let mut m = samples[0].1;
@@ -665,8 +721,8 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], t: i
                 Some(best.0 as f64 / 1000.0)
             }
             "present_over_time" => Some(1.0),
-            "stddev_over_time" => Some(variance(&samples).sqrt()),
-            "stdvar_over_time" => Some(variance(&samples)),
+            "stddev_over_time" => Some(variance(samples).sqrt()),
+            "stdvar_over_time" => Some(variance(samples)),
             "quantile_over_time" => {
                 let mut vals: Vec<f64> = samples.iter().map(|p| p.1).collect();
                 Some(quantile(phi, &mut vals))
@@ -677,20 +733,45 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], t: i
                 let mut dev: Vec<f64> = vals.iter().map(|v| (v - med).abs()).collect();
                 Some(quantile(0.5, &mut dev))
             }
-            "double_exponential_smoothing" => double_exp(&samples, sf, tf),
+            "double_exponential_smoothing" => double_exp(samples, sf, tf),
             other => {
                 return Err(QueryError::bad(format!(
                     "function {other:?} is not supported"
                 )));
             }
-        };
-        let _ = range_s;
-        if let Some(v) = v {
-            out.push(Sample {
-                labels: if keep_name { labels } else { drop_name(labels) },
-                t,
-                v,
-            });
+        })
+    };
+    let mut out = Vec::new();
+    if let Expr::MatrixSelector(ms) = unwrap_paren(range_expr) {
+        // Fast path: work on the preloaded samples in place.
+        ev.for_each_window(ms, t, |i, labels, samples, start, end| {
+            if let Some(v) = compute(samples, start, end)? {
+                if let Some(sink) = sink.as_mut() {
+                    sink(i, labels, keep_name, v);
+                    return Ok(());
+                }
+                out.push(Sample {
+                    labels: if keep_name {
+                        labels.clone()
+                    } else {
+                        drop_name_ref(labels)
+                    },
+                    t,
+                    v,
+                });
+            }
+            Ok(())
+        })?;
+    } else {
+        let (series, start, end) = ev.eval_range_arg(range_expr, t)?;
+        for Series { labels, samples } in series {
+            if let Some(v) = compute(&samples, start, end)? {
+                out.push(Sample {
+                    labels: if keep_name { labels } else { drop_name(labels) },
+                    t,
+                    v,
+                });
+            }
         }
     }
     check_unique(&out)?;

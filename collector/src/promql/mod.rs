@@ -11,7 +11,14 @@
 //!   (always a [`Value::Matrix`], series sorted by labels)
 //! - [`Engine::instant_expr`] / [`Engine::range_expr`]: the same on an already
 //!   parsed [`Expr`]; [`parse`] parses with errors mapped to [`QueryError::BadData`].
-//! - [`QueryError::error_type`] gives Prometheus' `errorType` string.
+//! - [`QueryError::error_type`] gives Prometheus' `errorType` string
+//!   (`bad_data` → HTTP 400, `execution` → 422, `timeout` → 503,
+//!   `canceled` → 499); too many samples is `execution`, as in Prometheus.
+//! - [`selector_matchers`] turns a parsed selector into store matchers (for
+//!   `match[]`), [`format_float`] prints values the way Prometheus does.
+//!
+//! Limits: [`EngineOptions`] (5m lookback, 2m timeout, 50M samples, 1m
+//! default subquery step). Times are Unix milliseconds, bounded to ±2^60.
 //!
 //! # How evaluation works
 //! Before evaluating, one pass over the AST works out the time range every
@@ -20,6 +27,9 @@
 //! instant evaluation on the preloaded samples (binary search per series).
 //! Subqueries evaluate their inner expression at absolute step-aligned times,
 //! as Prometheus does, so results match its range evaluation.
+//! `sum/avg/count/min/max/group` directly over a selector or over
+//! `rate`-style functions of one are streamed from the preloaded samples
+//! without building the intermediate vector (the dashboard hot path).
 
 mod eval;
 mod functions;

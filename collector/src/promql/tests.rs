@@ -646,3 +646,69 @@ fn dropped_names_must_not_collide() {
     // comparisons keep the name, so no collision
     check("count({__name__=~\"a|b\"} > 0)", 5 * S, 2.0);
 }
+
+#[test]
+fn absurd_times_do_not_panic() {
+    let s = fixture();
+    let e = Engine::new(EngineOptions {
+        timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    });
+    for q in [
+        "g offset 100000000y",
+        "g offset -100000000y",
+        "rate(g[100000000y])",
+        "g @ 9999999999999",
+        "max_over_time(g[100y:1ms])",
+    ] {
+        let _ = e.instant(&s, q, 10 * S);
+        let _ = e.range(&s, q, i64::MAX - 10, i64::MAX, 3);
+    }
+    assert_eq!(
+        e.instant(&s, "max_over_time(g[100y:1ms])", 10 * S)
+            .unwrap_err()
+            .error_type(),
+        "timeout"
+    );
+}
+
+/// A range query must equal instant queries at each of its steps (the range
+/// path reuses window cursors and group keys across steps).
+#[test]
+fn range_steps_equal_instant_queries() {
+    let s = fixture();
+    for q in [
+        "rate(c[20s])",
+        "sum(rate(c[15s]))",
+        "sum by (env) (g)",
+        "max_over_time(g[10s])",
+        "count_over_time(a[7s])",
+        "sum_over_time(rate(c[20s])[30s:5s])",
+        "g offset 3s",
+        "avg by (env) (avg_over_time(g[12s]))",
+    ] {
+        let Value::Matrix(m) = eng().range(&s, q, 0, 40 * S, 3 * S).unwrap() else {
+            panic!("{q}")
+        };
+        let mut t = 0;
+        while t <= 40 * S {
+            let mut want = match eng().instant(&s, q, t).unwrap() {
+                Value::Vector(v) => v.into_iter().map(|x| (x.labels, x.v)).collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            };
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut got: Vec<_> = m
+                .iter()
+                .filter_map(|ser| {
+                    ser.samples
+                        .iter()
+                        .find(|p| p.0 == t)
+                        .map(|p| (ser.labels.clone(), p.1))
+                })
+                .collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, want, "{q} at {t}");
+            t += 3 * S;
+        }
+    }
+}
