@@ -5,10 +5,12 @@
 //! that is waiting, writes them, fsyncs once, and answers them all — so many
 //! streams share one fsync.
 //!
-//! Series are written with their full label set the first time a segment
-//! uses them, and by a stable 64-bit id (xxh3 of the labels) afterwards, so
-//! each segment can be replayed on its own once older ones are checkpointed
-//! away. Not here: what a record means (see `ingest::apply`).
+//! Series are written with their full label set the first time the WAL uses
+//! them after a cut, and by a stable 64-bit id (xxh3 of the labels)
+//! afterwards. A cut (made by each checkpoint) forgets what was defined, so
+//! replay from a cut onwards always finds a definition before its use;
+//! rotating to a new segment for size alone does not. Not here: what a record
+//! means (see `ingest::checkpoint::recover`).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -109,6 +111,34 @@ pub struct SeriesUse {
 pub struct Append {
     pub record: WalRecord,
     pub uses: Vec<SeriesUse>,
+}
+
+/// Series ids are already hashes: use them as they are.
+#[derive(Clone, Copy, Default)]
+pub struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 /// Where a record landed.
@@ -268,7 +298,7 @@ struct Writer {
     segment: u64,
     file: File,
     size: u64,
-    defined: HashSet<u64>,
+    defined: HashSet<u64, IdHash>,
     stats: Arc<WalStats>,
     buf: Vec<u8>,
     payload: Vec<u8>,
@@ -288,13 +318,15 @@ impl Writer {
         Ok(f)
     }
 
-    fn rotate(&mut self) -> Result<(), WalError> {
+    fn rotate(&mut self, forget_definitions: bool) -> Result<(), WalError> {
         let p = segment_path(&self.dir, self.segment);
         self.file.sync_data().map_err(io_err(&p))?;
         self.segment += 1;
         self.file = Self::open_segment(&self.dir, self.segment)?;
         self.size = 0;
-        self.defined.clear();
+        if forget_definitions {
+            self.defined.clear();
+        }
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -328,7 +360,7 @@ impl Writer {
                     Request::Append(a, done) => {
                         if self.size > SEGMENT_BYTES
                             && self.buf.is_empty()
-                            && let Err(e) = self.rotate()
+                            && let Err(e) = self.rotate(false)
                         {
                             let _ = done.send(Err(e.to_string()));
                             continue;
@@ -357,7 +389,7 @@ impl Writer {
             for done in cuts {
                 let r = result
                     .clone()
-                    .and_then(|_| self.rotate().map_err(|e| e.to_string()));
+                    .and_then(|_| self.rotate(true).map_err(|e| e.to_string()));
                 let _ = done.send(r.map(|_| self.segment));
             }
         }
@@ -386,8 +418,9 @@ impl Writer {
                 .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         } else {
             // a failed write may have left part of the buffer on disk: start a
-            // fresh segment so later records never follow a torn one
-            let _ = self.rotate();
+            // fresh segment so later records never follow a torn one, and
+            // whatever it defined is defined again
+            let _ = self.rotate(true);
         }
         self.buf.clear();
         r
@@ -418,7 +451,7 @@ impl Wal {
             segment: next,
             file,
             size: 0,
-            defined: HashSet::new(),
+            defined: HashSet::with_hasher(IdHash::default()),
             stats: stats.clone(),
             buf: Vec::with_capacity(1 << 20),
             payload: Vec::with_capacity(1 << 20),

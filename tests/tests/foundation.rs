@@ -513,3 +513,113 @@ fn garbage_and_oversized_messages_get_errors_and_others_are_served() {
     let dup = metric(&c.http, "vigil_collector_duplicate_batches_total", &[]).unwrap();
     assert!(dup >= 1.0, "duplicates not counted: {dup}");
 }
+
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn tls_between_agent_and_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ok = openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=vigil-test-ca",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ) && std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .is_ok()
+        && openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+    if !ok {
+        eprintln!("skipped: openssl could not make test certificates");
+        return;
+    }
+    let (hp, gp) = (free_port(), free_port());
+    let cert = d.join("server.pem").display().to_string();
+    let key = d.join("server.key").display().to_string();
+    let ca = d.join("ca.pem").display().to_string();
+    let c = start_collector(d, hp, gp, &["--tls-cert", &cert, "--tls-key", &key]);
+    let mut args: Vec<String> = vec![
+        "--collector".into(),
+        format!("https://127.0.0.1:{gp}"),
+        "--tls-ca".into(),
+        ca,
+        "--node-name".into(),
+        "tls-node".into(),
+        "--interval".into(),
+        "1s".into(),
+        "--http-listen".into(),
+        "off".into(),
+        "--state-dir".into(),
+        d.join("agent-tls").display().to_string(),
+        "--log-default-paths".into(),
+        "false".into(),
+    ];
+    let _agent = Proc::start("agent-tls", &bin("vigil-agent"), &args, &d.join("logs"));
+    wait_for(Duration::from_secs(30), "data over TLS", || {
+        metric(&c.http, "node_load1", &[("node", "tls-node")]).map(|_| ())
+    });
+    // a plaintext agent cannot talk to the TLS listener
+    args[1] = format!("http://127.0.0.1:{gp}");
+    args[5] = "plain-node".into();
+    args[11] = d.join("agent-plain").display().to_string();
+    args.drain(2..4);
+    let _plain = Proc::start("agent-plain", &bin("vigil-agent"), &args, &d.join("logs"));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(metric(&c.http, "node_load1", &[("node", "plain-node")]).is_err());
+}

@@ -233,10 +233,10 @@ pub fn recover(
         path: wdir.clone(),
         source,
     })?;
+    // ids are defined once after a cut, for every later segment
+    let mut series: HashMap<u64, (Arc<Labels>, Option<SeriesRef>)> = HashMap::new();
     for s in segs.into_iter().filter(|s| *s >= replay_from) {
         let p = wal::segment_path(&wdir, s);
-        // ids are scoped to a segment
-        let mut series: HashMap<u64, (Arc<Labels>, Option<SeriesRef>)> = HashMap::new();
         let tail = wal::read_segment(&p, |r| {
             rec.records += 1;
             for d in &r.series {

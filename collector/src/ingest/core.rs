@@ -225,20 +225,28 @@ impl IngestCore {
             *slot(&mut refs.sources, s.r#ref)? = Some((source_id(s), Arc::from(s.path.as_str())));
         }
         let mut uses = Vec::new();
-        let mut use_series = |refs: &mut StreamRefs, r: u32| -> Result<SeriesEntry, BatchError> {
-            let e = refs
-                .series
-                .get_mut(r as usize)
-                .and_then(|e| e.as_mut())
-                .ok_or(BatchError::UndefinedSeries(r))?;
-            if e.used_in != batch_no {
-                e.used_in = batch_no;
-                uses.push(SeriesUse {
-                    id: e.id,
-                    labels: e.labels.clone(),
-                });
-            }
-            Ok(e.clone())
+        let mut use_series =
+            |refs: &mut StreamRefs, r: u32| -> Result<(u64, Option<SeriesRef>), BatchError> {
+                let e = refs
+                    .series
+                    .get_mut(r as usize)
+                    .and_then(|e| e.as_mut())
+                    .ok_or(BatchError::UndefinedSeries(r))?;
+                if e.used_in != batch_no {
+                    e.used_in = batch_no;
+                    uses.push(SeriesUse {
+                        id: e.id,
+                        labels: e.labels.clone(),
+                    });
+                }
+                Ok((e.id, e.store))
+            };
+        let labels_of = |refs: &StreamRefs, r: u32| -> Arc<Labels> {
+            refs.series
+                .get(r as usize)
+                .and_then(|e| e.as_ref())
+                .map(|e| e.labels.clone())
+                .unwrap_or_default()
         };
         let mut blocks = Vec::with_capacity(b.samples.len());
         let mut samples = Vec::new();
@@ -254,9 +262,9 @@ impl IngestCore {
             }
             let mut ids = Vec::with_capacity(blk.refs.len());
             for (r, v) in blk.refs.iter().zip(&blk.values) {
-                let e = use_series(refs, *r)?;
-                ids.push(e.id);
-                match e.store {
+                let (id, store) = use_series(refs, *r)?;
+                ids.push(id);
+                match store {
                     Some(s) => samples.push((s, blk.timestamp_ms, *v)),
                     None => refused += 1,
                 }
@@ -271,14 +279,15 @@ impl IngestCore {
         let mut logs = Vec::with_capacity(b.logs.len());
         let mut wal_logs = Vec::with_capacity(b.logs.len());
         for l in &b.logs {
-            let stream = use_series(refs, l.stream_ref)?;
+            let (stream_id, _) = use_series(refs, l.stream_ref)?;
+            let stream_labels = labels_of(refs, l.stream_ref);
             let (sid, path) = refs
                 .sources
                 .get(l.source_ref as usize)
                 .and_then(|s| s.clone())
                 .ok_or(BatchError::UndefinedSource(l.source_ref))?;
             wal_logs.push(WalLog {
-                stream_id: stream.id,
+                stream_id,
                 source_id: sid,
                 source_path: path.to_string(),
                 offset: l.offset,
@@ -287,7 +296,7 @@ impl IngestCore {
                 line: l.line.clone(),
             });
             logs.push(IngestedLog {
-                stream: (*stream.labels).clone(),
+                stream: (*stream_labels).clone(),
                 source_id: sid,
                 source_path: path.to_string(),
                 offset: l.offset,
@@ -299,7 +308,8 @@ impl IngestCore {
         let mut events = Vec::with_capacity(b.events.len());
         let mut wal_events = Vec::with_capacity(b.events.len());
         for ev in &b.events {
-            let subject = use_series(refs, ev.subject_ref)?;
+            let (subject_id, _) = use_series(refs, ev.subject_ref)?;
+            let subject_labels = labels_of(refs, ev.subject_ref);
             let mut attrs: Vec<(String, String)> = ev
                 .attributes
                 .iter()
@@ -309,7 +319,7 @@ impl IngestCore {
             wal_events.push(WalEvent {
                 timestamp_ms: ev.timestamp_ms,
                 kind: ev.kind.clone(),
-                subject_id: subject.id,
+                subject_id,
                 attributes: attrs
                     .iter()
                     .flat_map(|(k, v)| [k.clone(), v.clone()])
@@ -318,7 +328,7 @@ impl IngestCore {
             events.push(IngestedEvent {
                 timestamp_ms: ev.timestamp_ms,
                 kind: ev.kind.clone(),
-                subject: (*subject.labels).clone(),
+                subject: (*subject_labels).clone(),
                 attributes: attrs,
             });
         }
