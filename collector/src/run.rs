@@ -127,6 +127,7 @@ pub async fn start(
     state.telemetry = Some(telemetry.clone());
     state.metadata = metadata.clone();
     state.actions = actions.clone();
+    state.ingest = Some(core.clone());
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
     let mut tasks = Vec::new();

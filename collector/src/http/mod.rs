@@ -32,6 +32,8 @@ pub struct AppState {
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// Metric family metadata as agents sent it.
     pub metadata: Arc<crate::metadata::Metadata>,
+    /// The durable ingest path (WAL); remote write uses it when present.
+    pub ingest: Option<Arc<crate::ingest::core::IngestCore>>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             actions: None,
             telemetry: None,
             metadata: Arc::default(),
+            ingest: None,
         }
     }
 }

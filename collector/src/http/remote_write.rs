@@ -179,6 +179,41 @@ async fn write(State(s): State<AppState>, body: Bytes) -> Response {
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
+    if let Some(core) = s.ingest.clone() {
+        let series: Vec<(Labels, Vec<(i64, f64)>)> = req
+            .timeseries
+            .into_iter()
+            .map(|ts| {
+                (
+                    // an empty value is an absent label
+                    Labels::new(
+                        ts.labels
+                            .into_iter()
+                            .filter(|l| !l.value.is_empty())
+                            .map(|l| (l.name, l.value)),
+                    ),
+                    ts.samples
+                        .into_iter()
+                        .map(|s| (s.timestamp, s.value))
+                        .collect(),
+                )
+            })
+            .collect();
+        return match core.write_external(series).await {
+            Ok((_, refused)) => {
+                if refused > 0 {
+                    tracing::warn!(refused, "remote write: samples refused by the store");
+                }
+                StatusCode::NO_CONTENT.into_response()
+            }
+            // not durable: the sender must retry
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot make the samples durable: {e}\n"),
+            )
+                .into_response(),
+        };
+    }
     let store = s.store.clone();
     let outcome = match tokio::task::spawn_blocking(move || apply(&store, req)).await {
         Ok(o) => o,

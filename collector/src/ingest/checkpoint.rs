@@ -253,7 +253,9 @@ pub fn recover(
                 series.insert(d.id, (Arc::new(labels), sref));
             }
             let mut samples = Vec::new();
-            for b in &r.blocks {
+            let mut blocks: Vec<&crate::wal::WalBlock> = r.blocks.iter().collect();
+            blocks.sort_by_key(|b| b.timestamp_ms);
+            for b in blocks {
                 for (id, v) in b.ids.iter().zip(&b.values) {
                     if let Some((_, Some(sref))) = series.get(id) {
                         samples.push((*sref, b.timestamp_ms, *v));
@@ -301,8 +303,11 @@ pub fn recover(
                 events(&ev);
             }
             metadata.update(&r.metadata);
-            let d = rec.durable.entry(r.agent_id.clone()).or_insert(0);
-            *d = (*d).max(r.seq);
+            // remote-write records carry no agent
+            if !r.agent_id.is_empty() {
+                let d = rec.durable.entry(r.agent_id.clone()).or_insert(0);
+                *d = (*d).max(r.seq);
+            }
         })?;
         if let Tail::Torn { offset, reason } = tail {
             tracing::warn!(segment = %p.display(), offset, reason, "torn WAL tail (a crash mid-write); truncating");

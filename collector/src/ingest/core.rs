@@ -353,6 +353,79 @@ impl IngestCore {
         })
     }
 
+    /// Writes samples that arrived without an agent stream (Prometheus
+    /// remote write) through the same WAL, so they are as durable as an
+    /// agent's once this returns. Returns (appended, refused).
+    pub async fn write_external(
+        &self,
+        series: Vec<(Labels, Vec<(i64, f64)>)>,
+    ) -> Result<(u64, u64), crate::wal::WalError> {
+        let mut uses = Vec::with_capacity(series.len());
+        let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
+        let mut samples = Vec::new();
+        let mut refused = 0u64;
+        for (labels, points) in series {
+            let id = labels.stable_hash();
+            let sref = match self.store.get_or_create(&labels) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.refused(&e, points.len() as u64);
+                    refused += points.len() as u64;
+                    None
+                }
+            };
+            uses.push(SeriesUse {
+                id,
+                labels: Arc::new(labels),
+            });
+            for (t, v) in points {
+                let b = blocks.entry(t).or_insert_with(|| WalBlock {
+                    timestamp_ms: t,
+                    ids: Vec::new(),
+                    values: Vec::new(),
+                });
+                b.ids.push(id);
+                b.values.push(v);
+                if let Some(r) = sref {
+                    samples.push((r, t, v));
+                }
+            }
+        }
+        let mut blocks: Vec<WalBlock> = blocks.into_values().collect();
+        blocks.sort_by_key(|b| b.timestamp_ms);
+        // apply in time order so a request carrying several samples of one
+        // series is not refused as out of order
+        samples.sort_by_key(|s| s.1);
+        let gate = self.gate.read().await;
+        self.wal
+            .append(Append {
+                record: WalRecord {
+                    agent_id: String::new(),
+                    seq: 0,
+                    series: Vec::new(),
+                    blocks,
+                    logs: Vec::new(),
+                    events: Vec::new(),
+                    metadata: Vec::new(),
+                },
+                uses,
+            })
+            .await?;
+        let summary = self.store.append_batch(&samples);
+        drop(gate);
+        if summary.out_of_order > 0 {
+            self.refused(
+                &AppendError::OutOfOrder {
+                    timestamp_ms: 0,
+                    newest_ms: 0,
+                },
+                summary.out_of_order,
+            );
+        }
+        self.telemetry.samples.inc_by(summary.appended);
+        Ok((summary.appended, refused + summary.out_of_order))
+    }
+
     fn refused(&self, e: &AppendError, n: u64) {
         let reason = match e {
             AppendError::SeriesLimit { .. } => "series_limit",
