@@ -451,7 +451,7 @@ impl Wal {
             segment: next,
             file,
             size: 0,
-            defined: HashSet::with_hasher(IdHash::default()),
+            defined: HashSet::with_hasher(IdHash),
             stats: stats.clone(),
             buf: Vec::with_capacity(1 << 20),
             payload: Vec::with_capacity(1 << 20),
