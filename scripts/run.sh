@@ -20,12 +20,9 @@ echo "building vigil (release)…"
 cargo build --release --bins --quiet
 mkdir -p "$home/collector" "$home/agent" "$home/logs"
 
-rules=()
-for f in alerts/*.yml; do [ -e "$f" ] && rules+=(--rules "$f"); done
-
 ./target/release/vigil-collector \
   --http-listen "127.0.0.1:$http_port" --grpc-listen "127.0.0.1:$grpc_port" \
-  --data-dir "$home/collector" "${rules[@]}" \
+  --data-dir "$home/collector" \
   >"$home/logs/collector.log" 2>&1 &
 collector=$!
 ./target/release/vigil-agent \

@@ -1,8 +1,8 @@
 //! # vigil-agent
 //!
-//! One agent per node. It reads metrics of the node, its containers and its
-//! processes, tails container logs, and ships all of it to `vigil-collector`
-//! over the `vigil.v1` gRPC stream (see `proto/vigil/v1/ingest.proto`).
+//! One agent per node. It reads the node's metrics and ships them to
+//! `vigil-collector` over the `vigil.v1` gRPC stream (see
+//! `proto/vigil/v1/ingest.proto`), which also carries log records and events.
 //!
 //! # Layout
 //! The tree follows the pipeline, from what is read to what is sent:

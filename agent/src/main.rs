@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use vigil_agent::config::Settings;
 
-/// vigil's node agent: reads node, container and process metrics and container
-/// logs, and ships them to vigil-collector over gRPC.
+/// vigil's node agent: scrapes this host's metrics and ships them to
+/// vigil-collector over gRPC, exactly once (a disk buffer holds what the
+/// collector has not acknowledged).
 ///
 /// Every setting has a YAML key (the flag's name with `_`), a flag and a
 /// `VIGIL_*` environment variable; flags win over the environment, which wins
@@ -27,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the agent: scrape every --interval, tail logs, ship to the collector (the default).
+    /// Run the agent: scrape every --interval and ship to the collector (the default).
     Run,
     /// Scrape this host once and print it in Prometheus text format.
     Scrape,

@@ -3,7 +3,6 @@
 //! over the environment, which wins over the file. [`Settings`] is the raw,
 //! all-optional layer; [`Config`] is the validated runtime value with defaults.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -57,46 +56,6 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<Duration>,
 
-    /// Rule files or globs (repeatable; comma-separated in the environment).
-    #[arg(
-        long = "rules",
-        env = "VIGIL_RULES",
-        value_name = "FILE_OR_GLOB",
-        value_delimiter = ','
-    )]
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<String>,
-
-    /// Alertmanager base URLs to notify (repeatable; comma-separated in the environment).
-    #[arg(
-        long = "alertmanager",
-        env = "VIGIL_ALERTMANAGERS",
-        value_name = "URL",
-        value_delimiter = ','
-    )]
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub alertmanager: Vec<String>,
-
-    /// Default rule evaluation interval [default: 1m; 15s is common].
-    #[arg(long, env = "VIGIL_EVALUATION_INTERVAL", value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub evaluation_interval: Option<Duration>,
-
-    /// URL under which users reach this collector (alert generator URLs) [default: http://<hostname>:<http port>].
-    #[arg(long, env = "VIGIL_EXTERNAL_URL", value_name = "URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub external_url: Option<String>,
-
-    /// Labels added to alerts sent to Alertmanager, `name=value` (repeatable).
-    #[arg(
-        long = "external-label",
-        env = "VIGIL_EXTERNAL_LABELS",
-        value_name = "NAME=VALUE",
-        value_delimiter = ','
-    )]
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub external_labels: Vec<String>,
-
     /// Actions file: executors, restart rules and autoscalers (see the README's
     /// "Actions" section); without it no action is ever taken.
     #[arg(long, env = "VIGIL_ACTIONS", value_name = "FILE")]
@@ -129,11 +88,6 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub max_message_bytes: usize,
     pub retention: std::time::Duration,
-    pub rules: Vec<String>,
-    pub alertmanagers: Vec<String>,
-    pub evaluation_interval: std::time::Duration,
-    pub external_url: String,
-    pub external_labels: BTreeMap<String, String>,
     pub actions: Option<PathBuf>,
     pub shutdown_timeout: std::time::Duration,
     pub log_format: LogFormat,
@@ -200,38 +154,6 @@ impl Settings {
         if retention < std::time::Duration::from_secs(60) {
             return Err(invalid(format!("retention {retention:?} is below 1m")));
         }
-        let evaluation_interval = self
-            .evaluation_interval
-            .unwrap_or(Duration::from_secs(60))
-            .as_std();
-        if evaluation_interval.is_zero() {
-            return Err(invalid("evaluation_interval must be above 0".into()));
-        }
-        for am in &self.alertmanager {
-            if !(am.starts_with("http://") || am.starts_with("https://")) {
-                return Err(invalid(format!(
-                    "alertmanager {am:?} must be an http(s) URL"
-                )));
-            }
-        }
-        let mut external_labels = BTreeMap::new();
-        for kv in &self.external_labels {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| invalid(format!("external_label {kv:?} is not name=value")))?;
-            if !valid_label_name(k) {
-                return Err(invalid(format!(
-                    "external_label name {k:?} is not a valid label name"
-                )));
-            }
-            external_labels.insert(k.to_string(), v.to_string());
-        }
-        let external_url = self.external_url.unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "localhost".into());
-            format!("http://{host}:{}", http_listen.port())
-        });
         Ok(Config {
             http_listen,
             grpc_listen,
@@ -242,11 +164,6 @@ impl Settings {
             tls,
             max_message_bytes: max_message_bytes as usize,
             retention,
-            rules: self.rules,
-            alertmanagers: self.alertmanager,
-            evaluation_interval,
-            external_url: external_url.trim_end_matches('/').to_string(),
-            external_labels,
             actions: self.actions,
             shutdown_timeout: self
                 .shutdown_timeout
@@ -310,10 +227,5 @@ mod tests {
             ..Default::default()
         };
         assert!(s.validate().unwrap_err().to_string().contains("tls_key"));
-        let s = Settings {
-            external_labels: vec!["1x=y".into()],
-            ..Default::default()
-        };
-        assert!(s.validate().is_err());
     }
 }

@@ -60,9 +60,6 @@ fn start_agent(dir: &Path, node: &str, grpc_port: u16, http_port: u16, extra: &[
         format!("127.0.0.1:{http_port}"),
         "--state-dir".into(),
         dir.join(format!("agent-{node}")).display().to_string(),
-        // node metrics are what this test ships; no container logs
-        "--log-default-paths".into(),
-        "false".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     Proc::start(
@@ -607,8 +604,6 @@ fn tls_between_agent_and_collector() {
         "off".into(),
         "--state-dir".into(),
         d.join("agent-tls").display().to_string(),
-        "--log-default-paths".into(),
-        "false".into(),
     ];
     let _agent = Proc::start("agent-tls", &bin("vigil-agent"), &args, &d.join("logs"));
     wait_for(Duration::from_secs(30), "data over TLS", || {
