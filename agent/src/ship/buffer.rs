@@ -434,6 +434,20 @@ impl Buffer {
 mod tests {
     use super::*;
 
+    fn noise(seed: u64, n: usize) -> String {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (b'a' + ((x >> 33) % 26) as u8) as char
+            })
+            .collect()
+    }
+
     fn batch(seq: u64, n: usize) -> pb::Batch {
         pb::Batch {
             seq,
@@ -441,7 +455,8 @@ mod tests {
                 r#ref: 1,
                 labels: vec![pb::Label {
                     name: "__name__".into(),
-                    value: format!("m{}", "x".repeat(n)),
+                    // incompressible, so the bound is really reached
+                    value: format!("m{}", noise(seq, n)),
                 }],
             }],
             samples: vec![pb::SampleBlock {
