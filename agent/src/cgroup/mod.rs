@@ -218,6 +218,13 @@ impl CgroupReader {
         let mut found = Vec::new();
         walk(&walk_root, String::new(), 0, &mut found);
         let mut fams = Families::new();
+        // Podman/CRI-O storage index: read once per scrape, dropped after, so
+        // it never outlives the containers it names.
+        let storage = if found.is_empty() {
+            Default::default()
+        } else {
+            storage_names(&self.host_root)
+        };
         for (rel, ident) in &found {
             let mut f = Figures::default();
             if v2 {
@@ -236,7 +243,7 @@ impl CgroupReader {
                     &mut errors,
                 );
             }
-            let labels = labels_for(rel, ident, &self.host_root);
+            let labels = labels_for(rel, ident, &self.host_root, &storage);
             fams.add(&labels, &f);
         }
         fams.finish(out);
@@ -419,7 +426,12 @@ fn walk(dir: &Path, rel: String, depth: usize, found: &mut Vec<(String, Identity
 
 /// The label values for a container: kubelet log links give pod, namespace
 /// and container names; Podman's and Docker's metadata files give name and image.
-fn labels_for(rel: &str, ident: &Identity, host_root: &Path) -> [String; 6] {
+fn labels_for(
+    rel: &str,
+    ident: &Identity,
+    host_root: &Path,
+    storage: &std::collections::HashMap<String, (String, String)>,
+) -> [String; 6] {
     let mut name = String::new();
     let mut image = String::new();
     let mut namespace = String::new();
@@ -433,6 +445,14 @@ fn labels_for(rel: &str, ident: &Identity, host_root: &Path) -> [String; 6] {
     if let Some((n, i)) = runtime_names(host_root, &ident.container_id) {
         name = n;
         image = i;
+    }
+    if let Some((n, i)) = storage.get(&ident.container_id) {
+        if name.is_empty() {
+            name.clone_from(n);
+        }
+        if image.is_empty() {
+            image.clone_from(i);
+        }
     }
     [rel.to_string(), name, image, namespace, pod, container]
 }
@@ -490,6 +510,30 @@ fn runtime_names(host_root: &Path, id: &str) -> Option<(String, String)> {
         }
     }
     None
+}
+
+/// containers/storage's `overlay-containers/containers.json` (Podman, CRI-O):
+/// id → (first name, `image-name` from its metadata).
+fn storage_names(host_root: &Path) -> std::collections::HashMap<String, (String, String)> {
+    let mut out = std::collections::HashMap::new();
+    let p = host_root.join("var/lib/containers/storage/overlay-containers/containers.json");
+    let Ok(t) = std::fs::read_to_string(p) else {
+        return out;
+    };
+    let Ok(serde_json::Value::Array(list)) = serde_json::from_str::<serde_json::Value>(&t) else {
+        return out;
+    };
+    for c in list {
+        let Some(id) = c["id"].as_str() else { continue };
+        let name = c["names"][0].as_str().unwrap_or("").to_string();
+        let image = c["metadata"]
+            .as_str()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .and_then(|m| m["image-name"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        out.insert(id.to_string(), (name, image));
+    }
+    out
 }
 
 const LABELS: [&str; 6] = ["id", "name", "image", "namespace", "pod", "container"];
