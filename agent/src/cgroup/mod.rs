@@ -219,12 +219,10 @@ impl CgroupReader {
         walk(&walk_root, String::new(), 0, &mut found);
         // On v1 a container may exist in only some controllers' trees (e.g. a
         // memory-only cgroup); union the cpuacct and memory trees.
-        if !v2 {
-            if let (Some(m), Some(_)) = (&memory, &cpuacct) {
-                walk(m, String::new(), 0, &mut found);
-                found.sort_by(|a, b| a.0.cmp(&b.0));
-                found.dedup_by(|a, b| a.0 == b.0);
-            }
+        if let (false, Some(m), Some(_)) = (v2, &memory, &cpuacct) {
+            walk(m, String::new(), 0, &mut found);
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            found.dedup_by(|a, b| a.0 == b.0);
         }
         let mut fams = Families::new();
         // Podman/CRI-O storage index: read once per scrape, dropped after, so
