@@ -12,6 +12,7 @@
 //!   and their Prometheus text encoding.
 //! - [`node`]: node-level metrics from `/proc` and `/sys` under `--host-root`
 //!   (node_exporter's names).
+//! - [`cgroup`]: container metrics from cgroups v1/v2 (cAdvisor's names).
 //! - [`scrape`]: one scrape of every reader; state kept between scrapes.
 //! - [`ship`]: batching, the on-disk buffer in `--state-dir`, and the gRPC
 //!   stream with sequence numbers, acks and retransmission.
@@ -19,6 +20,7 @@
 //! - [`telemetry`]: the agent's self-metrics (`vigil_agent_*`).
 //! - [`run`]: wires the above together for the `run` command.
 
+pub mod cgroup;
 pub mod config;
 pub mod http;
 pub mod model;
