@@ -1,96 +1,98 @@
-//! Container metrics from cgroups (v1, v2 and hybrid) under `--host-root`,
-//! with cAdvisor's names and its label set `id,name,image,namespace,pod,container`.
-//! Hierarchies are found from mountinfo; containers are the cgroups whose last
-//! path element carries a 64-hex id. Each scrape walks the live tree only, so
-//! nothing is remembered for a cgroup that is gone (no leak across churn).
-//! Not here: node-level figures (`node`), processes, the kernel log.
+//! Container metrics from cgroups (cAdvisor's `container_*` names), read under
+//! `--host-root`. Discovers the hierarchies from mountinfo (v1, v2, hybrid),
+//! walks them every scrape, finds container ids in cgroup paths (Kubernetes
+//! systemd/cgroupfs layouts, CRI-O, Docker, Podman) and names them from the
+//! runtimes' on-disk metadata. Not here: node metrics (`node`), shipping.
+//!
+//! Only cgroups with a container id are reported, plus the root `/` for
+//! machine totals. Nothing is kept for a cgroup that vanished; metadata is
+//! cached per container id and dropped when the id is no longer seen.
 
+pub mod kmsg;
+pub mod parse;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::model::{MetricFamily, MetricKind, Scrape};
+use parse::{ParseError, flat_kv, io_stat, psi_totals};
 
-/// USER_HZ, the unit of v1 `cpuacct.stat`.
-const USER_HZ: f64 = 100.0;
-/// Deepest cgroup nesting walked; Kubernetes needs 4, this bounds a hostile tree.
-const MAX_DEPTH: usize = 8;
-
-/// A mounted cgroup hierarchy.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hierarchy {
-    /// Where it is mounted, already joined under the host root.
-    pub path: PathBuf,
-    /// v1 controllers (`cpu`, `cpuacct`, `memory`, …); empty for cgroup2.
-    pub controllers: Vec<String>,
-    pub v2: bool,
+/// Where each hierarchy is mounted on the host (already joined under host_root).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Hierarchies {
+    /// v1 controller name → mount directory.
+    pub v1: HashMap<String, PathBuf>,
+    /// The cgroup2 mount, if any.
+    pub v2: Option<PathBuf>,
 }
 
-/// A failure reading one figure: which file, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct ReadError {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-/// Parses mountinfo text into the cgroup hierarchies it lists, mount points
-/// joined under `host_root`. Malformed lines are skipped.
-pub fn parse_mountinfo(text: &str, host_root: &Path) -> Vec<Hierarchy> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 3 {
-            continue;
-        }
-        let mount = unescape_octal(pre[4]);
-        let path = host_root.join(mount.trim_start_matches('/'));
-        match post[0] {
-            "cgroup2" => out.push(Hierarchy {
-                path,
-                controllers: Vec::new(),
-                v2: true,
-            }),
-            "cgroup" => {
-                let controllers: Vec<String> = post[2]
-                    .split(',')
-                    .filter(|o| {
-                        matches!(
-                            *o,
-                            "cpu" | "cpuacct" | "memory" | "blkio" | "pids" | "cpuset"
-                        )
-                    })
-                    .map(str::to_string)
-                    .collect();
-                if !controllers.is_empty() {
-                    out.push(Hierarchy {
-                        path,
-                        controllers,
-                        v2: false,
-                    });
-                }
+impl Hierarchies {
+    /// Reads `<host_root>/proc/self/mountinfo`, falling back to `proc/1/mountinfo`.
+    pub fn discover(host_root: &Path) -> Result<Self, ParseError> {
+        let mut last = None;
+        for p in ["proc/self/mountinfo", "proc/1/mountinfo"] {
+            let path = host_root.join(p);
+            match fs::read_to_string(&path) {
+                Ok(text) => return Ok(Self::from_mountinfo(&text, host_root)),
+                Err(e) => last = Some(ParseError::io(&path, e)),
             }
-            _ => {}
         }
+        Err(last.unwrap_or_else(|| ParseError::msg(host_root, "no mountinfo")))
     }
-    out
+
+    pub fn from_mountinfo(text: &str, host_root: &Path) -> Self {
+        let mut h = Hierarchies::default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(sep) = fields.iter().position(|f| *f == "-") else {
+                continue;
+            };
+            if fields.len() < 5 || fields.len() < sep + 4 {
+                continue;
+            }
+            let mount = unescape(fields[4]);
+            let fstype = fields[sep + 1];
+            let dir = host_root.join(mount.trim_start_matches('/'));
+            match fstype {
+                "cgroup2" if h.v2.is_none() => {
+                    h.v2 = Some(dir);
+                }
+                "cgroup" => {
+                    for opt in fields[sep + 3].split(',') {
+                        if matches!(
+                            opt,
+                            "cpu" | "cpuacct" | "memory" | "blkio" | "pids" | "cpuset"
+                        ) {
+                            h.v1.entry(opt.to_string()).or_insert_with(|| dir.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        h
+    }
+
+    /// True when the v1 resource controllers are absent and v2 carries them.
+    fn is_v2(&self) -> bool {
+        self.v2.is_some() && !self.v1.contains_key("memory") && !self.v1.contains_key("cpuacct")
+    }
 }
 
-fn unescape_octal(s: &str) -> String {
+/// `\040` style octal escapes in mountinfo paths.
+fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = (b[i] == b'\\' && i + 3 < b.len())
-            .then(|| std::str::from_utf8(&b[i + 1..i + 4]).ok())
-            .flatten()
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
-        if let Some(v) = octal {
-            out.push(v);
-            i += 4;
-            continue;
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
+            if let Ok(v) = u8::from_str_radix(digits, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
         }
         out.push(b[i]);
         i += 1;
@@ -98,322 +100,401 @@ fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Who a cgroup belongs to, from its path alone.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Identity {
-    /// The 64-hex container id.
-    pub container_id: String,
-    /// The pod uid (with `-`), for Kubernetes paths.
-    pub pod_uid: String,
+/// Who a cgroup belongs to, parsed from its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathIdentity {
+    pub id: String,
+    /// Kubernetes pod uid (with `-`), when the path is under kubepods.
+    pub pod_uid: Option<String>,
 }
 
-/// Recognises a container cgroup path (relative to the hierarchy root) as
-/// cAdvisor does; `None` for anything else (slices, pods, `*.mount`, conmon).
-pub fn identify(rel: &str) -> Option<Identity> {
-    let last = rel.rsplit('/').next()?;
-    if last.ends_with(".mount") || last.starts_with("crio-conmon") {
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Finds the container id (last element carrying a 64-hex id) and the pod uid.
+pub fn identify(path: &str) -> Option<PathIdentity> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let last = *parts.last()?;
+    if last.starts_with("libpod-conmon-") || last.starts_with("crio-conmon-") {
         return None;
     }
     let core = last.strip_suffix(".scope").unwrap_or(last);
-    let id = core.rsplit(['-', ':']).next().unwrap_or(core);
-    if id.len() != 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut pod_uid = String::new();
-    for el in rel.split('/') {
-        let el = el.strip_suffix(".slice").unwrap_or(el);
-        // `pod<uid>` (cgroupfs) or `kubepods[-<qos>]-pod<uid>` (systemd).
-        let uid = el
-            .strip_prefix("pod")
-            .or_else(|| el.rsplit_once("-pod").map(|(_, u)| u));
-        let valid = |u: &&str| {
-            u.bytes().filter(u8::is_ascii_hexdigit).count() == 32
-                && u.bytes()
-                    .all(|c| c.is_ascii_hexdigit() || c == b'-' || c == b'_')
-        };
-        if let Some(uid) = uid.filter(valid) {
-            pod_uid = uid.replace('_', "-");
+    let id = if is_hex64(core) {
+        core
+    } else {
+        let (_, tail) = core.rsplit_once('-')?;
+        if !is_hex64(tail) {
+            return None;
+        }
+        let prefix = &core[..core.len() - 65];
+        if !matches!(prefix, "cri-containerd" | "crio" | "docker" | "libpod") {
+            return None;
+        }
+        tail
+    };
+    let mut pod_uid = None;
+    if parts.iter().any(|p| p.starts_with("kubepods")) {
+        for p in &parts[..parts.len() - 1] {
+            let p = p.strip_suffix(".slice").unwrap_or(p);
+            if let Some(i) = p.rfind("pod") {
+                let uid = &p[i + 3..];
+                if uid.len() >= 32
+                    && uid
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_')
+                {
+                    pod_uid = Some(uid.replace('_', "-"));
+                }
+            }
         }
     }
-    Some(Identity {
-        container_id: id.to_string(),
+    Some(PathIdentity {
+        id: id.to_string(),
         pod_uid,
     })
 }
 
-/// Reads container cgroups each scrape.
-pub struct CgroupReader {
-    host_root: PathBuf,
-    hierarchies: Vec<Hierarchy>,
-    buf: String,
+/// Names for a container, from the runtime's files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Meta {
+    pub name: String,
+    pub image: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
 }
 
-/// Figures read for one container, `None` where unreadable.
-#[derive(Debug, Default, Clone)]
-struct Figures {
-    cpu_usage: Option<f64>,
-    cpu_user: Option<f64>,
-    cpu_system: Option<f64>,
-    quota_set: bool,
-    periods: Option<f64>,
-    throttled: Option<f64>,
-    throttled_secs: Option<f64>,
-    mem_usage: Option<f64>,
-    inactive_file: Option<f64>,
-    rss: Option<f64>,
-    cache: Option<f64>,
-    swap: Option<f64>,
-    mapped_file: Option<f64>,
-    failcnt: Option<f64>,
-    limit: Option<f64>,
-    oom: Option<f64>,
-}
-
-impl CgroupReader {
-    pub fn new(host_root: &Path) -> Self {
-        let mi = host_root.join("proc/self/mountinfo");
-        let hierarchies = std::fs::read_to_string(&mi)
-            .map(|t| parse_mountinfo(&t, host_root))
-            .unwrap_or_default();
-        CgroupReader {
-            host_root: host_root.to_path_buf(),
-            hierarchies,
-            buf: String::with_capacity(4096),
-        }
-    }
-
-    pub fn hierarchies(&self) -> &[Hierarchy] {
-        &self.hierarchies
-    }
-
-    fn find(&self, ctrl: &str) -> Option<&Path> {
-        self.hierarchies
-            .iter()
-            .find(|h| h.controllers.iter().any(|c| c == ctrl))
-            .map(|h| h.path.as_path())
-    }
-
-    fn unified(&self) -> Option<&Path> {
-        self.hierarchies
-            .iter()
-            .find(|h| h.v2)
-            .map(|h| h.path.as_path())
-    }
-
-    /// Adds container families to `out`; returns the errors met and the
-    /// number of container cgroups seen.
-    pub fn scrape(&mut self, out: &mut Scrape) -> (Vec<ReadError>, usize) {
-        let mut errors = Vec::new();
-        // v1 is authoritative where its cpu and memory controllers are mounted
-        // (hybrid hosts have an empty v2); otherwise the unified tree.
-        let cpuacct = self.find("cpuacct").map(Path::to_path_buf);
-        let cpu = self.find("cpu").map(Path::to_path_buf);
-        let memory = self.find("memory").map(Path::to_path_buf);
-        let (walk_root, v2) = match (&cpuacct, &memory, self.unified()) {
-            (Some(c), _, _) => (c.clone(), false),
-            (None, Some(m), _) => (m.clone(), false),
-            (None, None, Some(u)) => (u.to_path_buf(), true),
-            _ => return (errors, 0),
-        };
-        let mut found = Vec::new();
-        walk(&walk_root, String::new(), 0, &mut found);
-        // On v1 a container may exist in only some controllers' trees (e.g. a
-        // memory-only cgroup); union the cpuacct and memory trees.
-        if let (false, Some(m), Some(_)) = (v2, &memory, &cpuacct) {
-            walk(m, String::new(), 0, &mut found);
-            found.sort_by(|a, b| a.0.cmp(&b.0));
-            found.dedup_by(|a, b| a.0 == b.0);
-        }
-        let mut fams = Families::new();
-        // Podman/CRI-O storage index: read once per scrape, dropped after, so
-        // it never outlives the containers it names.
-        let storage = if found.is_empty() {
-            Default::default()
-        } else {
-            storage_names(&self.host_root)
-        };
-        for (rel, ident) in &found {
-            let mut f = Figures::default();
-            if v2 {
-                self.read_v2(
-                    &walk_root.join(rel.trim_start_matches('/')),
-                    &mut f,
-                    &mut errors,
-                );
-            } else {
-                self.read_v1(
-                    cpuacct.as_deref(),
-                    cpu.as_deref(),
-                    memory.as_deref(),
-                    rel,
-                    &mut f,
-                    &mut errors,
-                );
-            }
-            let labels = labels_for(rel, ident, &self.host_root, &storage);
-            fams.add(&labels, &f);
-        }
-        fams.finish(out);
-        (errors, found.len())
-    }
-
-    fn read_file(&mut self, path: &Path, errors: &mut Vec<ReadError>) -> bool {
-        use std::io::Read;
-        self.buf.clear();
-        match std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut self.buf)) {
-            Ok(_) => true,
-            Err(e) => {
-                errors.push(ReadError {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                });
-                false
-            }
-        }
-    }
-
-    fn read_num(&mut self, path: &Path, errors: &mut Vec<ReadError>) -> Option<f64> {
-        if !self.read_file(path, errors) {
-            return None;
-        }
-        let t = self.buf.trim();
-        match t.parse::<u64>() {
-            Ok(v) => Some(v as f64),
-            Err(_) => {
-                errors.push(ReadError {
-                    path: path.to_path_buf(),
-                    reason: format!("not a number: {:?}", truncate(t)),
-                });
-                None
-            }
-        }
-    }
-
-    fn read_v1(
-        &mut self,
-        cpuacct: Option<&Path>,
-        cpu: Option<&Path>,
-        memory: Option<&Path>,
-        rel: &str,
-        f: &mut Figures,
-        errors: &mut Vec<ReadError>,
-    ) {
-        let rel = rel.trim_start_matches('/');
-        if let Some(ca) = cpuacct {
-            let d = ca.join(rel);
-            f.cpu_usage = self
-                .read_num(&d.join("cpuacct.usage"), errors)
-                .map(|n| n / 1e9);
-            if self.read_file(&d.join("cpuacct.stat"), errors) {
-                f.cpu_user = kv(&self.buf, "user").map(|v| v / USER_HZ);
-                f.cpu_system = kv(&self.buf, "system").map(|v| v / USER_HZ);
-            }
-        }
-        if let Some(c) = cpu {
-            let d = c.join(rel);
-            if self.read_file(&d.join("cpu.cfs_quota_us"), errors) {
-                f.quota_set = self
-                    .buf
-                    .trim()
-                    .parse::<i64>()
-                    .map(|q| q > 0)
-                    .unwrap_or(false);
-            }
-            if f.quota_set && self.read_file(&d.join("cpu.stat"), errors) {
-                f.periods = kv(&self.buf, "nr_periods");
-                f.throttled = kv(&self.buf, "nr_throttled");
-                f.throttled_secs = kv(&self.buf, "throttled_time").map(|n| n / 1e9);
-            }
-        }
-        if let Some(m) = memory {
-            let d = m.join(rel);
-            f.mem_usage = self.read_num(&d.join("memory.usage_in_bytes"), errors);
-            f.failcnt = self.read_num(&d.join("memory.failcnt"), errors);
-            f.limit = self.read_num(&d.join("memory.limit_in_bytes"), errors);
-            if self.read_file(&d.join("memory.stat"), errors) {
-                f.inactive_file = kv(&self.buf, "total_inactive_file");
-                f.rss = kv(&self.buf, "total_rss");
-                f.cache = kv(&self.buf, "total_cache");
-                f.swap = kv(&self.buf, "total_swap");
-                f.mapped_file = kv(&self.buf, "total_mapped_file");
-            }
-            if self.read_file(&d.join("memory.oom_control"), errors) {
-                f.oom = kv(&self.buf, "oom_kill");
-            }
-        }
-    }
-
-    fn read_v2(&mut self, d: &Path, f: &mut Figures, errors: &mut Vec<ReadError>) {
-        if self.read_file(&d.join("cpu.stat"), errors) {
-            f.cpu_usage = kv(&self.buf, "usage_usec").map(|v| v / 1e6);
-            f.cpu_user = kv(&self.buf, "user_usec").map(|v| v / 1e6);
-            f.cpu_system = kv(&self.buf, "system_usec").map(|v| v / 1e6);
-            let periods = kv(&self.buf, "nr_periods");
-            let throttled = kv(&self.buf, "nr_throttled");
-            let tsecs = kv(&self.buf, "throttled_usec").map(|v| v / 1e6);
-            if self.read_file(&d.join("cpu.max"), errors) {
-                f.quota_set = !self.buf.trim_start().starts_with("max");
-            }
-            if f.quota_set {
-                f.periods = periods;
-                f.throttled = throttled;
-                f.throttled_secs = tsecs;
-            }
-        }
-        f.mem_usage = self.read_num(&d.join("memory.current"), errors);
-        if self.read_file(&d.join("memory.max"), errors) {
-            let t = self.buf.trim();
-            // "max" is no limit; cAdvisor reports it as 0 on v2? It reports
-            // the machine's memory; we leave the figure out instead.
-            if t != "max" {
-                match t.parse::<u64>() {
-                    Ok(v) => f.limit = Some(v as f64),
-                    Err(_) => errors.push(ReadError {
-                        path: d.join("memory.max"),
-                        reason: format!("not a number: {:?}", truncate(t)),
-                    }),
+fn lookup_meta(host_root: &Path, ident: &PathIdentity) -> Meta {
+    let mut m = Meta::default();
+    let id = &ident.id;
+    if let Some(uid) = &ident.pod_uid {
+        if let Ok(rd) = fs::read_dir(host_root.join("var/log/pods")) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let mut it = n.splitn(3, '_');
+                if let (Some(ns), Some(pod), Some(u)) = (it.next(), it.next(), it.next())
+                    && u == uid
+                {
+                    m.namespace = ns.to_string();
+                    m.pod = pod.to_string();
                 }
             }
         }
-        if self.read_file(&d.join("memory.stat"), errors) {
-            f.inactive_file = kv(&self.buf, "inactive_file");
-            f.rss = kv(&self.buf, "anon");
-            f.cache = kv(&self.buf, "file");
-            f.mapped_file = kv(&self.buf, "file_mapped");
+        let suffix = format!("-{id}.log");
+        if let Ok(rd) = fs::read_dir(host_root.join("var/log/containers")) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(stem) = n.strip_suffix(&suffix) {
+                    let mut it = stem.splitn(3, '_');
+                    if let (Some(pod), Some(ns), Some(c)) = (it.next(), it.next(), it.next()) {
+                        m.pod = pod.to_string();
+                        m.namespace = ns.to_string();
+                        m.container = c.to_string();
+                    }
+                }
+            }
         }
-        if d.join("memory.swap.current").exists() {
-            f.swap = self.read_num(&d.join("memory.swap.current"), errors);
+    }
+    let docker = host_root.join(format!("var/lib/docker/containers/{id}/config.v2.json"));
+    if let Ok(text) = fs::read_to_string(&docker)
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        if let Some(n) = v.get("Name").and_then(|n| n.as_str()) {
+            m.name = n.trim_start_matches('/').to_string();
         }
-        if self.read_file(&d.join("memory.events"), errors) {
-            f.oom = kv(&self.buf, "oom_kill");
-            f.failcnt = kv(&self.buf, "max");
+        if let Some(i) = v.pointer("/Config/Image").and_then(|n| n.as_str()) {
+            m.image = i.to_string();
+        }
+    }
+    m
+}
+
+/// Podman's `containers.json`: id → (name, image name).
+fn podman_index(host_root: &Path) -> HashMap<String, (String, String)> {
+    let mut out = HashMap::new();
+    let path = host_root.join("var/lib/containers/storage/overlay-containers/containers.json");
+    let Ok(text) = fs::read_to_string(path) else {
+        return out;
+    };
+    let Ok(serde_json::Value::Array(list)) = serde_json::from_str::<serde_json::Value>(&text)
+    else {
+        return out;
+    };
+    for c in list {
+        let Some(id) = c.get("id").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let mut name = c
+            .pointer("/names/0")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let mut image = String::new();
+        if let Some(md) = c.get("metadata").and_then(|v| v.as_str())
+            && let Ok(md) = serde_json::from_str::<serde_json::Value>(md)
+        {
+            if let Some(i) = md.get("image-name").and_then(|v| v.as_str()) {
+                image = i.to_string();
+            }
+            if name.is_empty()
+                && let Some(n) = md.get("name").and_then(|v| v.as_str())
+            {
+                name = n.to_string();
+            }
+        }
+        out.insert(id.to_string(), (name, image));
+    }
+    out
+}
+
+/// Reads container cgroups each scrape; caches container metadata per id.
+pub struct CgroupReader {
+    host_root: PathBuf,
+    meta: HashMap<String, Meta>,
+    kmsg: kmsg::Kmsg,
+}
+
+struct Families {
+    f: Vec<MetricFamily>,
+}
+
+const LABELS: [&str; 6] = ["id", "name", "image", "namespace", "pod", "container"];
+
+const SPECS: &[(&str, &str, MetricKind)] = &[
+    (
+        "container_cpu_usage_seconds_total",
+        "Cumulative cpu time consumed in seconds.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_cpu_user_seconds_total",
+        "Cumulative user cpu time consumed in seconds.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_cpu_system_seconds_total",
+        "Cumulative system cpu time consumed in seconds.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_cpu_cfs_periods_total",
+        "Number of elapsed enforcement period intervals.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_cpu_cfs_throttled_periods_total",
+        "Number of throttled period intervals.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_cpu_cfs_throttled_seconds_total",
+        "Total time duration the container has been throttled.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_memory_usage_bytes",
+        "Current memory usage in bytes, including all memory regardless of when it was accessed.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_memory_working_set_bytes",
+        "Current working set in bytes.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_memory_rss",
+        "Size of RSS in bytes.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_memory_cache",
+        "Number of bytes of page cache memory.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_memory_swap",
+        "Container swap usage in bytes.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_memory_mapped_file",
+        "Size of memory mapped files in bytes.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_memory_failcnt",
+        "Number of memory usage hits limits.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_spec_memory_limit_bytes",
+        "Memory limit for the container (0 when unlimited).",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_spec_cpu_quota",
+        "CPU quota of the container.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_spec_cpu_period",
+        "CPU period of the container.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_spec_cpu_shares",
+        "CPU share of the container.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_oom_events_total",
+        "Count of out of memory events observed for the container.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_processes",
+        "Number of processes running inside the container.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_threads",
+        "Number of threads running inside the container.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_fs_reads_bytes_total",
+        "Cumulative count of bytes read.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_fs_writes_bytes_total",
+        "Cumulative count of bytes written.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_fs_reads_total",
+        "Cumulative count of reads completed.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_fs_writes_total",
+        "Cumulative count of writes completed.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_pressure_cpu_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to CPU congestion.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_pressure_cpu_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to CPU congestion.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_pressure_memory_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to memory congestion.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_pressure_memory_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to memory congestion.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_pressure_io_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to IO congestion.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_pressure_io_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to IO congestion.",
+        MetricKind::Counter,
+    ),
+    (
+        "container_start_time_seconds",
+        "Start time of the container since unix epoch in seconds.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_last_seen",
+        "Last time a container was seen by the exporter.",
+        MetricKind::Gauge,
+    ),
+];
+
+impl Families {
+    fn new() -> Self {
+        Families {
+            f: SPECS
+                .iter()
+                .map(|(n, h, k)| MetricFamily::new(*n, *h, *k))
+                .collect(),
+        }
+    }
+    fn push(&mut self, name: &str, labels: &[(&'static str, String)], v: f64) {
+        if let Some(f) = self.f.iter_mut().find(|f| f.name == name) {
+            f.push(labels.iter().map(|(k, v)| (*k, v.clone())), v);
         }
     }
 }
 
-fn truncate(s: &str) -> String {
-    s.chars().take(40).collect()
+/// Collects the errors of one cgroup's reads without stopping.
+struct Ctx<'a> {
+    labels: Vec<(&'static str, String)>,
+    fam: &'a mut Families,
+    errors: &'a mut Vec<ParseError>,
 }
 
-/// The value of `key` in a `key value` per line file.
-fn kv(text: &str, key: &str) -> Option<f64> {
-    for line in text.lines() {
-        let mut it = line.split_ascii_whitespace();
-        if it.next() == Some(key) {
-            return it
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(|v| v as f64);
+impl Ctx<'_> {
+    fn put(&mut self, name: &str, r: Result<f64, ParseError>) {
+        match r {
+            Ok(v) => self.fam.push(name, &self.labels, v),
+            Err(e) => self.errors.push(e),
         }
     }
-    None
+    fn set(&mut self, name: &str, v: f64) {
+        self.fam.push(name, &self.labels, v);
+    }
+    fn err(&mut self, e: ParseError) {
+        self.errors.push(e);
+    }
 }
 
-fn walk(dir: &Path, rel: String, depth: usize, found: &mut Vec<(String, Identity)>) {
-    if depth > MAX_DEPTH {
+fn read(p: &Path) -> Result<String, ParseError> {
+    fs::read_to_string(p).map_err(|e| ParseError::io(p, e))
+}
+
+fn read_num(p: &Path) -> Result<f64, ParseError> {
+    let t = read(p)?;
+    parse::number(&t).map_err(|m| ParseError::msg(p, m))
+}
+
+fn exists(p: &Path) -> bool {
+    p.exists()
+}
+
+fn count_lines(p: &Path) -> Result<f64, ParseError> {
+    Ok(read(p)?.lines().filter(|l| !l.trim().is_empty()).count() as f64)
+}
+
+fn kv(p: &Path) -> Result<HashMap<String, f64>, ParseError> {
+    let t = read(p)?;
+    flat_kv(&t).map_err(|m| ParseError::msg(p, m))
+}
+
+fn get(map: &HashMap<String, f64>, p: &Path, k: &str) -> Result<f64, ParseError> {
+    map.get(k)
+        .copied()
+        .ok_or_else(|| ParseError::msg(p, format!("no `{k}`")))
+}
+
+fn walk(root: &Path, rel: &str, out: &mut BTreeSet<String>, depth: usize) {
+    if depth > 32 {
         return;
     }
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(rd) = fs::read_dir(root.join(rel.trim_start_matches('/'))) else {
         return;
     };
     for e in rd.flatten() {
@@ -421,254 +502,488 @@ fn walk(dir: &Path, rel: String, depth: usize, found: &mut Vec<(String, Identity
         if !ft.is_dir() {
             continue;
         }
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let child_rel = format!("{rel}/{name}");
-        if let Some(id) = identify(&child_rel) {
-            found.push((child_rel.clone(), id));
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".mount") || name.starts_with("crio-conmon") {
+            continue;
         }
-        walk(&e.path(), child_rel, depth + 1, found);
+        let child = if rel == "/" {
+            format!("/{name}")
+        } else {
+            format!("{rel}/{name}")
+        };
+        out.insert(child.clone());
+        walk(root, &child, out, depth + 1);
     }
 }
 
-/// The label values for a container: kubelet log links give pod, namespace
-/// and container names; Podman's and Docker's metadata files give name and image.
-fn labels_for(
-    rel: &str,
-    ident: &Identity,
-    host_root: &Path,
-    storage: &std::collections::HashMap<String, (String, String)>,
-) -> [String; 6] {
-    let mut name = String::new();
-    let mut image = String::new();
-    let mut namespace = String::new();
-    let mut pod = String::new();
-    let mut container = String::new();
-    if let Some((p, ns, c)) = kubelet_names(host_root, &ident.container_id) {
-        pod = p;
-        namespace = ns;
-        container = c;
-    }
-    if let Some((n, i)) = runtime_names(host_root, &ident.container_id) {
-        name = n;
-        image = i;
-    }
-    if let Some((n, i)) = storage.get(&ident.container_id) {
-        if name.is_empty() {
-            name.clone_from(n);
-        }
-        if image.is_empty() {
-            image.clone_from(i);
+impl CgroupReader {
+    pub fn new(host_root: &Path) -> Self {
+        CgroupReader {
+            host_root: host_root.to_path_buf(),
+            meta: HashMap::new(),
+            kmsg: kmsg::Kmsg::open(host_root).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no kernel log: OOM kills of vanished containers are not reported");
+                kmsg::Kmsg::none()
+            }),
         }
     }
-    [rel.to_string(), name, image, namespace, pod, container]
-}
 
-/// `/var/log/containers/<pod>_<namespace>_<container>-<id>.log`.
-fn kubelet_names(host_root: &Path, id: &str) -> Option<(String, String, String)> {
-    let dir = host_root.join("var/log/containers");
-    let suffix = format!("-{id}.log");
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let n = e.file_name();
-        let n = n.to_str()?;
-        if let Some(stem) = n.strip_suffix(&suffix) {
-            let mut it = stem.splitn(3, '_');
-            let pod = it.next()?.to_string();
-            let ns = it.next()?.to_string();
-            let c = it.next()?.to_string();
-            return Some((pod, ns, c));
+    /// Number of cached metadata entries (for tests of cache eviction).
+    pub fn cached(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// One pass over the hierarchies; returns the errors met (never panics).
+    pub fn scrape(&mut self, scrape: &mut Scrape) -> Vec<ParseError> {
+        let mut errors = Vec::new();
+        // Before the walk, so a container that died of it is still in the cache.
+        match self.kmsg.drain() {
+            Ok(kills) => {
+                for k in kills {
+                    let m = identify(&k.task_memcg)
+                        .and_then(|i| self.meta.get(&i.id).cloned())
+                        .unwrap_or_default();
+                    scrape.events.push(crate::model::Event {
+                        timestamp_ms: scrape.timestamp_ms,
+                        kind: "oom_kill".into(),
+                        subject: [
+                            ("id", k.task_memcg),
+                            ("name", m.name),
+                            ("image", m.image),
+                            ("namespace", m.namespace),
+                            ("pod", m.pod),
+                            ("container", m.container),
+                        ]
+                        .into_iter()
+                        .map(|(a, b)| (a.to_string(), b))
+                        .collect(),
+                        attributes: vec![("task".into(), k.task), ("pid".into(), k.pid)],
+                    });
+                }
+            }
+            Err(e) => errors.push(ParseError::io(&self.host_root.join("dev/kmsg"), e)),
         }
-    }
-    None
-}
-
-/// Name and image from Docker's `config.v2.json` or Podman's `userdata/config.json`.
-fn runtime_names(host_root: &Path, id: &str) -> Option<(String, String)> {
-    let docker = host_root.join(format!("var/lib/docker/containers/{id}/config.v2.json"));
-    if let Ok(t) = std::fs::read_to_string(&docker) {
-        let v: serde_json::Value = serde_json::from_str(&t).ok()?;
-        let name = v["Name"]
-            .as_str()
-            .unwrap_or("")
-            .trim_start_matches('/')
-            .to_string();
-        let image = v["Config"]["Image"].as_str().unwrap_or("").to_string();
-        return Some((name, image));
-    }
-    for base in [
-        "var/lib/containers/storage/overlay-containers",
-        "run/containers/storage/overlay-containers",
-    ] {
-        let p = host_root.join(format!("{base}/{id}/userdata/config.json"));
-        if let Ok(t) = std::fs::read_to_string(&p) {
-            let v: serde_json::Value = serde_json::from_str(&t).ok()?;
-            let a = &v["annotations"];
-            let name = a["io.podman.annotations.name"]
-                .as_str()
-                .or_else(|| a["io.kubernetes.cri-o.ContainerName"].as_str())
-                .unwrap_or("")
-                .to_string();
-            let image = a["io.podman.annotations.image"]
-                .as_str()
-                .or_else(|| a["io.kubernetes.cri-o.ImageName"].as_str())
-                .unwrap_or("")
-                .to_string();
-            return Some((name, image));
-        }
-    }
-    None
-}
-
-/// containers/storage's `overlay-containers/containers.json` (Podman, CRI-O):
-/// id → (first name, `image-name` from its metadata).
-fn storage_names(host_root: &Path) -> std::collections::HashMap<String, (String, String)> {
-    let mut out = std::collections::HashMap::new();
-    let p = host_root.join("var/lib/containers/storage/overlay-containers/containers.json");
-    let Ok(t) = std::fs::read_to_string(p) else {
-        return out;
-    };
-    let Ok(serde_json::Value::Array(list)) = serde_json::from_str::<serde_json::Value>(&t) else {
-        return out;
-    };
-    for c in list {
-        let Some(id) = c["id"].as_str() else { continue };
-        let name = c["names"][0].as_str().unwrap_or("").to_string();
-        let image = c["metadata"]
-            .as_str()
-            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-            .and_then(|m| m["image-name"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        out.insert(id.to_string(), (name, image));
-    }
-    out
-}
-
-const LABELS: [&str; 6] = ["id", "name", "image", "namespace", "pod", "container"];
-
-struct Families {
-    fams: Vec<MetricFamily>,
-}
-
-impl Families {
-    fn new() -> Self {
-        use MetricKind::{Counter as C, Gauge as G};
-        let d: [(&str, &str, MetricKind); 16] = [
-            (
-                "container_cpu_usage_seconds_total",
-                "Cumulative cpu time consumed in seconds.",
-                C,
-            ),
-            (
-                "container_cpu_user_seconds_total",
-                "Cumulative user cpu time consumed in seconds.",
-                C,
-            ),
-            (
-                "container_cpu_system_seconds_total",
-                "Cumulative system cpu time consumed in seconds.",
-                C,
-            ),
-            (
-                "container_cpu_cfs_periods_total",
-                "Number of elapsed enforcement period intervals.",
-                C,
-            ),
-            (
-                "container_cpu_cfs_throttled_periods_total",
-                "Number of throttled period intervals.",
-                C,
-            ),
-            (
-                "container_cpu_cfs_throttled_seconds_total",
-                "Total time duration the container has been throttled.",
-                C,
-            ),
-            (
-                "container_memory_usage_bytes",
-                "Current memory usage in bytes, including all memory regardless of when it was accessed.",
-                G,
-            ),
-            (
-                "container_memory_working_set_bytes",
-                "Current working set in bytes.",
-                G,
-            ),
-            ("container_memory_rss", "Size of RSS in bytes.", G),
-            (
-                "container_memory_cache",
-                "Number of bytes of page cache memory.",
-                G,
-            ),
-            ("container_memory_swap", "Container swap usage in bytes.", G),
-            (
-                "container_memory_mapped_file",
-                "Size of memory mapped files in bytes.",
-                G,
-            ),
-            (
-                "container_memory_failcnt",
-                "Number of memory usage hits limits.",
-                C,
-            ),
-            (
-                "container_spec_memory_limit_bytes",
-                "Memory limit for the container.",
-                G,
-            ),
-            (
-                "container_oom_events_total",
-                "Count of out of memory events observed for the container.",
-                C,
-            ),
-            (
-                "container_last_seen",
-                "Last time a container was seen by the exporter.",
-                G,
-            ),
-        ];
-        Families {
-            fams: d
+        let h = match Hierarchies::discover(&self.host_root) {
+            Ok(h) => h,
+            Err(e) => return vec![e],
+        };
+        let v2 = h.is_v2();
+        let mut paths = BTreeSet::new();
+        paths.insert("/".to_string());
+        let roots: Vec<PathBuf> = if v2 {
+            h.v2.iter().cloned().collect()
+        } else {
+            ["memory", "cpuacct", "cpu", "pids", "blkio"]
+                .iter()
+                .filter_map(|c| h.v1.get(*c).cloned())
+                .collect::<BTreeSet<_>>()
                 .into_iter()
-                .map(|(n, h, k)| MetricFamily::new(n, h, k))
-                .collect(),
+                .collect()
+        };
+        for r in &roots {
+            walk(r, "/", &mut paths, 0);
+        }
+        let mut fam = Families::new();
+        let mut seen = HashSet::new();
+        let mut podman: Option<HashMap<String, (String, String)>> = None;
+        let now = scrape.timestamp_ms as f64 / 1000.0;
+        for rel in &paths {
+            let ident = identify(rel);
+            let meta = match &ident {
+                None if rel != "/" => continue,
+                None => Meta::default(),
+                Some(ident) => {
+                    seen.insert(ident.id.clone());
+                    if !self.meta.contains_key(&ident.id) {
+                        let mut m = lookup_meta(&self.host_root, ident);
+                        if m.name.is_empty() || m.image.is_empty() {
+                            let idx = podman.get_or_insert_with(|| podman_index(&self.host_root));
+                            if let Some((n, i)) = idx.get(&ident.id) {
+                                if m.name.is_empty() {
+                                    m.name = n.clone();
+                                }
+                                if m.image.is_empty() {
+                                    m.image = i.clone();
+                                }
+                            }
+                        }
+                        self.meta.insert(ident.id.clone(), m);
+                    }
+                    self.meta.get(&ident.id).cloned().unwrap_or_default()
+                }
+            };
+            let labels = vec![
+                (LABELS[0], rel.clone()),
+                (LABELS[1], meta.name),
+                (LABELS[2], meta.image),
+                (LABELS[3], meta.namespace),
+                (LABELS[4], meta.pod),
+                (LABELS[5], meta.container),
+            ];
+            let errors_before = errors.len();
+            let mut ctx = Ctx {
+                labels,
+                fam: &mut fam,
+                errors: &mut errors,
+            };
+            if v2 {
+                if let Some(root) = &h.v2 {
+                    read_v2(
+                        &mut ctx,
+                        &root.join(rel.trim_start_matches('/')),
+                        rel == "/",
+                    );
+                }
+            } else {
+                read_v1(&mut ctx, &h, rel);
+            }
+            let dir = roots
+                .iter()
+                .map(|r| r.join(rel.trim_start_matches('/')))
+                .find(|d| d.is_dir());
+            if let Some(d) = dir
+                && let Ok(t) = fs::metadata(&d).and_then(|m| m.modified())
+                && let Ok(s) = t.duration_since(std::time::UNIX_EPOCH)
+            {
+                ctx.set("container_start_time_seconds", s.as_secs_f64());
+            }
+            ctx.set("container_last_seen", now);
+            // A container that exited mid-read is not an error: its files went with it.
+            if rel != "/"
+                && !roots
+                    .iter()
+                    .any(|r| r.join(rel.trim_start_matches('/')).is_dir())
+            {
+                errors.truncate(errors_before);
+            }
+        }
+        self.meta.retain(|id, _| seen.contains(id));
+        scrape.families.extend(fam.f);
+        errors
+    }
+}
+
+fn read_psi(ctx: &mut Ctx<'_>, dir: &Path) {
+    for res in ["cpu", "memory", "io"] {
+        let p = dir.join(format!("{res}.pressure"));
+        if !exists(&p) {
+            continue;
+        }
+        match read(&p).and_then(|t| psi_totals(&t).map_err(|m| ParseError::msg(&p, m))) {
+            Ok((some, full)) => {
+                if let Some(s) = some {
+                    ctx.set(
+                        &format!("container_pressure_{res}_waiting_seconds_total"),
+                        s / 1e6,
+                    );
+                }
+                if let Some(f) = full {
+                    ctx.set(
+                        &format!("container_pressure_{res}_stalled_seconds_total"),
+                        f / 1e6,
+                    );
+                }
+            }
+            Err(e) => ctx.err(e),
         }
     }
+}
 
-    fn add(&mut self, labels: &[String; 6], f: &Figures) {
-        let working_set = f
-            .mem_usage
-            .map(|u| (u - f.inactive_file.unwrap_or(0.0)).max(0.0));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64().floor())
-            .unwrap_or(0.0);
-        let vals = [
-            f.cpu_usage,
-            f.cpu_user,
-            f.cpu_system,
-            f.periods,
-            f.throttled,
-            f.throttled_secs,
-            f.mem_usage,
-            working_set,
-            f.rss,
-            f.cache,
-            f.swap,
-            f.mapped_file,
-            f.failcnt,
-            f.limit,
-            f.oom,
-            Some(now),
-        ];
-        for (fam, v) in self.fams.iter_mut().zip(vals) {
-            if let Some(v) = v {
-                fam.push(LABELS.iter().copied().zip(labels.iter().cloned()), v);
+fn read_v2(ctx: &mut Ctx<'_>, dir: &Path, is_root: bool) {
+    // cpu
+    let p = dir.join("cpu.stat");
+    match kv(&p) {
+        Ok(m) => {
+            ctx.put(
+                "container_cpu_usage_seconds_total",
+                get(&m, &p, "usage_usec").map(|v| v / 1e6),
+            );
+            ctx.put(
+                "container_cpu_user_seconds_total",
+                get(&m, &p, "user_usec").map(|v| v / 1e6),
+            );
+            ctx.put(
+                "container_cpu_system_seconds_total",
+                get(&m, &p, "system_usec").map(|v| v / 1e6),
+            );
+            let max = dir.join("cpu.max");
+            if !is_root {
+                match read(&max) {
+                    Ok(t) => {
+                        let mut it = t.split_whitespace();
+                        let q = it.next().unwrap_or("");
+                        let period = it.next().and_then(|s| s.parse::<f64>().ok());
+                        if q != "max" {
+                            match (q.parse::<f64>(), period) {
+                                (Ok(q), Some(per)) => {
+                                    ctx.set("container_spec_cpu_quota", q);
+                                    ctx.set("container_spec_cpu_period", per);
+                                    ctx.put(
+                                        "container_cpu_cfs_periods_total",
+                                        get(&m, &p, "nr_periods"),
+                                    );
+                                    ctx.put(
+                                        "container_cpu_cfs_throttled_periods_total",
+                                        get(&m, &p, "nr_throttled"),
+                                    );
+                                    ctx.put(
+                                        "container_cpu_cfs_throttled_seconds_total",
+                                        get(&m, &p, "throttled_usec").map(|v| v / 1e6),
+                                    );
+                                }
+                                _ => ctx.err(ParseError::msg(&max, format!("bad cpu.max {t:?}"))),
+                            }
+                        } else if let Some(per) = period {
+                            ctx.set("container_spec_cpu_period", per);
+                        }
+                    }
+                    Err(e) => ctx.err(e),
+                }
+                let w = dir.join("cpu.weight");
+                if exists(&w) {
+                    // cAdvisor converts weight back to v1 shares.
+                    ctx.put(
+                        "container_spec_cpu_shares",
+                        read_num(&w).map(|w| (2.0 + ((w - 1.0) * 262142.0) / 9999.0).floor()),
+                    );
+                }
+            }
+        }
+        Err(e) => ctx.err(e),
+    }
+    // memory (older kernels have no memory.stat at the v2 root: no figures, no error)
+    let stat_p = dir.join("memory.stat");
+    if is_root && !exists(&stat_p) {
+        read_psi(ctx, dir);
+        return;
+    }
+    let stat = kv(&stat_p);
+    let usage = if is_root {
+        // The root has no memory.current; the sum of the stat figures stands in.
+        stat.as_ref()
+            .ok()
+            .and_then(|m| Some(m.get("anon")? + m.get("file")?))
+            .ok_or_else(|| ParseError::msg(&stat_p, "no anon/file"))
+    } else {
+        read_num(&dir.join("memory.current"))
+    };
+    match (&usage, &stat) {
+        (Ok(u), Ok(m)) => {
+            ctx.set("container_memory_usage_bytes", *u);
+            let inactive = get(m, &stat_p, "inactive_file");
+            ctx.put(
+                "container_memory_working_set_bytes",
+                inactive.map(|i| (u - i).max(0.0)),
+            );
+        }
+        (Err(e), _) => ctx.err(e.clone()),
+        _ => {}
+    }
+    match &stat {
+        Ok(m) => {
+            ctx.put("container_memory_rss", get(m, &stat_p, "anon"));
+            ctx.put("container_memory_cache", get(m, &stat_p, "file"));
+            ctx.put(
+                "container_memory_mapped_file",
+                get(m, &stat_p, "file_mapped"),
+            );
+        }
+        Err(e) => ctx.err(e.clone()),
+    }
+    if !is_root {
+        let sw = dir.join("memory.swap.current");
+        if exists(&sw) {
+            ctx.put("container_memory_swap", read_num(&sw));
+        }
+        let max = dir.join("memory.max");
+        match read(&max) {
+            Ok(t) if t.trim() == "max" => ctx.set("container_spec_memory_limit_bytes", 0.0),
+            Ok(t) => ctx.put(
+                "container_spec_memory_limit_bytes",
+                parse::number(&t).map_err(|m| ParseError::msg(&max, m)),
+            ),
+            Err(e) => ctx.err(e),
+        }
+        let ev = dir.join("memory.events");
+        match kv(&ev) {
+            Ok(m) => {
+                ctx.put("container_memory_failcnt", get(&m, &ev, "max"));
+                ctx.put("container_oom_events_total", get(&m, &ev, "oom_kill"));
+            }
+            Err(e) => ctx.err(e),
+        }
+        let pc = dir.join("pids.current");
+        if exists(&pc) {
+            ctx.put("container_threads", read_num(&pc));
+        }
+        let procs = dir.join("cgroup.procs");
+        if exists(&procs) {
+            ctx.put("container_processes", count_lines(&procs));
+        }
+    }
+    let io = dir.join("io.stat");
+    if exists(&io) {
+        match read(&io).and_then(|t| io_stat(&t).map_err(|m| ParseError::msg(&io, m))) {
+            Ok(m) => {
+                for (k, n) in [
+                    ("rbytes", "container_fs_reads_bytes_total"),
+                    ("wbytes", "container_fs_writes_bytes_total"),
+                    ("rios", "container_fs_reads_total"),
+                    ("wios", "container_fs_writes_total"),
+                ] {
+                    ctx.set(n, m.get(k).copied().unwrap_or(0.0));
+                }
+            }
+            Err(e) => ctx.err(e),
+        }
+    }
+    read_psi(ctx, dir);
+}
+
+fn read_v1(ctx: &mut Ctx<'_>, h: &Hierarchies, rel: &str) {
+    let r = rel.trim_start_matches('/');
+    let is_root = rel == "/";
+    let ctrl = |c: &str| h.v1.get(c).map(|m| m.join(r)).filter(|d| d.is_dir());
+    if let Some(d) = ctrl("cpuacct") {
+        ctx.put(
+            "container_cpu_usage_seconds_total",
+            read_num(&d.join("cpuacct.usage")).map(|v| v / 1e9),
+        );
+        let p = d.join("cpuacct.stat");
+        match kv(&p) {
+            Ok(m) => {
+                // USER_HZ ticks; 100 on every Linux we ship to.
+                ctx.put(
+                    "container_cpu_user_seconds_total",
+                    get(&m, &p, "user").map(|v| v / 100.0),
+                );
+                ctx.put(
+                    "container_cpu_system_seconds_total",
+                    get(&m, &p, "system").map(|v| v / 100.0),
+                );
+            }
+            Err(e) => ctx.err(e),
+        }
+    }
+    if let Some(d) = ctrl("cpu") {
+        if !is_root {
+            ctx.put("container_spec_cpu_shares", read_num(&d.join("cpu.shares")));
+            let per = read_num(&d.join("cpu.cfs_period_us"));
+            ctx.put("container_spec_cpu_period", per.clone());
+            match read_num(&d.join("cpu.cfs_quota_us")) {
+                Ok(q) if q >= 0.0 => {
+                    ctx.set("container_spec_cpu_quota", q);
+                    let p = d.join("cpu.stat");
+                    match kv(&p) {
+                        Ok(m) => {
+                            ctx.put("container_cpu_cfs_periods_total", get(&m, &p, "nr_periods"));
+                            ctx.put(
+                                "container_cpu_cfs_throttled_periods_total",
+                                get(&m, &p, "nr_throttled"),
+                            );
+                            ctx.put(
+                                "container_cpu_cfs_throttled_seconds_total",
+                                get(&m, &p, "throttled_time").map(|v| v / 1e9),
+                            );
+                        }
+                        Err(e) => ctx.err(e),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => ctx.err(e),
+            }
+        }
+        read_psi(ctx, &d);
+    }
+    if let Some(d) = ctrl("memory") {
+        let usage = read_num(&d.join("memory.usage_in_bytes"));
+        let p = d.join("memory.stat");
+        let stat = kv(&p);
+        if let Ok(u) = &usage {
+            ctx.set("container_memory_usage_bytes", *u);
+        }
+        match (&usage, &stat) {
+            (Ok(u), Ok(m)) => {
+                ctx.put(
+                    "container_memory_working_set_bytes",
+                    get(m, &p, "total_inactive_file").map(|i| (u - i).max(0.0)),
+                );
+            }
+            (Err(e), _) => ctx.err(e.clone()),
+            _ => {}
+        }
+        match &stat {
+            Ok(m) => {
+                ctx.put("container_memory_rss", get(m, &p, "total_rss"));
+                ctx.put("container_memory_cache", get(m, &p, "total_cache"));
+                ctx.put(
+                    "container_memory_mapped_file",
+                    get(m, &p, "total_mapped_file"),
+                );
+                if let Some(s) = m.get("total_swap") {
+                    ctx.set("container_memory_swap", *s);
+                }
+            }
+            Err(e) => ctx.err(e.clone()),
+        }
+        ctx.put(
+            "container_memory_failcnt",
+            read_num(&d.join("memory.failcnt")),
+        );
+        if !is_root {
+            // The kernel reports "no limit" as a huge page-aligned number.
+            ctx.put(
+                "container_spec_memory_limit_bytes",
+                read_num(&d.join("memory.limit_in_bytes"))
+                    .map(|l| if l >= 9.0e18 { 0.0 } else { l }),
+            );
+        }
+        let oc = d.join("memory.oom_control");
+        if exists(&oc) {
+            match kv(&oc) {
+                Ok(m) => {
+                    if let Some(v) = m.get("oom_kill") {
+                        ctx.set("container_oom_events_total", *v);
+                    }
+                }
+                Err(e) => ctx.err(e),
             }
         }
     }
-
-    fn finish(self, out: &mut Scrape) {
-        out.families.extend(self.fams);
+    if !is_root {
+        let base = ctrl("pids")
+            .or_else(|| ctrl("cpu"))
+            .or_else(|| ctrl("memory"));
+        if let Some(d) = base {
+            ctx.put("container_processes", count_lines(&d.join("cgroup.procs")));
+            ctx.put("container_threads", count_lines(&d.join("tasks")));
+        }
+    }
+    if let Some(d) = ctrl("blkio") {
+        for (file, rn, wn) in [
+            (
+                "blkio.throttle.io_service_bytes",
+                "container_fs_reads_bytes_total",
+                "container_fs_writes_bytes_total",
+            ),
+            (
+                "blkio.throttle.io_serviced",
+                "container_fs_reads_total",
+                "container_fs_writes_total",
+            ),
+        ] {
+            let p = d.join(file);
+            if !exists(&p) {
+                continue;
+            }
+            match read(&p).and_then(|t| parse::blkio(&t).map_err(|m| ParseError::msg(&p, m))) {
+                Ok((rd, wr)) => {
+                    ctx.set(rn, rd);
+                    ctx.set(wn, wr);
+                }
+                Err(e) => ctx.err(e),
+            }
+        }
     }
 }
 

@@ -1,343 +1,435 @@
-//! Fixture trees with real v2 file formats, Kubernetes path variants, churn,
-//! a property test over bad files, and a real v1 cgroup test (root only).
+//! Unit tests: path identification, parsers (with a proptest), and fixture
+//! host roots with real cgroup v1/v2 file formats.
 
+use super::parse::*;
 use super::*;
-use std::fs;
+use proptest::prelude::*;
 
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const UID: &str = "1f3b6c2a-8a9d-4c1e-9f00-aabbccddeeff";
 
-fn v2_root() -> tempfile::TempDir {
-    let t = tempfile::tempdir().unwrap();
-    fs::create_dir_all(t.path().join("proc/self")).unwrap();
-    fs::write(
-        t.path().join("proc/self/mountinfo"),
-        "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n",
-    )
-    .unwrap();
-    t
+#[test]
+fn cgroup_identify_layouts() {
+    let u = UID.replace('-', "_");
+    let cases = [
+        (
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope"
+            ),
+            Some(UID),
+        ),
+        (
+            format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/crio-{ID}.scope"
+            ),
+            Some(UID),
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice/docker-{ID}.scope"),
+            Some(UID),
+        ),
+        (format!("/kubepods/burstable/pod{UID}/{ID}"), Some(UID)),
+        (format!("/kubepods/pod{UID}/{ID}"), Some(UID)),
+        (format!("/docker/{ID}"), None),
+        (format!("/libpod_parent/libpod-{ID}"), None),
+        (format!("/machine.slice/libpod-{ID}.scope"), None),
+    ];
+    for (p, uid) in cases {
+        let got = identify(&p).unwrap_or_else(|| panic!("no id in {p}"));
+        assert_eq!(got.id, ID, "{p}");
+        assert_eq!(got.pod_uid.as_deref(), uid, "{p}");
+    }
+    for p in [
+        format!("/machine.slice/libpod-conmon-{ID}.scope"),
+        format!("/kubepods/burstable/pod{UID}"),
+        "/system.slice/sshd.service".to_string(),
+        format!("/x/foo-{ID}"),
+        "/".to_string(),
+    ] {
+        assert_eq!(identify(&p), None, "{p}");
+    }
 }
 
-fn write_v2_container(root: &Path, rel: &str, usage_usec: u64, quota: bool) {
-    let d = root.join("sys/fs/cgroup").join(rel);
-    fs::create_dir_all(&d).unwrap();
-    fs::write(d.join("cpu.stat"), format!("usage_usec {usage_usec}\nuser_usec 700\nsystem_usec 300\nnr_periods 10\nnr_throttled 4\nthrottled_usec 2500000\nnr_bursts 0\nburst_usec 0\n")).unwrap();
-    fs::write(
-        d.join("cpu.max"),
-        if quota {
-            "50000 100000\n"
-        } else {
-            "max 100000\n"
-        },
-    )
-    .unwrap();
-    fs::write(d.join("memory.current"), "10485760\n").unwrap();
-    fs::write(d.join("memory.max"), "67108864\n").unwrap();
-    fs::write(d.join("memory.stat"), "anon 4194304\nfile 6291456\nkernel 0\nfile_mapped 1048576\nactive_file 2097152\ninactive_file 4194304\n").unwrap();
-    fs::write(
-        d.join("memory.events"),
-        "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n",
-    )
-    .unwrap();
-    fs::write(d.join("cpu.pressure"), "some avg10=0.00 avg60=0.00 avg300=0.00 total=1234\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=567\n").unwrap();
+#[test]
+fn cgroup_mountinfo_hybrid_and_v2() {
+    let hybrid = "\
+25 20 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+32 25 0:29 / /sys/fs/cgroup/my\\040dir rw - cgroup cgroup rw,blkio
+";
+    let h = Hierarchies::from_mountinfo(hybrid, Path::new("/host"));
+    assert_eq!(
+        h.v1["cpu"],
+        PathBuf::from("/host/sys/fs/cgroup/cpu,cpuacct")
+    );
+    assert_eq!(
+        h.v1["cpuacct"],
+        PathBuf::from("/host/sys/fs/cgroup/cpu,cpuacct")
+    );
+    assert_eq!(h.v1["memory"], PathBuf::from("/host/sys/fs/cgroup/memory"));
+    assert_eq!(h.v1["blkio"], PathBuf::from("/host/sys/fs/cgroup/my dir"));
+    assert!(!h.is_v2());
+    let v2 = "35 25 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw\n";
+    let h = Hierarchies::from_mountinfo(v2, Path::new("/"));
+    assert_eq!(h.v2, Some(PathBuf::from("/sys/fs/cgroup")));
+    assert!(h.is_v2());
 }
 
-fn find<'a>(s: &'a Scrape, name: &str) -> Vec<&'a crate::model::Sample> {
+#[test]
+fn cgroup_parsers_real_formats() {
+    let io = "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:0 rbytes=4 wbytes=8 rios=3 wios=4 dbytes=0 dios=0\n";
+    let m = io_stat(io).unwrap();
+    assert_eq!(
+        (m["rbytes"], m["wbytes"], m["rios"], m["wios"]),
+        (4100.0, 8200.0, 4.0, 6.0)
+    );
+    let b = "8:0 Read 100\n8:0 Write 50\n8:0 Sync 0\n8:0 Async 150\n8:0 Total 150\n8:16 Read 1\nTotal 151\n";
+    assert_eq!(blkio(b).unwrap(), (101.0, 50.0));
+    let psi = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=500000\n";
+    assert_eq!(psi_totals(psi).unwrap(), (Some(1.5e6), Some(5e5)));
+    assert!(number("12x").is_err());
+    assert!(number("").is_err());
+    assert!(flat_kv("a 1\nb\n").is_err());
+}
+
+proptest! {
+    #[test]
+    fn cgroup_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let t = String::from_utf8_lossy(&bytes);
+        let _ = number(&t);
+        let _ = flat_kv(&t);
+        let _ = io_stat(&t);
+        let _ = blkio(&t);
+        let _ = psi_totals(&t);
+        let _ = identify(&t);
+        let _ = kmsg::parse_record(&t);
+        let _ = Hierarchies::from_mountinfo(&t, Path::new("/h"));
+    }
+}
+
+fn w(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, text).unwrap();
+}
+
+fn find(s: &Scrape, name: &str, id: &str) -> Option<(Vec<(String, String)>, f64)> {
     s.families
         .iter()
-        .filter(|f| f.name == name)
-        .flat_map(|f| f.samples.iter())
-        .collect()
-}
-
-fn label<'a>(s: &'a crate::model::Sample, k: &str) -> &'a str {
-    s.labels
+        .find(|f| f.name == name)?
+        .samples
         .iter()
-        .find(|(n, _)| n == k)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("<absent>")
+        .find(|x| x.labels.iter().any(|(k, v)| k == "id" && v == id))
+        .map(|x| (x.labels.clone(), x.value))
+}
+
+fn val(s: &Scrape, name: &str, id: &str) -> f64 {
+    find(s, name, id)
+        .unwrap_or_else(|| panic!("{name}{{id={id}}} missing"))
+        .1
+}
+
+fn v2_cgroup(root: &Path, dir: &str, quota: &str) {
+    w(
+        root,
+        &format!("{dir}/cpu.stat"),
+        "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 40\nnr_throttled 7\nthrottled_usec 350000\n",
+    );
+    w(root, &format!("{dir}/cpu.max"), quota);
+    w(root, &format!("{dir}/cpu.weight"), "100\n");
+    w(root, &format!("{dir}/memory.current"), "10485760\n");
+    w(
+        root,
+        &format!("{dir}/memory.stat"),
+        "anon 4194304\nfile 6291456\nfile_mapped 1048576\ninactive_file 2097152\nactive_file 4194304\n",
+    );
+    w(root, &format!("{dir}/memory.max"), "67108864\n");
+    w(root, &format!("{dir}/memory.swap.current"), "0\n");
+    w(
+        root,
+        &format!("{dir}/memory.events"),
+        "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
+    );
+    w(root, &format!("{dir}/pids.current"), "5\n");
+    w(root, &format!("{dir}/cgroup.procs"), "101\n102\n");
+    w(
+        root,
+        &format!("{dir}/io.stat"),
+        "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
+    );
+    w(
+        root,
+        &format!("{dir}/cpu.pressure"),
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=500000\n",
+    );
 }
 
 #[test]
-fn identifies_kubernetes_docker_podman_paths() {
-    let uid = "1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901";
-    let cases = [
-        format!(
-            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/cri-containerd-{ID}.scope"
+fn cgroup_fixture_v2_kubepods_and_podman() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path();
+    w(
+        h,
+        "proc/self/mountinfo",
+        "35 25 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
+    );
+    let cg = h.join("sys/fs/cgroup");
+    w(
+        &cg,
+        "cpu.stat",
+        "usage_usec 9000000\nuser_usec 6000000\nsystem_usec 3000000\n",
+    );
+    w(
+        &cg,
+        "memory.stat",
+        "anon 100\nfile 50\nfile_mapped 10\ninactive_file 20\n",
+    );
+    let u = UID.replace('-', "_");
+    let k8s = format!(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope"
+    );
+    v2_cgroup(&cg, &k8s, "50000 100000\n");
+    let pid2 = ID.replace('0', "f");
+    let pod = format!("machine.slice/libpod-{pid2}.scope");
+    v2_cgroup(&cg, &pod, "max 100000\n");
+    fs::create_dir_all(cg.join(format!("machine.slice/libpod-conmon-{pid2}.scope"))).unwrap();
+    fs::create_dir_all(cg.join("system.slice/var-lib.mount")).unwrap();
+    fs::create_dir_all(h.join(format!("var/log/pods/prod_web-7d9_{UID}/nginx"))).unwrap();
+    w(
+        h,
+        &format!("var/log/containers/web-7d9_prod_nginx-{ID}.log"),
+        "",
+    );
+    w(
+        h,
+        "var/lib/containers/storage/overlay-containers/containers.json",
+        &format!(
+            r#"[{{"id":"{pid2}","names":["db"],"image":"abc","metadata":"{{\"image-name\":\"localhost/bb:1\",\"name\":\"db\"}}"}}]"#
         ),
-        format!("/kubepods.slice/kubepods-pod{uid}.slice/crio-{ID}.scope"),
-        format!("/kubepods/burstable/pod{}/{ID}", uid.replace('_', "-")),
-        format!("/kubepods/pod{}/{ID}", uid.replace('_', "-")),
-    ];
-    for c in &cases {
-        let id = identify(c).unwrap_or_else(|| panic!("not identified: {c}"));
-        assert_eq!(id.container_id, ID, "{c}");
-        assert_eq!(id.pod_uid, uid.replace('_', "-"), "{c}");
-    }
-    for c in [
-        format!("/docker/{ID}"),
-        format!("/system.slice/docker-{ID}.scope"),
-        format!("/libpod_parent/libpod-{ID}"),
-        format!("/machine.slice/libpod-{ID}.scope"),
-    ] {
-        let id = identify(&c).unwrap_or_else(|| panic!("not identified: {c}"));
-        assert_eq!(id.container_id, ID);
-        assert_eq!(id.pod_uid, "");
-    }
-    for c in [
-        format!("/system.slice/crio-conmon-{ID}.scope"),
-        format!("/system.slice/run-{ID}.mount"),
-        "/kubepods.slice/kubepods-burstable.slice".to_string(),
-        "/user.slice".to_string(),
-    ] {
-        assert!(identify(&c).is_none(), "{c}");
-    }
-}
-
-#[test]
-fn parses_hybrid_mountinfo() {
-    let text = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n\
-                35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
-                40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
-                41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
-                garbage line\n";
-    let h = parse_mountinfo(text, Path::new("/host"));
-    assert_eq!(h.len(), 3);
-    assert_eq!(h[0].path, Path::new("/host/sys/fs/cgroup/cpu,cpuacct"));
-    assert_eq!(h[0].controllers, vec!["cpu", "cpuacct"]);
-    assert!(h[2].v2);
-}
-
-#[test]
-fn v2_fixture_gives_cadvisor_figures_and_labels() {
-    let t = v2_root();
-    let uid = "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901";
-    let rel = format!(
-        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope",
-        uid.replace('-', "_")
     );
-    write_v2_container(t.path(), &rel, 2_500_000, true);
-    let logs = t.path().join("var/log/containers");
-    fs::create_dir_all(&logs).unwrap();
-    fs::write(logs.join(format!("web-7d9_shop_nginx-{ID}.log")), "").unwrap();
-    let mut r = CgroupReader::new(t.path());
-    let mut s = Scrape::new(0);
-    let (errs, n) = r.scrape(&mut s);
+
+    let mut r = CgroupReader::new(h);
+    let mut s = Scrape::new(1_700_000_000_000);
+    let errs = r.scrape(&mut s);
     assert!(errs.is_empty(), "{errs:?}");
-    assert_eq!(n, 1);
-    let cpu = find(&s, "container_cpu_usage_seconds_total");
-    assert_eq!(cpu.len(), 1);
-    assert_eq!(cpu[0].value, 2.5);
-    let names: Vec<&str> = cpu[0].labels.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(names, LABELS);
-    assert_eq!(label(cpu[0], "id"), format!("/{rel}"));
-    assert_eq!(label(cpu[0], "pod"), "web-7d9");
-    assert_eq!(label(cpu[0], "namespace"), "shop");
-    assert_eq!(label(cpu[0], "container"), "nginx");
+    let kid = format!("/{k8s}");
+    let (labels, v) = find(&s, "container_cpu_usage_seconds_total", &kid).unwrap();
+    assert_eq!(v, 2.5);
+    let want: Vec<(String, String)> = [
+        ("id", kid.as_str()),
+        ("name", ""),
+        ("image", ""),
+        ("namespace", "prod"),
+        ("pod", "web-7d9"),
+        ("container", "nginx"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(labels, want);
+    assert_eq!(val(&s, "container_cpu_user_seconds_total", &kid), 2.0);
+    assert_eq!(val(&s, "container_cpu_system_seconds_total", &kid), 0.5);
+    assert_eq!(val(&s, "container_cpu_cfs_periods_total", &kid), 40.0);
     assert_eq!(
-        find(&s, "container_memory_working_set_bytes")[0].value,
-        6291456.0
+        val(&s, "container_cpu_cfs_throttled_periods_total", &kid),
+        7.0
     );
-    assert_eq!(find(&s, "container_oom_events_total")[0].value, 2.0);
     assert_eq!(
-        find(&s, "container_spec_memory_limit_bytes")[0].value,
+        val(&s, "container_cpu_cfs_throttled_seconds_total", &kid),
+        0.35
+    );
+    assert_eq!(val(&s, "container_spec_cpu_quota", &kid), 50000.0);
+    assert_eq!(val(&s, "container_spec_cpu_period", &kid), 100000.0);
+    // weight 100 → 2 + 99 * 262142 / 9999, floored (the runc conversion inverted).
+    assert_eq!(val(&s, "container_spec_cpu_shares", &kid), 2597.0);
+    assert_eq!(val(&s, "container_memory_usage_bytes", &kid), 10485760.0);
+    assert_eq!(
+        val(&s, "container_memory_working_set_bytes", &kid),
+        8388608.0
+    );
+    assert_eq!(val(&s, "container_memory_rss", &kid), 4194304.0);
+    assert_eq!(val(&s, "container_memory_cache", &kid), 6291456.0);
+    assert_eq!(val(&s, "container_memory_mapped_file", &kid), 1048576.0);
+    assert_eq!(val(&s, "container_memory_failcnt", &kid), 3.0);
+    assert_eq!(
+        val(&s, "container_spec_memory_limit_bytes", &kid),
         67108864.0
     );
+    assert_eq!(val(&s, "container_oom_events_total", &kid), 1.0);
+    assert_eq!(val(&s, "container_processes", &kid), 2.0);
+    assert_eq!(val(&s, "container_threads", &kid), 5.0);
+    assert_eq!(val(&s, "container_fs_reads_bytes_total", &kid), 4096.0);
+    assert_eq!(val(&s, "container_fs_writes_total", &kid), 2.0);
     assert_eq!(
-        find(&s, "container_cpu_cfs_throttled_periods_total")[0].value,
-        4.0
+        val(&s, "container_pressure_cpu_waiting_seconds_total", &kid),
+        1.5
     );
     assert_eq!(
-        find(&s, "container_cpu_cfs_throttled_seconds_total")[0].value,
-        2.5
+        val(&s, "container_pressure_cpu_stalled_seconds_total", &kid),
+        0.5
     );
-}
+    assert_eq!(val(&s, "container_last_seen", &kid), 1_700_000_000.0);
+    assert!(val(&s, "container_start_time_seconds", &kid) > 1.0e9);
 
-#[test]
-fn no_throttling_series_without_quota_and_working_set_floors_at_zero() {
-    let t = v2_root();
-    let rel = format!("system.slice/docker-{ID}.scope");
-    write_v2_container(t.path(), &rel, 1, false);
-    let d = t.path().join("sys/fs/cgroup").join(&rel);
-    fs::write(d.join("memory.current"), "100\n").unwrap();
-    let mut r = CgroupReader::new(t.path());
-    let mut s = Scrape::new(0);
-    r.scrape(&mut s);
-    assert!(find(&s, "container_cpu_cfs_throttled_periods_total").is_empty());
-    assert_eq!(find(&s, "container_memory_working_set_bytes")[0].value, 0.0);
-}
-
-#[test]
-fn hundreds_of_pods_with_churn_leave_nothing_behind() {
-    let t = v2_root();
-    let base = t.path().join("sys/fs/cgroup/kubepods.slice");
-    let mut r = CgroupReader::new(t.path());
-    for round in 0..3u64 {
-        let _ = fs::remove_dir_all(&base);
-        for i in 0..300u64 {
-            let id = format!("{:064x}", round * 1000 + i);
-            let rel = format!(
-                "kubepods.slice/kubepods-pod{:032x}.slice/cri-containerd-{id}.scope",
-                round * 1000 + i
-            );
-            write_v2_container(t.path(), &rel, i, false);
-        }
-        let mut s = Scrape::new(0);
-        let (errs, n) = r.scrape(&mut s);
-        assert!(errs.is_empty());
-        assert_eq!(n, 300);
-        assert_eq!(find(&s, "container_cpu_usage_seconds_total").len(), 300);
-    }
-    // Only the current round is reported: nothing from a removed cgroup survives.
-    let mut s = Scrape::new(0);
-    r.scrape(&mut s);
+    let pid = format!("/{pod}");
+    let (labels, _) = find(&s, "container_memory_usage_bytes", &pid).unwrap();
+    assert_eq!(labels[1], ("name".into(), "db".into()));
+    assert_eq!(labels[2], ("image".into(), "localhost/bb:1".into()));
     assert!(
-        find(&s, "container_cpu_usage_seconds_total")
+        find(&s, "container_cpu_cfs_periods_total", &pid).is_none(),
+        "no quota, no cfs figures"
+    );
+    assert!(find(&s, "container_spec_cpu_quota", &pid).is_none());
+    // Root for machine totals; non-container cgroups and conmon are not reported.
+    assert_eq!(val(&s, "container_cpu_usage_seconds_total", "/"), 9.0);
+    assert_eq!(val(&s, "container_memory_working_set_bytes", "/"), 130.0);
+    let ids: BTreeSet<String> = s
+        .families
+        .iter()
+        .flat_map(|f| f.samples.iter())
+        .filter_map(|x| {
+            x.labels
+                .iter()
+                .find(|(k, _)| k == "id")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        ["/".to_string(), kid.clone(), pid.clone()]
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(r.cached(), 2);
+
+    // A broken file skips that figure with an error; a vanished cgroup drops its cache entry.
+    fs::write(cg.join(&k8s).join("memory.current"), "12ab").unwrap();
+    fs::remove_dir_all(cg.join("machine.slice")).unwrap();
+    let mut s = Scrape::new(1);
+    let errs = r.scrape(&mut s);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].to_string().contains("memory.current"));
+    assert!(find(&s, "container_memory_usage_bytes", &kid).is_none());
+    assert_eq!(val(&s, "container_memory_rss", &kid), 4194304.0);
+    assert!(find(&s, "container_memory_rss", &pid).is_none());
+    assert_eq!(r.cached(), 1);
+}
+
+#[test]
+fn cgroup_fixture_v1_cgroupfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path();
+    w(
+        h,
+        "proc/1/mountinfo",
+        "\
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+32 25 0:29 / /sys/fs/cgroup/blkio rw - cgroup cgroup rw,blkio
+",
+    );
+    let rel = format!("kubepods/burstable/pod{UID}/{ID}");
+    let cpu = h.join("sys/fs/cgroup/cpu,cpuacct").join(&rel);
+    let mem = h.join("sys/fs/cgroup/memory").join(&rel);
+    let blk = h.join("sys/fs/cgroup/blkio").join(&rel);
+    w(&cpu, "cpuacct.usage", "3000000000\n");
+    w(&cpu, "cpuacct.stat", "user 200\nsystem 100\n");
+    w(&cpu, "cpu.shares", "512\n");
+    w(&cpu, "cpu.cfs_period_us", "100000\n");
+    w(&cpu, "cpu.cfs_quota_us", "-1\n");
+    w(
+        &cpu,
+        "cpu.stat",
+        "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n",
+    );
+    w(&cpu, "cgroup.procs", "7\n");
+    w(&cpu, "tasks", "7\n8\n9\n");
+    w(&mem, "memory.usage_in_bytes", "1000\n");
+    w(
+        &mem,
+        "memory.stat",
+        "cache 1\nrss 2\ntotal_cache 600\ntotal_rss 300\ntotal_mapped_file 50\ntotal_inactive_file 1200\ntotal_swap 0\n",
+    );
+    w(&mem, "memory.failcnt", "0\n");
+    w(&mem, "memory.limit_in_bytes", "9223372036854771712\n");
+    w(
+        &mem,
+        "memory.oom_control",
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+    );
+    w(
+        &blk,
+        "blkio.throttle.io_service_bytes",
+        "8:0 Read 100\n8:0 Write 50\n8:0 Total 150\nTotal 150\n",
+    );
+    w(
+        &blk,
+        "blkio.throttle.io_serviced",
+        "8:0 Read 1\n8:0 Write 2\n8:0 Total 3\nTotal 3\n",
+    );
+    fs::create_dir_all(h.join(format!("var/log/pods/kube-system_dns-1_{UID}/coredns"))).unwrap();
+    let did = ID.replace('a', "d");
+    let dcpu = h.join("sys/fs/cgroup/cpu,cpuacct/docker").join(&did);
+    w(&dcpu, "cpuacct.usage", "1500000000\n");
+    w(
+        h,
+        &format!("var/lib/docker/containers/{did}/config.v2.json"),
+        r#"{"Name":"/redis","Config":{"Image":"redis:7","Env":["SECRET=x"]}}"#,
+    );
+    let mut r = CgroupReader::new(h);
+    let mut s = Scrape::new(0);
+    let errs = r.scrape(&mut s);
+    // The root has no files in this fixture: its figures are errors, not panics.
+    assert!(
+        errs.iter().all(|e| !e.to_string().contains(&rel)),
+        "{errs:?}"
+    );
+    let id = format!("/{rel}");
+    let (labels, v) = find(&s, "container_cpu_usage_seconds_total", &id).unwrap();
+    assert_eq!(v, 3.0);
+    assert_eq!(labels[3], ("namespace".into(), "kube-system".into()));
+    assert_eq!(labels[4], ("pod".into(), "dns-1".into()));
+    assert_eq!(val(&s, "container_cpu_user_seconds_total", &id), 2.0);
+    assert_eq!(val(&s, "container_spec_cpu_shares", &id), 512.0);
+    assert!(find(&s, "container_spec_cpu_quota", &id).is_none());
+    assert!(find(&s, "container_cpu_cfs_periods_total", &id).is_none());
+    assert_eq!(val(&s, "container_memory_working_set_bytes", &id), 0.0);
+    assert_eq!(val(&s, "container_memory_rss", &id), 300.0);
+    assert_eq!(val(&s, "container_spec_memory_limit_bytes", &id), 0.0);
+    assert_eq!(val(&s, "container_oom_events_total", &id), 2.0);
+    assert_eq!(val(&s, "container_processes", &id), 1.0);
+    assert_eq!(val(&s, "container_threads", &id), 3.0);
+    assert_eq!(val(&s, "container_fs_reads_bytes_total", &id), 100.0);
+    assert_eq!(val(&s, "container_fs_writes_total", &id), 2.0);
+    let (labels, v) = find(
+        &s,
+        "container_cpu_usage_seconds_total",
+        &format!("/docker/{did}"),
+    )
+    .unwrap();
+    assert_eq!(v, 1.5);
+    assert_eq!(labels[1], ("name".into(), "redis".into()));
+    assert_eq!(labels[2], ("image".into(), "redis:7".into()));
+    assert!(
+        labels
             .iter()
-            .all(|x| label(x, "id").contains(&format!("{:064x}", 2000u64)[..40]))
+            .all(|(k, v)| k != "SECRET" && !v.contains("SECRET"))
     );
 }
 
-proptest::proptest! {
-    #[test]
-    fn bad_files_never_panic(content in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
-        let t = v2_root();
-        let rel = format!("docker/{ID}");
-        write_v2_container(t.path(), &rel, 5, true);
-        let d = t.path().join("sys/fs/cgroup").join(&rel);
-        for f in ["cpu.stat", "memory.current", "memory.stat", "memory.max", "memory.events", "cpu.max"] {
-            fs::write(d.join(f), &content).unwrap();
-        }
-        let mut r = CgroupReader::new(t.path());
-        let mut s = Scrape::new(0);
-        let _ = r.scrape(&mut s);
-    }
-}
-
-/// Real kernel objects: a kubepods-like cgroup under the v1 cpuacct and memory
-/// hierarchies, a CPU-burning child in it, our figure vs `cpuacct.usage`.
 #[test]
-fn v1_real_cgroup_cpu_matches_cpuacct_usage() {
-    let h = match fs::read_to_string("/proc/self/mountinfo") {
-        Ok(t) => parse_mountinfo(&t, Path::new("/")),
-        Err(e) => return eprintln!("skip: no mountinfo: {e}"),
-    };
-    let Some(cpuacct) = h
-        .iter()
-        .find(|h| h.controllers.iter().any(|c| c == "cpuacct"))
-    else {
-        return eprintln!("skip: no v1 cpuacct hierarchy");
-    };
-    let rel = format!(
-        "kubepods/burstable/podvigiltest{}/{:064x}",
-        std::process::id(),
-        std::process::id()
+fn cgroup_kmsg_oom_record() {
+    let rec = format!(
+        "6,1234,5678901,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/libpod_parent/libpod-{ID},task_memcg=/libpod_parent/libpod-{ID},task=sh,pid=4242,uid=0\n"
     );
-    let dir = cpuacct.path.join(&rel);
-    if let Err(e) = fs::create_dir_all(&dir) {
-        return eprintln!("skip: cannot mkdir {}: {e} (needs root)", dir.display());
-    }
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("read _; while :; do :; done")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
-    drop(child.stdin.take());
-    // Burn until the kernel has counted 0.3 s (bounded at 15 s on a busy host).
-    let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(15) {
-        let used = fs::read_to_string(dir.join("cpuacct.usage"))
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if used > 300_000_000 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    // Stop the burner first so the kernel figure is frozen while we compare.
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut r = CgroupReader::new(Path::new("/"));
-    let mut s = Scrape::new(0);
-    r.scrape(&mut s);
-    let kernel: f64 = fs::read_to_string(dir.join("cpuacct.usage"))
-        .unwrap()
-        .trim()
-        .parse::<f64>()
-        .unwrap()
-        / 1e9;
-    let ours = find(&s, "container_cpu_usage_seconds_total")
-        .into_iter()
-        .find(|x| label(x, "id") == format!("/{rel}"))
-        .map(|x| x.value);
-    // Clean up before asserting.
-    let mut p = dir.clone();
-    for _ in 0..4 {
-        let _ = fs::remove_dir(&p);
-        p.pop();
-        if p == cpuacct.path {
-            break;
-        }
-    }
-    let ours = ours.expect("our scrape saw the test cgroup");
-    assert!(kernel > 0.1, "child burned {kernel}s");
-    assert!(
-        (ours - kernel).abs() / kernel < 0.02,
-        "ours {ours} kernel {kernel}"
+    let k = kmsg::parse_record(&rec).unwrap();
+    assert_eq!(k.task_memcg, format!("/libpod_parent/libpod-{ID}"));
+    assert_eq!((k.task.as_str(), k.pid.as_str()), ("sh", "4242"));
+    assert_eq!(
+        kmsg::parse_record("6,1,2,-;Memory cgroup out of memory: Killed process 1"),
+        None
     );
-}
-
-/// Real kernel objects: a memory limit under the v1 memory hierarchy and a
-/// child that allocates past it → `container_oom_events_total` counts the kill.
-#[test]
-fn v1_real_cgroup_oom_kill_is_counted() {
-    let h = match fs::read_to_string("/proc/self/mountinfo") {
-        Ok(t) => parse_mountinfo(&t, Path::new("/")),
-        Err(e) => return eprintln!("skip: no mountinfo: {e}"),
-    };
-    let Some(mem) = h
-        .iter()
-        .find(|h| h.controllers.iter().any(|c| c == "memory"))
-    else {
-        return eprintln!("skip: no v1 memory hierarchy");
-    };
-    let rel = format!(
-        "kubepods/burstable/podvigiloom{}/{:064x}",
-        std::process::id(),
-        u64::from(std::process::id()) + 1
-    );
-    let dir = mem.path.join(&rel);
-    if let Err(e) = fs::create_dir_all(&dir) {
-        return eprintln!("skip: cannot mkdir {}: {e} (needs root)", dir.display());
-    }
-    fs::write(dir.join("memory.limit_in_bytes"), "16777216").unwrap();
-    let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), "16777216");
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("read _; x=a; while :; do x=\"$x$x\"; done")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
-    drop(child.stdin.take());
-    let status = child.wait();
-    let mut r = CgroupReader::new(Path::new("/"));
-    let mut s = Scrape::new(0);
-    r.scrape(&mut s);
-    let ours = find(&s, "container_oom_events_total")
-        .into_iter()
-        .find(|x| label(x, "id") == format!("/{rel}"))
-        .map(|x| x.value);
-    let mut p = dir.clone();
-    for _ in 0..4 {
-        let _ = fs::remove_dir(&p);
-        p.pop();
-        if p == mem.path {
-            break;
-        }
-    }
-    eprintln!("child exit: {status:?}");
-    assert_eq!(ours, Some(1.0));
+    assert_eq!(kmsg::parse_record("garbage"), None);
 }

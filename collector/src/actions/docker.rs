@@ -314,6 +314,14 @@ fn clone_body(inspect: &Value) -> Value {
         }
         if let Some(mut hc) = inspect.get("HostConfig").cloned() {
             normalize_ulimits(&mut hc);
+            // inspect reports a --cpus limit both as NanoCpus and as the
+            // period/quota it became; create accepts only one of them
+            if hc.get("NanoCpus").and_then(Value::as_i64).unwrap_or(0) > 0
+                && let Some(o) = hc.as_object_mut()
+            {
+                o.remove("CpuPeriod");
+                o.remove("CpuQuota");
+            }
             o.insert("HostConfig".into(), hc);
         }
     }
@@ -393,7 +401,7 @@ mod tests {
         let inspect = serde_json::json!({
             "Id": "x", "Name": "/web-1",
             "Config": {"Image": "localhost/bb:1", "Hostname": "abc", "Cmd": ["sh"], "Labels": {"com.docker.compose.service": "web"}},
-            "HostConfig": {"NanoCpus": 500000000, "Memory": 67108864,
+            "HostConfig": {"NanoCpus": 500000000, "CpuPeriod": 100000, "CpuQuota": 50000, "Memory": 67108864,
                            "Ulimits": [{"Name": "RLIMIT_NOFILE", "Soft": 1024, "Hard": 1024}]}
         });
         let b = clone_body(&inspect);
@@ -402,6 +410,9 @@ mod tests {
         assert_eq!(b["HostConfig"]["Memory"], 67108864);
         assert_eq!(b["Labels"]["com.docker.compose.service"], "web");
         assert_eq!(b["HostConfig"]["Ulimits"][0]["Name"], "nofile");
+        assert!(
+            b["HostConfig"].get("CpuQuota").is_none() && b["HostConfig"]["NanoCpus"] == 500000000
+        );
     }
 
     #[test]

@@ -1,0 +1,251 @@
+//! The classic autoscaling scenario on real podman containers: a 2-replica
+//! `web` service burns CPU under a 0.5-CPU quota; the agent scrapes its
+//! cgroups every second, the collector's autoscaler (HPA algorithm, target
+//! 40% of the quota) scales it to 4 through podman's Docker-compatible API,
+//! and back to 2 once the load stops and the (shortened) scale-down
+//! stabilization window has passed — with no step in between.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use vigil_e2e::{Proc, bin, free_port, get, wait_for};
+
+struct Cleanup {
+    service: Option<Child>,
+    label: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in containers(&self.label) {
+            let _ = Command::new("podman")
+                .args(["rm", "-f", "-t", "0", &id])
+                .output();
+        }
+        if let Some(mut c) = self.service.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn containers(label: &str) -> Vec<String> {
+    Command::new("podman")
+        .args(["ps", "-q", "--filter", &format!("label={label}")])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn usable() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    root && Command::new("podman")
+        .args(["image", "exists", "localhost/bb:1"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn web_scales_from_2_to_4_under_load_and_back_to_2_without_flapping() {
+    if !usable() {
+        eprintln!(
+            "skipped: needs root and podman with localhost/bb:1 (scripts/install-test-deps.sh)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tag: u32 = std::process::id()
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos());
+    let svc = format!("vigilweb{tag:x}");
+    let label = format!("com.docker.compose.service={svc}");
+    let sock = d.join("podman.sock");
+    let service = Command::new("podman")
+        .args([
+            "system",
+            "service",
+            "--time=0",
+            &format!("unix://{}", sock.display()),
+        ])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("podman system service");
+    let _cleanup = Cleanup {
+        service: Some(service),
+        label: label.clone(),
+    };
+    for i in 0..2 {
+        let out = Command::new("podman")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &format!("{svc}-{i}"),
+                "--label",
+                &label,
+                "--cpus",
+                "0.5",
+                "localhost/bb:1",
+                "sh",
+                "-c",
+                "while [ ! -e /stop ]; do :; done; sleep 3600",
+            ])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for(Duration::from_secs(20), "podman API socket", || {
+        if sock.exists() {
+            Ok(())
+        } else {
+            Err("no socket".into())
+        }
+    });
+    std::fs::write(
+        d.join("actions.yml"),
+        format!(
+            "executors:\n  podman: {{type: docker, socket: {sock}}}\n\
+             autoscale:\n  - name: web\n    executor: podman\n    workload: {{service: {svc}}}\n    \
+             query: '100 * avg(rate(container_cpu_usage_seconds_total{{name=~\"{svc}-.*\"}}[5s])) / 0.5'\n    \
+             target: 40\n    min_replicas: 2\n    max_replicas: 4\n    interval: 1s\n    \
+             behavior:\n      scale_down: {{stabilization_window: 15s}}\n",
+            sock = sock.display()
+        ),
+    )
+    .unwrap();
+    let (hp, gp) = (free_port(), free_port());
+    let http = format!("127.0.0.1:{hp}");
+    let _collector = Proc::start(
+        "collector",
+        &bin("vigil-collector"),
+        &[
+            "--http-listen".into(),
+            http.clone(),
+            "--grpc-listen".into(),
+            format!("127.0.0.1:{gp}"),
+            "--data-dir".into(),
+            d.join("collector").display().to_string(),
+            "--actions".into(),
+            d.join("actions.yml").display().to_string(),
+        ],
+        &d.join("logs"),
+    );
+    let _agent = Proc::start(
+        "agent",
+        &bin("vigil-agent"),
+        &[
+            "--collector".into(),
+            format!("http://127.0.0.1:{gp}"),
+            "--interval".into(),
+            "1s".into(),
+            "--batch-max-wait".into(),
+            "100ms".into(),
+            "--http-listen".into(),
+            "off".into(),
+            "--state-dir".into(),
+            d.join("agent").display().to_string(),
+        ],
+        &d.join("logs"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while containers(&label).len() != 4 {
+        if std::time::Instant::now() > deadline {
+            let q = format!(
+                "/api/v1/query?query=container_cpu_usage_seconds_total%7Bname%3D~%22{svc}-.%2A%22%7D"
+            );
+            panic!(
+                "no scale-up to 4 ({} replicas)\nactions: {:?}\nseries: {:?}\ncollector: {}",
+                containers(&label).len(),
+                get(&http, "/api/v1/actions"),
+                get(&http, &q),
+                _collector.stderr_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // the load stops in every replica, clones included
+    for id in containers(&label) {
+        let out = Command::new("podman")
+            .args(["exec", &id, "sh", "-c", ": > /stop"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "podman exec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while containers(&label).len() != 2 {
+        if std::time::Instant::now() > deadline {
+            let (_, a) = get(&http, "/api/v1/actions?limit=3").unwrap_or_default();
+            panic!(
+                "no scale-down to 2 ({} replicas)\nactions: {a}",
+                containers(&label).len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // the executor audits after the containers are gone: wait for it
+    let (steps, body) = wait_for(
+        Duration::from_secs(30),
+        "the scale-down in the audit log",
+        || {
+            let (_, body) = get(&http, "/api/v1/actions?limit=1000")?;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let mut steps: Vec<(u64, u64)> = v["data"]["actions"]
+                .as_array()
+                .ok_or("no actions")?
+                .iter()
+                .filter(|e| e["action"] == "scale" && e["result"] == "delivered")
+                .filter_map(|e| Some((e["from_replicas"].as_u64()?, e["to_replicas"].as_u64()?)))
+                .collect();
+            steps.reverse();
+            if steps.last().map(|s| s.1) == Some(2) {
+                Ok((steps, body))
+            } else {
+                Err(format!("{steps:?}"))
+            }
+        },
+    );
+    // up to 4 (one step, or more while the load was still ramping up), then
+    // down to 2: no reversal at any point — no flapping
+    let peak = steps
+        .iter()
+        .position(|s| s.1 == 4)
+        .unwrap_or_else(|| panic!("never reached 4: {body}"));
+    assert_eq!(steps[0].0, 2, "{body}");
+    for w in steps.windows(2) {
+        assert_eq!(w[0].1, w[1].0, "steps do not chain: {steps:?}");
+    }
+    assert!(
+        steps[..=peak].iter().all(|s| s.1 > s.0),
+        "not monotonic up: {steps:?}"
+    );
+    assert!(
+        steps[peak + 1..].iter().all(|s| s.1 < s.0),
+        "not monotonic down: {steps:?}"
+    );
+    assert_eq!(steps.last().unwrap().1, 2);
+}
