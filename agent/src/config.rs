@@ -94,21 +94,6 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<Duration>,
 
-    /// Per-process series for the top N processes by CPU and by RSS [default: 10].
-    #[arg(long, env = "VIGIL_PROCESS_TOP_N", value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process_top_n: Option<usize>,
-
-    /// Only processes whose command name matches this regex get per-process series.
-    #[arg(long, env = "VIGIL_PROCESS_INCLUDE", value_name = "REGEX")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process_include: Option<String>,
-
-    /// Processes whose command name matches this regex never get per-process series.
-    #[arg(long, env = "VIGIL_PROCESS_EXCLUDE", value_name = "REGEX")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process_exclude: Option<String>,
-
     /// Log output format: text or json [default: text].
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,17 +123,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_in_flight: usize,
     pub shutdown_timeout: std::time::Duration,
-    pub processes: ProcessConfig,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
-}
-
-/// Which processes get series of their own.
-#[derive(Debug, Clone)]
-pub struct ProcessConfig {
-    pub top_n: usize,
-    pub include: Option<regex::Regex>,
-    pub exclude: Option<regex::Regex>,
 }
 
 pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:9491";
@@ -210,10 +186,6 @@ impl Settings {
         if max_in_flight == 0 {
             return Err(invalid("max_in_flight must be at least 1".into()));
         }
-        let regex = |name: &str, r: Option<String>| -> Result<Option<regex::Regex>, ConfigError> {
-            r.map(|r| regex::Regex::new(&r).map_err(|e| invalid(format!("{name}: {e}"))))
-                .transpose()
-        };
         Ok(Config {
             collector,
             node_name,
@@ -238,11 +210,6 @@ impl Settings {
                 .shutdown_timeout
                 .unwrap_or(Duration::from_secs(10))
                 .as_std(),
-            processes: ProcessConfig {
-                top_n: self.process_top_n.unwrap_or(10),
-                include: regex("process_include", self.process_include)?,
-                exclude: regex("process_exclude", self.process_exclude)?,
-            },
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level,
         })
@@ -284,7 +251,6 @@ mod tests {
         assert_eq!(c.collector, DEFAULT_COLLECTOR);
         assert_eq!(c.interval, std::time::Duration::from_secs(10));
         assert!(!c.node_name.is_empty());
-        assert_eq!(c.processes.top_n, 10);
     }
 
     #[test]
@@ -303,16 +269,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("http_listen")
-        );
-        let s = Settings {
-            process_include: Some("(".into()),
-            ..Default::default()
-        };
-        assert!(
-            s.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("process_include")
         );
     }
 }
