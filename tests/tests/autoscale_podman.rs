@@ -17,7 +17,18 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for id in containers(&self.label) {
+        // stopped ones too: a scale-down may have stopped without removing
+        let all = Command::new("podman")
+            .args(["ps", "-aq", "--filter", &format!("label={}", self.label)])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for id in all {
             let _ = Command::new("podman")
                 .args(["rm", "-f", "-t", "0", &id])
                 .output();
