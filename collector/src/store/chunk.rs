@@ -23,8 +23,6 @@ pub enum ChunkError {
     Truncated { decoded: u32, count: u32 },
     #[error("chunk timestamps not increasing at sample {index}")]
     NotIncreasing { index: u32 },
-    #[error("chunk holds {got} samples, its header says {count}")]
-    CountMismatch { got: usize, count: u32 },
     #[error("chunk time range [{mint}, {maxt}] does not match its samples [{first}, {last}]")]
     RangeMismatch {
         mint: i64,
@@ -316,39 +314,47 @@ impl Sealed {
                 true
             })
             .map(|_| ()),
-            Codec::Pco => {
-                let (ts, vs) = decode_pco(&self.data)?;
+            Codec::Pco => with_pco(&self.data, self.count, |ts, vs| {
                 let lo = ts.partition_point(|t| *t < mint);
                 let hi = ts.partition_point(|t| *t <= maxt);
                 out.extend(ts[lo..hi].iter().copied().zip(vs[lo..hi].iter().copied()));
-                Ok(())
-            }
+            }),
         }
     }
 
     /// All samples, validated against the header (count, range, order).
     pub(crate) fn samples(&self) -> Result<Vec<(i64, f64)>, ChunkError> {
         let mut out = Vec::with_capacity(self.count.min(1 << 16) as usize);
+        self.samples_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends all samples to `out`, validated against the header (count,
+    /// range, order); on error `out` keeps what it had before.
+    pub(crate) fn samples_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
+        let start = out.len();
+        let res = self.decode_all(out);
+        if res.is_err() {
+            out.truncate(start);
+        }
+        res
+    }
+
+    fn decode_all(&self, all: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
+        let start = all.len();
         match self.codec {
-            Codec::Xor => {
-                decode_xor_checked(&self.data, self.bit_len, self.mint, self.count, &mut out)?
-            }
-            Codec::Pco => {
-                let (ts, vs) = decode_pco(&self.data)?;
-                if ts.len() != self.count as usize {
-                    return Err(ChunkError::CountMismatch {
-                        got: ts.len(),
-                        count: self.count,
-                    });
-                }
+            Codec::Xor => decode_xor_checked(&self.data, self.bit_len, self.mint, self.count, all)?,
+            Codec::Pco => with_pco(&self.data, self.count, |ts, vs| {
                 if let Some(i) = ts.windows(2).position(|w| w[0] >= w[1]) {
                     return Err(ChunkError::NotIncreasing {
                         index: i as u32 + 1,
                     });
                 }
-                out.extend(ts.into_iter().zip(vs));
-            }
+                all.extend(ts.iter().copied().zip(vs.iter().copied()));
+                Ok(())
+            })??,
         }
+        let out = &all[start..];
         let (Some(first), Some(last)) = (out.first(), out.last()) else {
             return Err(ChunkError::Empty);
         };
@@ -360,7 +366,7 @@ impl Sealed {
                 last: last.0,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     /// An XOR chunk of `samples` (strictly increasing, non-empty).
@@ -372,25 +378,28 @@ impl Sealed {
     /// bytes than `than`.
     pub(crate) fn pco_from(samples: &[(i64, f64)], than: usize) -> Option<Sealed> {
         let (first, last) = (samples.first()?, samples.last()?);
+        let count = u32::try_from(samples.len())
+            .ok()
+            .filter(|n| *n <= MAX_CHUNK_SAMPLES)?;
         let data = encode_pco(samples)?;
         if data.len() >= than {
             return None;
         }
         // keep pco only if it gives back exactly what went in, bit for bit
-        let (ts, vs) = decode_pco(&data).ok()?;
-        let exact = ts.len() == samples.len()
-            && ts
-                .iter()
-                .zip(&vs)
+        let exact = with_pco(&data, count, |ts, vs| {
+            ts.iter()
+                .zip(vs)
                 .zip(samples)
-                .all(|((t, v), (st, sv))| t == st && v.to_bits() == sv.to_bits());
-        exact.then(|| Sealed {
+                .all(|((t, v), (st, sv))| t == st && v.to_bits() == sv.to_bits())
+        })
+        .ok()?;
+        exact.then_some(Sealed {
             mint: first.0,
             maxt: last.0,
-            count: samples.len() as u32,
+            count,
             codec: Codec::Pco,
             bit_len: 0,
-            data: data.into_boxed_slice(),
+            data,
         })
     }
 
@@ -483,43 +492,92 @@ fn decode_xor_checked(
     Ok(())
 }
 
-fn pco_config() -> pco::ChunkConfig {
-    pco::ChunkConfig::default()
+/// Most samples a pco chunk may hold: bounds the decode buffers, so a
+/// corrupt count cannot ask for gigabytes.
+pub(crate) const MAX_CHUNK_SAMPLES: u32 = 1 << 20;
+
+/// Per-thread buffers for pco: recompression and queries decode and encode
+/// thousands of blocks, and fresh buffers each time fragment the heap.
+#[derive(Default)]
+struct Scratch {
+    ts: Vec<i64>,
+    vs: Vec<f64>,
+    tb: Vec<u8>,
+    vb: Vec<u8>,
 }
 
-/// `uvarint(len(ts)) | pco(ts) | pco(values)`.
-fn encode_pco(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
-    let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
-    let vs: Vec<f64> = samples.iter().map(|s| s.1).collect();
-    let cfg = pco_config();
-    let tb = pco::standalone::simple_compress(&ts, &cfg).ok()?;
-    let vb = pco::standalone::simple_compress(&vs, &cfg).ok()?;
-    let mut out = Vec::with_capacity(tb.len() + vb.len() + 4);
-    put_uvarint(&mut out, tb.len() as u64);
-    out.extend_from_slice(&tb);
-    out.extend_from_slice(&vb);
-    Some(out)
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
-fn decode_pco(data: &[u8]) -> Result<(Vec<i64>, Vec<f64>), ChunkError> {
+fn pco_err(e: impl std::fmt::Display) -> ChunkError {
+    ChunkError::Pco(e.to_string())
+}
+
+/// `uvarint(len(ts)) | pco(ts) | pco(values)`, allocated at its exact size.
+fn encode_pco(samples: &[(i64, f64)]) -> Option<Box<[u8]>> {
+    SCRATCH.with(|s| {
+        let mut s = s.try_borrow_mut().ok()?;
+        let Scratch { ts, vs, tb, vb } = &mut *s;
+        ts.clear();
+        ts.extend(samples.iter().map(|x| x.0));
+        vs.clear();
+        vs.extend(samples.iter().map(|x| x.1));
+        let cfg = pco::ChunkConfig::default();
+        tb.clear();
+        pco::standalone::simple_compress_into(ts, &cfg, &mut *tb).ok()?;
+        vb.clear();
+        pco::standalone::simple_compress_into(vs, &cfg, &mut *vb).ok()?;
+        let mut out = Vec::with_capacity(tb.len() + vb.len() + 10);
+        put_uvarint(&mut out, tb.len() as u64);
+        out.extend_from_slice(tb);
+        out.extend_from_slice(vb);
+        Some(out.into_boxed_slice())
+    })
+}
+
+/// Decodes a pco chunk that must hold exactly `count` samples and hands
+/// the columns to `f`.
+fn with_pco<R>(
+    data: &[u8],
+    count: u32,
+    f: impl FnOnce(&[i64], &[f64]) -> R,
+) -> Result<R, ChunkError> {
+    if count == 0 || count > MAX_CHUNK_SAMPLES {
+        return Err(ChunkError::Pco(format!("implausible sample count {count}")));
+    }
     let mut rest = data;
-    let tlen = get_uvarint(&mut rest).ok_or_else(|| ChunkError::Pco("bad length".into()))?;
+    let tlen = get_uvarint(&mut rest).ok_or_else(|| pco_err("bad length"))?;
     if tlen > rest.len() as u64 {
-        return Err(ChunkError::Pco("timestamp block past the end".into()));
+        return Err(pco_err("timestamp block past the end"));
     }
     let (tb, vb) = rest.split_at(tlen as usize);
-    let ts: Vec<i64> =
-        pco::standalone::simple_decompress(tb).map_err(|e| ChunkError::Pco(e.to_string()))?;
-    let vs: Vec<f64> =
-        pco::standalone::simple_decompress(vb).map_err(|e| ChunkError::Pco(e.to_string()))?;
-    if ts.len() != vs.len() {
-        return Err(ChunkError::Pco(format!(
-            "{} timestamps but {} values",
-            ts.len(),
-            vs.len()
-        )));
-    }
-    Ok((ts, vs))
+    SCRATCH.with(|s| {
+        let mut s = s.try_borrow_mut().map_err(pco_err)?;
+        let Scratch { ts, vs, .. } = &mut *s;
+        let n = count as usize;
+        ts.resize(n, 0);
+        vs.resize(n, 0.0);
+        for (what, p) in [
+            (
+                "timestamps",
+                pco::standalone::simple_decompress_into(tb, &mut ts[..n]),
+            ),
+            (
+                "values",
+                pco::standalone::simple_decompress_into(vb, &mut vs[..n]),
+            ),
+        ] {
+            let p = p.map_err(pco_err)?;
+            if p.n_processed != n || !p.finished {
+                return Err(ChunkError::Pco(format!(
+                    "{what}: {} decoded, {} expected",
+                    p.n_processed, n
+                )));
+            }
+        }
+        Ok(f(&ts[..n], &vs[..n]))
+    })
 }
 
 pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {

@@ -207,12 +207,10 @@ pub struct StoreOptions {
     pub chunk_samples: u32,
     /// …or when a sample is this much newer than the head's first.
     pub chunk_span_ms: i64,
-    /// Sealed chunks are recompressed (pco) in blocks of about this many
-    /// samples, when smaller; 0 keeps XOR chunks as they are.
+    /// Sealed chunks are recompressed (pco) into blocks of up to this many
+    /// samples, when smaller, by [`Store::trim`] and [`Store::compact`];
+    /// 0 keeps XOR chunks as they are.
     pub block_samples: u32,
-    /// A run of sealed chunks shorter than a block is recompressed once its
-    /// newest sample is this old.
-    pub block_settle_ms: i64,
 }
 
 impl Default for StoreOptions {
@@ -226,7 +224,6 @@ impl Default for StoreOptions {
             chunk_samples: 120,
             chunk_span_ms: 2 * 3600 * 1000,
             block_samples: 720,
-            block_settle_ms: 3600 * 1000,
         }
     }
 }
@@ -770,7 +767,6 @@ impl Store {
         let cutoff = now_ms.saturating_sub(self.opts.retention_ms);
         self.cutoff.fetch_max(cutoff, Ordering::Relaxed);
         let cutoff = self.cutoff.load(Ordering::Relaxed);
-        let settle = now_ms.saturating_sub(self.opts.block_settle_ms);
         let mut emptied: Vec<u32> = Vec::new();
         self.for_each_series(|id, s| {
             let mut d = s.data.lock();
@@ -786,14 +782,15 @@ impl Store {
             self.counters.apply(delta);
             if d.is_empty() {
                 emptied.push(id);
-                return;
             }
-            let (delta, n) = d.recompress(self.opts.block_samples, settle);
-            self.counters.apply(delta);
-            self.counters
-                .recompressed
-                .fetch_add(n as u64, Ordering::Relaxed);
         });
+        self.remove_series(emptied);
+        self.compact();
+    }
+
+    /// Takes series that retention emptied out of the index (unless an
+    /// append came in meanwhile); their references stay valid.
+    fn remove_series(&self, emptied: Vec<u32>) {
         if emptied.is_empty() {
             return;
         }
@@ -825,21 +822,24 @@ impl Store {
 
     /// Recompresses sealed chunks now, as [`Store::trim`] does; returns the
     /// number of chunks rewritten.
-    pub fn compact(&self, now_ms: i64) -> u64 {
-        let settle = now_ms.saturating_sub(self.opts.block_settle_ms);
+    pub fn compact(&self) -> u64 {
+        let block = self.opts.block_samples.min(chunk::MAX_CHUNK_SAMPLES);
         let mut total = 0u64;
         self.for_each_series(|_, s| {
             let mut d = s.data.lock();
             if d.dead {
                 return;
             }
-            let (delta, n) = d.recompress(self.opts.block_samples, settle);
+            let (delta, n) = d.recompress(block);
             self.counters.apply(delta);
             total += n as u64;
         });
         self.counters
             .recompressed
             .fetch_add(total, Ordering::Relaxed);
+        if total > 0 {
+            release_free_heap();
+        }
         total
     }
 
@@ -912,6 +912,24 @@ impl Store {
         mint <= lo && maxt >= self.max_time.load(Ordering::Relaxed)
     }
 }
+
+/// Hands free heap pages back to the kernel after a recompression pass.
+/// Recompression frees many short-lived buffers (decoded samples, pco's
+/// working memory) between long-lived chunk allocations; glibc keeps those
+/// pages mapped, and without this the process grew to several times the
+/// store's live bytes in the store benchmark.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_free_heap() {
+    // SAFETY: malloc_trim takes no pointers and only releases memory the
+    // allocator holds as free; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_heap() {}
 
 fn symbols_to_labels(idx: &Index, syms: &[u32]) -> Labels {
     Labels::from_sorted_unchecked(

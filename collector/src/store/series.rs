@@ -254,11 +254,14 @@ impl SeriesData {
         })
     }
 
-    /// Recompresses runs of sealed XOR chunks into pco blocks of about
-    /// `block_samples` where that is smaller. A run shorter than a block is
-    /// left for later unless its newest sample is older than `settle_before`.
+    /// Recompresses sealed chunks into pco blocks of up to `block_samples`:
+    /// consecutive chunks are grouped greedily from the oldest, and a group
+    /// holding an XOR chunk (a newly sealed one, or one rewritten by an
+    /// out-of-order insert) is re-encoded as one block when that is smaller.
+    /// A block still short of `block_samples` absorbs the next sealed chunk on
+    /// a later pass, so blocks grow to full size.
     /// Returns the byte change and the number of chunks rewritten.
-    pub(crate) fn recompress(&mut self, block_samples: u32, settle_before: i64) -> (Delta, usize) {
+    pub(crate) fn recompress(&mut self, block_samples: u32) -> (Delta, usize) {
         use super::chunk::Codec;
         let mut d = Delta::default();
         let mut rewritten = 0;
@@ -268,60 +271,60 @@ impl SeriesData {
         let old = std::mem::take(&mut self.sealed);
         let before_cap = old.capacity();
         let mut out: Vec<Sealed> = Vec::with_capacity(old.len());
-        let mut run: Vec<Sealed> = Vec::new();
-        let mut run_n: u32 = 0;
-        let flush =
-            |run: &mut Vec<Sealed>, out: &mut Vec<Sealed>, d: &mut Delta, rewritten: &mut usize| {
-                if run.len() <= 1 && run.first().is_none_or(|c| c.codec != Codec::Xor) {
-                    out.append(run);
-                    return;
-                }
-                let old_bytes: usize = run.iter().map(Sealed::heap_bytes).sum();
-                let mut samples = Vec::new();
-                for c in run.iter() {
-                    match c.samples() {
-                        Ok(s) => samples.extend(s),
-                        Err(_) => {
-                            out.append(run);
-                            return;
-                        }
-                    }
-                }
-                match Sealed::pco_from(&samples, old_bytes) {
-                    Some(p) => {
-                        d.bytes += p.heap_bytes() as i64 - old_bytes as i64;
-                        d.chunks += 1 - run.len() as i64;
-                        *rewritten += run.len();
-                        run.clear();
-                        out.push(p);
-                    }
-                    None => out.append(run),
-                }
-            };
+        let mut group: Vec<Sealed> = Vec::new();
+        let mut group_n: u64 = 0;
         for c in old {
-            if c.codec != Codec::Xor {
-                flush(&mut run, &mut out, &mut d, &mut rewritten);
-                run_n = 0;
-                out.push(c);
-                continue;
+            if !group.is_empty() && group_n + u64::from(c.count) > u64::from(block_samples) {
+                rewrite_group(&mut group, &mut out, &mut d, &mut rewritten);
+                group_n = 0;
             }
-            run_n += c.count;
-            run.push(c);
-            if run_n >= block_samples {
-                flush(&mut run, &mut out, &mut d, &mut rewritten);
-                run_n = 0;
-            }
+            group_n += u64::from(c.count);
+            group.push(c);
         }
-        if run.last().is_some_and(|c| c.maxt < settle_before) {
-            flush(&mut run, &mut out, &mut d, &mut rewritten);
-        } else {
-            out.append(&mut run);
-        }
+        rewrite_group(&mut group, &mut out, &mut d, &mut rewritten);
         out.shrink_to_fit();
         d.bytes +=
             (out.capacity() as i64 - before_cap as i64) * std::mem::size_of::<Sealed>() as i64;
         self.sealed = out;
         (d, rewritten)
+    }
+}
+
+/// Re-encodes `group` as one pco block if it holds an XOR chunk and pco is
+/// smaller; otherwise moves it to `out` unchanged.
+fn rewrite_group(
+    group: &mut Vec<Sealed>,
+    out: &mut Vec<Sealed>,
+    d: &mut Delta,
+    rewritten: &mut usize,
+) {
+    use super::chunk::Codec;
+    if !group.iter().any(|c| c.codec == Codec::Xor) {
+        out.append(group);
+        return;
+    }
+    let old_bytes: usize = group.iter().map(Sealed::heap_bytes).sum();
+    // one buffer per thread: recompression runs over every series
+    thread_local! {
+        static SAMPLES: std::cell::RefCell<Vec<(i64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let encoded = SAMPLES.with(|buf| {
+        let mut samples = buf.try_borrow_mut().ok()?;
+        samples.clear();
+        for c in group.iter() {
+            c.samples_into(&mut samples).ok()?;
+        }
+        Sealed::pco_from(&samples, old_bytes)
+    });
+    match encoded {
+        Some(p) => {
+            d.bytes += p.heap_bytes() as i64 - old_bytes as i64;
+            d.chunks += 1 - group.len() as i64;
+            *rewritten += group.len();
+            group.clear();
+            out.push(p);
+        }
+        None => out.append(group),
     }
 }
 
@@ -445,7 +448,7 @@ mod tests {
             expect.push((1_000_000 + i * 10_000, v));
         }
         let payload = s.payload_bytes();
-        let (_, rewritten) = s.recompress(360, i64::MIN);
+        let (_, rewritten) = s.recompress(360);
         assert!(rewritten >= 6, "rewrote {rewritten}");
         assert!(s.payload_bytes() < payload);
         assert_eq!(all(&s), expect);

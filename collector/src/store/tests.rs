@@ -210,7 +210,6 @@ fn label_names_and_values_fast_and_filtered_paths_agree_with_defaults() {
 fn select_decodes_only_the_requested_range_across_chunks() {
     let s = Store::new(StoreOptions {
         block_samples: 240,
-        block_settle_ms: 0,
         ..Default::default()
     });
     let r = s.get_or_create(&l("m", "a")).unwrap();
@@ -224,7 +223,7 @@ fn select_decodes_only_the_requested_range_across_chunks() {
         s.append(r, i * 10_000, v).unwrap();
         expect.push((i * 10_000, v));
     }
-    assert!(s.compact(10_000_000) > 0);
+    assert!(s.compact() > 0);
     assert!(s.stats().recompressed_chunks > 0);
     for (lo, hi) in [
         (0, 9_990_000),
@@ -417,7 +416,6 @@ type Expected = Vec<(Labels, Vec<(i64, f64)>)>;
 
 fn filled_store() -> (Store, Expected) {
     let s = Store::new(StoreOptions {
-        block_settle_ms: 0,
         ..Default::default()
     });
     let mut want = vec![];
@@ -443,7 +441,7 @@ fn filled_store() -> (Store, Expected) {
         }
         want.push((labels, samples));
     }
-    s.compact(i64::MAX);
+    s.compact();
     (s, want)
 }
 
@@ -683,12 +681,12 @@ mod props {
 
         #[test]
         fn store_round_trips_through_appends_compaction_and_checkpoint(s in samples()) {
-            let st = Store::new(StoreOptions { chunk_samples: 17, block_samples: 50, block_settle_ms: 0, ..Default::default() });
+            let st = Store::new(StoreOptions { chunk_samples: 17, block_samples: 50, ..Default::default() });
             let r = st.get_or_create(&l("m", "p")).unwrap();
             for (t, v) in &s {
                 st.append(r, *t, *v).unwrap();
             }
-            st.compact(i64::MAX);
+            st.compact();
             let got = st.select(&[], i64::MIN, i64::MAX);
             prop_assert!(bits_eq(&got[0].samples, &s));
             let mut buf = Vec::new();
@@ -706,14 +704,14 @@ mod props {
 
         #[test]
         fn damaged_valid_checkpoints_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8), fix_crc in any::<bool>()) {
-            let st = Store::new(StoreOptions { chunk_samples: 20, block_samples: 60, block_settle_ms: 0, ..Default::default() });
+            let st = Store::new(StoreOptions { chunk_samples: 20, block_samples: 60, ..Default::default() });
             for k in 0..3 {
                 let r = st.get_or_create(&l("m", &k.to_string())).unwrap();
                 for i in 0..100i64 {
                     st.append(r, i * 1000 + k, (i * i) as f64 / 3.0).unwrap();
                 }
             }
-            st.compact(i64::MAX);
+            st.compact();
             let mut buf = Vec::new();
             st.write_checkpoint(&mut buf).unwrap();
             for (i, x) in flips {
