@@ -186,19 +186,22 @@ impl SeriesData {
         bad
     }
 
-    /// Whether a sample lies in `[mint, maxt]`, decoding only chunks that
-    /// straddle a bound.
+    /// Whether a sample lies in `[mint, maxt]`. A chunk whose first or last
+    /// sample falls in the range answers at once; only a chunk spanning the
+    /// whole range is decoded.
     pub(crate) fn has_sample_in(&self, mint: i64, maxt: i64) -> bool {
         if self.is_empty() || maxt < self.mint() || mint > self.maxt() {
             return false;
         }
+        let edge_inside =
+            |lo: i64, hi: i64| (mint..=maxt).contains(&lo) || (mint..=maxt).contains(&hi);
         let start = self.sealed.partition_point(|c| c.maxt < mint);
         let mut buf = Vec::new();
         for c in &self.sealed[start..] {
             if c.mint > maxt {
                 return false;
             }
-            if c.mint >= mint && c.maxt <= maxt {
+            if edge_inside(c.mint, c.maxt) {
                 return true;
             }
             buf.clear();
@@ -206,7 +209,7 @@ impl SeriesData {
                 return true;
             }
         }
-        if self.head.mint() >= mint && self.head.maxt() <= maxt {
+        if edge_inside(self.head.mint(), self.head.maxt()) {
             return true;
         }
         buf.clear();
