@@ -311,10 +311,10 @@ async fn wait_ready(client: &reqwest::Client, t: &Target) -> anyhow::Result<()> 
     let Some(url) = &t.ready else { return Ok(()) };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
         }
         anyhow::ensure!(Instant::now() < deadline, "{} not ready after 60 s", t.name);
         tokio::time::sleep(Duration::from_millis(200)).await;
