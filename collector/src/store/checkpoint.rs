@@ -35,6 +35,7 @@ const VERSION: u32 = 2;
 const MAX_BODY: u64 = 64 << 30;
 
 /// A verified series from a checkpoint, ready to install.
+#[derive(Debug)]
 pub(crate) struct StagedSeries {
     pub labels: Labels,
     pub tenant: Option<String>,
@@ -211,7 +212,12 @@ impl<'a> Cursor<'a> {
 /// Reads and verifies a checkpoint.
 pub(crate) fn read(r: &mut dyn Read) -> io::Result<Vec<StagedSeries>> {
     let mut header = [0u8; 24];
-    r.read_exact(&mut header)
+    r.read_exact(&mut header[..LEGACY_MAGIC.len()])
+        .map_err(|e| invalid(format!("header: {e}")))?;
+    if &header[..LEGACY_MAGIC.len()] == LEGACY_MAGIC {
+        return read_legacy(r).map_err(|e| invalid(format!("version 1: {e}")));
+    }
+    r.read_exact(&mut header[LEGACY_MAGIC.len()..])
         .map_err(|e| invalid(format!("header: {e}")))?;
     if &header[..8] != MAGIC {
         return Err(invalid("bad magic (not a store checkpoint)"));
@@ -246,6 +252,73 @@ pub(crate) fn read(r: &mut dyn Read) -> io::Result<Vec<StagedSeries>> {
         )));
     }
     parse(&body).map_err(invalid)
+}
+
+/// The first store's format: `"VGST1" | u64 n | n × (u32 labels, (u32 len,
+/// bytes) × 2 × labels, u64 samples, samples × (u64 t, u64 value bits))`,
+/// all little endian, no checksum. Read so a data directory written by it
+/// still starts; its samples go through the normal append rules.
+const LEGACY_MAGIC: &[u8; 5] = b"VGST1";
+
+fn read_legacy(r: &mut dyn Read) -> Result<Vec<StagedSeries>, String> {
+    fn u32_(r: &mut dyn Read, what: &str) -> Result<u32, String> {
+        let mut b = [0u8; 4];
+        r.read_exact(&mut b).map_err(|e| format!("{what}: {e}"))?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64_(r: &mut dyn Read, what: &str) -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b).map_err(|e| format!("{what}: {e}"))?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn str_(r: &mut dyn Read, what: &str) -> Result<String, String> {
+        let n = u32_(r, what)? as u64;
+        if n > 1 << 20 {
+            return Err(format!("{what}: length {n} over 1 MiB"));
+        }
+        let mut b = Vec::new();
+        r.take(n)
+            .read_to_end(&mut b)
+            .map_err(|e| format!("{what}: {e}"))?;
+        if b.len() as u64 != n {
+            return Err(format!("{what}: truncated"));
+        }
+        String::from_utf8(b).map_err(|e| format!("{what}: {e}"))
+    }
+    let rules = super::series::CutRules {
+        max_samples: 120,
+        max_span_ms: 2 * 3600 * 1000,
+        ooo_window_ms: 0,
+    };
+    let n = u64_(r, "series count")?;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let e = |m: String| format!("series {i}: {m}");
+        let nl = u32_(r, "label count").map_err(e)?;
+        let mut pairs = Vec::new();
+        for _ in 0..nl {
+            let k = str_(r, "label name").map_err(e)?;
+            let v = str_(r, "label value").map_err(e)?;
+            pairs.push((k, v));
+        }
+        let labels = Labels::new(pairs.into_iter().filter(|p| !p.1.is_empty()));
+        let ns = u64_(r, "sample count").map_err(e)?;
+        let mut data = super::series::SeriesData::default();
+        for _ in 0..ns {
+            let t = u64_(r, "timestamp").map_err(e)? as i64;
+            let v = f64::from_bits(u64_(r, "value").map_err(e)?);
+            data.append(t, v, rules);
+        }
+        if !data.is_empty() {
+            out.push(StagedSeries {
+                labels,
+                tenant: None,
+                sealed: data.sealed,
+                head: data.head,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn parse(body: &[u8]) -> Result<Vec<StagedSeries>, String> {
@@ -369,6 +442,38 @@ fn parse_sealed(c: &mut Cursor<'_>) -> Result<Sealed, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_first_format() {
+        let mut b = b"VGST1".to_vec();
+        b.extend(1u64.to_le_bytes());
+        b.extend(2u32.to_le_bytes());
+        for s in ["__name__", "up", "job", "a"] {
+            b.extend((s.len() as u32).to_le_bytes());
+            b.extend(s.as_bytes());
+        }
+        b.extend(3u64.to_le_bytes());
+        for (t, v) in [
+            (1000i64, 1.0f64),
+            (2000, crate::store::STALE_NAN),
+            (3000, 3.0),
+        ] {
+            b.extend(t.to_le_bytes());
+            b.extend(v.to_bits().to_le_bytes());
+        }
+        let got = read(&mut b.as_slice()).expect("legacy checkpoint reads");
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].labels,
+            Labels::new([("__name__", "up"), ("job", "a")])
+        );
+        let s = got[0].head.samples();
+        assert_eq!(s.len(), 3);
+        assert!(crate::store::is_stale(s[1].1));
+        // truncated: an error, no panic
+        let e = read(&mut &b[..b.len() - 4]).unwrap_err().to_string();
+        assert!(e.contains("series 0"), "{e}");
+    }
 
     #[test]
     fn zigzag_round_trips() {

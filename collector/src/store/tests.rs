@@ -513,7 +513,8 @@ fn corrupt_checkpoints_are_named_errors() {
     };
     assert!(err(&buf[..buf.len() - 3]).contains("truncated"));
     assert!(err(&buf[..10]).contains("header"));
-    assert!(err(b"VGST1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").contains("magic"));
+    assert!(err(b"VGSTXxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").contains("magic"));
+    assert!(err(b"VGST1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").contains("version 1"));
     let mut v = buf.clone();
     v[8] = 9;
     assert!(err(&v).contains("version 9"));
