@@ -20,6 +20,7 @@ pub mod http;
 pub mod ingest;
 pub mod metadata;
 pub mod promql;
+pub mod rules;
 pub mod run;
 pub mod store;
 pub mod telemetry;
