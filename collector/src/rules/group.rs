@@ -100,7 +100,7 @@ impl Rule {
     }
 
     /// Prometheus' `nameAndLabels`, used to match rules across reloads.
-    fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         let l = Labels::new(self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         format!("{}{}", self.name, l)
     }

@@ -4,13 +4,20 @@
 //! - [`template`]: Go templates in alert labels and annotations.
 //! - [`alerting`]: the alert state machine.
 //! - [`group`]: a group's evaluation (rules in order, one timestamp).
+//! - [`state`]: alert state persisted in `data_dir`.
+//! - [`manager`]: loading, scheduling, reloading ([`RuleManager`]).
+//! - [`unittest`]: `test rules` in promtool's format.
 
 pub mod alerting;
 pub mod file;
 pub mod gofmt;
 pub mod group;
+pub mod manager;
+pub mod state;
 pub mod template;
 pub mod unittest;
+
+pub use manager::{LoadError, ManagerOptions, RuleManager};
 
 use std::io::Write;
 use std::path::PathBuf;
