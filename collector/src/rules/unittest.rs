@@ -248,6 +248,11 @@ fn samples_string(s: &[(Labels, f64)]) -> String {
 
 /// Parses a metric (`name{a="b"}` or `{__name__="x"}`) into labels.
 fn parse_metric(s: &str) -> Result<Labels, String> {
+    // PromQL refuses an empty selector; a metric may be one
+    let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if t == "{}" {
+        return Ok(Labels::default());
+    }
     let expr = promql_parser::parser::parse(s).map_err(|e| e.to_string())?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(format!("{s:?} is not a metric"));
@@ -690,6 +695,7 @@ mod tests {
             Labels::new([("__name__", "up"), ("job", "a")])
         );
         assert!(parse_metric("up{job=~\"a\"}").is_err());
+        assert_eq!(parse_metric(" { } ").unwrap(), Labels::default());
     }
 
     #[test]
