@@ -54,6 +54,9 @@ pub struct ManagerOptions {
     /// Saved state older than this is ignored at start (Prometheus' `for` outage tolerance, 1h).
     pub outage_tolerance: Duration,
     pub engine: EngineOptions,
+    /// How often [`RuleManager::run`] checks the rule files (and globs) for
+    /// changes and reloads; `None`: only on [`RuleManager::reload`].
+    pub watch_interval: Option<Duration>,
 }
 
 impl Default for ManagerOptions {
@@ -66,6 +69,7 @@ impl Default for ManagerOptions {
             resend_delay: Duration::from_secs(60),
             outage_tolerance: Duration::from_secs(3600),
             engine: EngineOptions::default(),
+            watch_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -378,9 +382,62 @@ impl RuleManager {
         }
     }
 
+    /// A fingerprint of the rule files: which files the patterns match, their
+    /// sizes and modification times.
+    fn files_fingerprint(&self) -> u64 {
+        let patterns = self.patterns.lock().clone();
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        match file::expand_patterns(&patterns) {
+            Ok(files) => {
+                for f in files {
+                    h.update(f.as_os_str().as_encoded_bytes());
+                    if let Ok(md) = std::fs::metadata(&f) {
+                        h.update(&md.len().to_le_bytes());
+                        if let Ok(t) = md.modified()
+                            && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
+                        {
+                            h.update(&d.as_nanos().to_le_bytes());
+                        }
+                    }
+                }
+            }
+            Err(e) => h.update(e.as_bytes()),
+        }
+        h.digest()
+    }
+
+    /// Reloads whenever the rule files change (see [`ManagerOptions::watch_interval`]).
+    async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let m = self.clone();
+        let mut last = tokio::task::spawn_blocking(move || m.files_fingerprint())
+            .await
+            .unwrap_or(0);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let m = self.clone();
+            let Ok(now) = tokio::task::spawn_blocking(move || m.files_fingerprint()).await else {
+                continue;
+            };
+            if now != last {
+                last = now;
+                tracing::info!("rule files changed; reloading");
+                let m = self.clone();
+                // a failure is logged and keeps the running rules
+                let _ = tokio::task::spawn_blocking(move || m.reload()).await;
+            }
+        }
+    }
+
     /// Runs every group until `shutdown`, restarting the schedule when a
-    /// reload replaced the groups.
+    /// reload replaced the groups, and reloads when the files change.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let watcher = self
+            .opts
+            .watch_interval
+            .map(|every| tokio::spawn(self.clone().watch(every, shutdown.clone())));
         let mut gen_rx = self.generation.subscribe();
         loop {
             let round = shutdown.child_token();
@@ -401,6 +458,9 @@ impl RuleManager {
             if shutdown.is_cancelled() {
                 break;
             }
+        }
+        if let Some(w) = watcher {
+            let _ = w.await;
         }
     }
 
@@ -548,7 +608,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = write(dir.path(), "r.yml", RULES);
         let store = Arc::new(Store::new(StoreOptions::default()));
-        let m = RuleManager::new(store.clone(), ManagerOptions::default(), None);
+        let opts = ManagerOptions {
+            watch_interval: Some(Duration::from_millis(100)),
+            ..Default::default()
+        };
+        let m = RuleManager::new(store.clone(), opts, None);
         m.load(std::slice::from_ref(&f)).unwrap();
         let sd = CancellationToken::new();
         let task = tokio::spawn(m.clone().run(sd.clone()));
@@ -566,8 +630,8 @@ mod tests {
         let samples = store.select(&[Matcher::equal("__name__", "one")], 0, i64::MAX);
         let ts: Vec<i64> = samples[0].samples.iter().map(|s| s.0).collect();
         assert_eq!(ts[1] - ts[0], 1000, "aligned to the interval");
+        // changing the file is enough: the watcher reloads
         std::fs::write(&f, RULES.replace("record: one", "record: two")).unwrap();
-        m.reload().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while count("two") < 1 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
