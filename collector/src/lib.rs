@@ -11,6 +11,9 @@
 //! - [`wal`]: the write-ahead log in `--data-dir`, replayed at start.
 //! - [`store`]: series and samples in memory, as the queries need them.
 //! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
+//! - [`rules`]: alerting and recording rules (Prometheus' format), the
+//!   alert state machine, `check rules` / `test rules`.
+//! - [`notify`]: sending alerts to Alertmanager.
 //! - [`telemetry`]: the collector's self-metrics (`vigil_collector_*`).
 //! - [`run`]: wires the above together for the `run` command.
 
@@ -19,7 +22,9 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod metadata;
+pub mod notify;
 pub mod promql;
+pub mod rules;
 pub mod run;
 pub mod store;
 pub mod telemetry;

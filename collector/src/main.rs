@@ -35,6 +35,22 @@ enum Command {
         #[command(subcommand)]
         what: CheckWhat,
     },
+    /// Run unit tests.
+    Test {
+        #[command(subcommand)]
+        what: TestWhat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TestWhat {
+    /// Run rule unit tests in promtool's format (same verdicts as
+    /// `promtool test rules`); exits 1 when a test fails.
+    Rules {
+        /// Unit test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,10 +60,47 @@ enum CheckWhat {
         /// The YAML file to check.
         file: PathBuf,
     },
+    /// Check rule files as `promtool check rules` does; exits 1 on an error.
+    Rules {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Check {
+            what: CheckWhat::Rules { files },
+        }) => {
+            let ok = vigil_collector::rules::check_files(
+                files,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
+            return if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            };
+        }
+        Some(Command::Test {
+            what: TestWhat::Rules { files },
+        }) => {
+            let ok = vigil_collector::rules::unittest::run_files(
+                files,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
+            return if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            };
+        }
+        _ => {}
+    }
     if let Some(Command::Check {
         what: CheckWhat::Config { file },
     }) = &cli.command

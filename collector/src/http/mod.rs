@@ -19,6 +19,7 @@ use crate::store::Store;
 pub mod actions_api;
 pub mod api;
 pub mod remote_write;
+pub mod rules_api;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -34,6 +35,8 @@ pub struct AppState {
     pub metadata: Arc<crate::metadata::Metadata>,
     /// The durable ingest path (WAL); remote write uses it when present.
     pub ingest: Option<Arc<crate::ingest::core::IngestCore>>,
+    /// The rule manager, when rules are configured (`/api/v1/rules`, `/api/v1/alerts`).
+    pub rules: Option<Arc<crate::rules::RuleManager>>,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
             telemetry: None,
             metadata: Arc::default(),
             ingest: None,
+            rules: None,
         }
     }
 }
@@ -58,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(actions_api::routes())
         .merge(api::routes())
         .merge(remote_write::routes())
+        .merge(rules_api::routes())
         .with_state(state)
 }
 
