@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod http;
+pub mod logs;
 pub mod model;
 pub mod node;
 pub mod run;
