@@ -42,8 +42,10 @@ pub const RESCAN: Duration = Duration::from_millis(1000);
 const RETRY_FP: Duration = Duration::from_millis(50);
 /// Checkpoints are written at most this often (and at shutdown).
 const SAVE_EVERY: Duration = Duration::from_millis(1000);
-/// Bytes of entries one step hands over at most, and per batch.
-pub const STEP_BYTES: usize = 2 << 20;
+/// Bytes one step reads at most (about what it hands over: what it holds
+/// in memory is bounded by this and the shipper's channel), and the size of
+/// one batch (messages plus [`super::source::ENTRY_OVERHEAD`] per entry).
+pub const STEP_BYTES: usize = 1 << 20;
 pub const BATCH_BYTES: usize = 1 << 20;
 /// An idle live file is closed (when others wait for a slot) after this long.
 const PARK_AFTER: Duration = Duration::from_secs(5);
@@ -148,7 +150,7 @@ impl Core {
             let mut progressed = false;
             for k in 0..n {
                 let i = (self.rr + k) % n;
-                if self.out_bytes >= STEP_BYTES {
+                if read >= STEP_BYTES {
                     break;
                 }
                 let s = &mut self.sources[i];
@@ -174,7 +176,7 @@ impl Core {
                 }
                 self.cut_batch(false);
             }
-            if !progressed || self.out_bytes >= STEP_BYTES {
+            if !progressed || read >= STEP_BYTES {
                 break;
             }
         }
