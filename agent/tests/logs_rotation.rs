@@ -132,7 +132,7 @@ async fn wait_all(run: &Running, total: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_rename_and_gzip_under_load() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let dir = pod_dir(root.path(), "default", "web", "app");
@@ -215,7 +215,7 @@ async fn kubelet_rename_and_gzip_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_twice_between_reads_and_gzipped_before_opened() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let dir = pod_dir(root.path(), "default", "web", "app");
@@ -268,7 +268,7 @@ async fn rotated_twice_between_reads_and_gzipped_before_opened() {
 /// the truncation, arrives exactly once; none arrives twice; none is mangled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copytruncate_under_load() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let dir = pod_dir(root.path(), "default", "web", "app");
@@ -333,7 +333,7 @@ async fn copytruncate_under_load() {
 /// shipper), copytruncate, and get the unread rest from the copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copytruncate_while_behind_reads_the_rest_from_the_copy() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let dir = pod_dir(root.path(), "default", "web", "app");
@@ -385,7 +385,7 @@ async fn copytruncate_while_behind_reads_the_rest_from_the_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncation_after_delivery_and_inode_reuse() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let dir = pod_dir(root.path(), "default", "web", "app");
@@ -434,7 +434,7 @@ async fn truncation_after_delivery_and_inode_reuse() {
 /// everything after the last truncation arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abrupt_truncation_under_load_never_doubles_or_mangles() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let dir = pod_dir(root.path(), "default", "web", "app");
@@ -480,7 +480,7 @@ async fn abrupt_truncation_under_load_never_doubles_or_mangles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_files_are_drained_then_released() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let mut writers = Vec::new();

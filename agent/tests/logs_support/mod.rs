@@ -226,9 +226,9 @@ fn pads() -> &'static [Vec<u8>; 26] {
 
 /// Heavy tests (a writer at 20+ MiB/s plus a tailer) run one at a time: the
 /// machine has two cores.
-pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static M: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    M.lock().await
 }
 
 /// The number in a `seq=NNNNNNNNN` message, checking the padding is intact.
