@@ -19,7 +19,7 @@ fn write_mixed(path: &Path, from: u64, n: u64) -> u64 {
     let mut out = Vec::new();
     let mut seq = from;
     while seq < from + n {
-        if seq % 7 == 0 && seq + 1 < from + n {
+        if seq.is_multiple_of(7) && seq + 1 < from + n {
             let line = cri_line(seq, "stdout");
             let (head, msg) = line.split_at(line.find(" F ").unwrap());
             let msg = &msg[3..msg.len() - 1];
@@ -73,12 +73,9 @@ fn dedup(runs: &[&[LogEntry]], total: u64) -> usize {
     let mut by_pos: HashMap<(SourceKey, u64), &str> = HashMap::new();
     let mut repeats = 0;
     for e in runs.iter().flat_map(|r| r.iter()) {
-        match by_pos.insert((e.source.clone(), e.offset), &e.line) {
-            Some(prev) => {
-                assert_eq!(prev, e.line, "same position, different content");
-                repeats += 1;
-            }
-            None => {}
+        if let Some(prev) = by_pos.insert((e.source.clone(), e.offset), &e.line) {
+            assert_eq!(prev, e.line, "same position, different content");
+            repeats += 1;
         }
     }
     let mut counts: HashMap<u64, usize> = HashMap::new();
