@@ -65,8 +65,11 @@ pub struct Assembler {
     emitted_tail: [u64; 2],
     /// Drop pieces starting before these (set when resuming, see module docs).
     skip_until: [u64; 2],
-    /// Partial records emitted early because too much was held behind them.
+    /// Partial records emitted early because too much, or for too long, was
+    /// held behind them.
     pub forced_out: u64,
+    /// Since when a complete record waits behind an open one.
+    blocked_since: Option<std::time::Instant>,
 }
 
 impl Assembler {
@@ -80,6 +83,7 @@ impl Assembler {
             emitted_tail: skip_until,
             skip_until,
             forced_out: 0,
+            blocked_since: None,
         }
     }
 
@@ -164,6 +168,35 @@ impl Assembler {
             self.forced_out += 1;
         }
         self.drain(end, out);
+        if self.blocked_since.is_none() && self.queue.iter().any(|p| p.complete) {
+            self.blocked_since = Some(std::time::Instant::now());
+        }
+    }
+
+    /// When complete records have waited behind an open partial message for
+    /// `max_wait` (a stream that printed without a newline and went quiet),
+    /// hands the open message over as it is; its later pieces become a
+    /// record of their own. `raw_pos`: where the consumed raw lines end.
+    pub fn flush_blocked(
+        &mut self,
+        max_wait: std::time::Duration,
+        raw_pos: u64,
+        out: &mut impl FnMut(Record),
+    ) {
+        while let Some(since) = self.blocked_since {
+            if since.elapsed() < max_wait {
+                return;
+            }
+            match self.queue.front_mut() {
+                Some(front) if !front.complete => {
+                    front.complete = true;
+                    self.forced_out += 1;
+                }
+                _ => {}
+            }
+            self.drain(raw_pos, out);
+            self.blocked_since = self.queue.iter().any(|p| p.complete).then_some(since);
+        }
     }
 
     /// The file is finished: emits everything held, open messages as they are.
@@ -175,6 +208,9 @@ impl Assembler {
     }
 
     fn drain(&mut self, raw_pos: u64, out: &mut impl FnMut(Record)) {
+        if self.queue.front().is_some_and(|p| p.complete) {
+            self.blocked_since = None;
+        }
         while self.queue.front().is_some_and(|p| p.complete) {
             let Some(p) = self.queue.pop_front() else {
                 break;
@@ -338,6 +374,37 @@ mod tests {
         let want = [&b"abc"[..], TRUNCATION_MARKER].concat();
         assert_eq!(out[0].msg, want);
         assert_eq!(out[0].end_offset, 20);
+    }
+
+    #[test]
+    fn a_quiet_open_message_stops_blocking_the_other_stream() {
+        let mut a = Assembler::new(100, [0; 2]);
+        let mut out = run(
+            &mut a,
+            &[
+                (0, 10, Stream::Stdout, true, "no newline"),
+                (10, 20, Stream::Stderr, false, "oops"),
+            ],
+        );
+        assert!(out.is_empty());
+        a.flush_blocked(std::time::Duration::from_secs(60), 20, &mut |r| out.push(r));
+        assert!(out.is_empty());
+        a.flush_blocked(std::time::Duration::ZERO, 20, &mut |r| out.push(r));
+        let got: Vec<_> = out
+            .iter()
+            .map(|r| (r.offset, r.end_offset, r.msg.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0, 10, b"no newline".to_vec()), (10, 20, b"oops".to_vec())]
+        );
+        assert_eq!(a.forced_out, 1);
+        // The rest of the message is a record of its own.
+        let more = run(&mut a, &[(20, 30, Stream::Stdout, false, " after all")]);
+        assert_eq!(
+            (more[0].offset, more[0].msg.as_slice()),
+            (20, &b" after all"[..])
+        );
     }
 
     #[test]

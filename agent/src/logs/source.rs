@@ -237,6 +237,36 @@ impl Source {
         Ok(Read1::Data(n))
     }
 
+    /// Hands over an open partial message that has kept complete records of
+    /// the other stream waiting for `max_wait`.
+    pub fn flush_blocked(&mut self, sink: &mut Sink<'_>, max_wait: std::time::Duration) {
+        // Resume positions must not pass a raw line not yet assembled.
+        let raw_pos = match &self.oversized {
+            Some(ov) => ov.start.min(self.buf_off),
+            None => self.buf_off,
+        };
+        let mut out = Vec::new();
+        self.asm
+            .flush_blocked(max_wait, raw_pos, &mut |r| out.push(r));
+        for r in out {
+            self.emit(r, sink);
+        }
+    }
+
+    /// Turns a record into an entry (shared by every path that emits).
+    fn emit(&mut self, r: Record, sink: &mut Sink<'_>) {
+        emit_record(
+            r,
+            &self.key,
+            &self.meta,
+            &mut self.tally,
+            &mut self.counts,
+            &mut self.skips,
+            &mut self.emitted_end,
+            sink,
+        );
+    }
+
     /// The file is done (released or lost its data): hands over what is held.
     /// A trailing fragment without `\n` is a line of a plain file, garbage in
     /// a runtime format (the runtime always ends its lines).
@@ -266,32 +296,7 @@ impl Source {
         let now_ns = crate::run::now_ms().saturating_mul(1_000_000);
         let mut garbage = 0u64;
         let mut emit = |r: Record| {
-            let level = level::detect(&r.msg);
-            let len = r.msg.len();
-            let line = match String::from_utf8(r.msg) {
-                Ok(s) => s,
-                Err(e) => {
-                    tally.invalid_utf8 += 1;
-                    String::from_utf8_lossy(e.as_bytes()).into_owned()
-                }
-            };
-            if r.truncated {
-                tally.truncated += 1;
-            }
-            counts.add(r.stream, level, len);
-            if r.skip_until != [0; 2] {
-                skips.push_back((r.end_offset, r.skip_until));
-            }
-            *emitted_end = r.end_offset;
-            *sink.bytes += len + ENTRY_OVERHEAD;
-            sink.entries.push(LogEntry {
-                stream: meta.labels[r.stream.index()].clone(),
-                source: key.clone(),
-                offset: r.offset,
-                end_offset: r.end_offset,
-                timestamp_ns: r.timestamp_ns,
-                line,
-            });
+            emit_record(r, key, meta, tally, counts, skips, emitted_end, sink);
         };
         let mut start = 0usize;
         if let Some(ov) = oversized.as_ref() {
@@ -380,6 +385,45 @@ impl Source {
         }
         tally.garbage += garbage;
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_record(
+    r: Record,
+    key: &SourceKey,
+    meta: &SourceMeta,
+    tally: &mut Tally,
+    counts: &mut LineCounts,
+    skips: &mut VecDeque<(u64, [u64; 2])>,
+    emitted_end: &mut u64,
+    sink: &mut Sink<'_>,
+) {
+    let level = level::detect(&r.msg);
+    let len = r.msg.len();
+    let line = match String::from_utf8(r.msg) {
+        Ok(s) => s,
+        Err(e) => {
+            tally.invalid_utf8 += 1;
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        }
+    };
+    if r.truncated {
+        tally.truncated += 1;
+    }
+    counts.add(r.stream, level, len);
+    if r.skip_until != [0; 2] {
+        skips.push_back((r.end_offset, r.skip_until));
+    }
+    *emitted_end = r.end_offset;
+    *sink.bytes += len + ENTRY_OVERHEAD;
+    sink.entries.push(LogEntry {
+        stream: meta.labels[r.stream.index()].clone(),
+        source: key.clone(),
+        offset: r.offset,
+        end_offset: r.end_offset,
+        timestamp_ns: r.timestamp_ns,
+        line,
+    });
 }
 
 /// Rough per-entry memory beyond the message (labels, key, the entry), used

@@ -36,6 +36,9 @@ use crate::ship::{LogAck, LogEntry, SourceKey};
 
 /// A rotated or deleted file is released after this long without new bytes.
 pub const LINGER: Duration = Duration::from_millis(1000);
+/// An unfinished message (a stream printed without a newline) may keep the
+/// other stream's complete lines waiting this long, then goes out as it is.
+pub const HOLD_PARTIAL: Duration = Duration::from_millis(1000);
 /// Full rescans at least this often (inotify only brings them forward).
 pub const RESCAN: Duration = Duration::from_millis(1000);
 /// A new file without a complete first line is looked at again this soon.
@@ -217,6 +220,13 @@ impl Core {
                 }
             }
             let s = &mut self.sources[i];
+            if s.at_eof && s.state != State::Finished {
+                let mut sink = Sink {
+                    entries: &mut self.out,
+                    bytes: &mut self.out_bytes,
+                };
+                s.flush_blocked(&mut sink, HOLD_PARTIAL);
+            }
             if s.at_eof && s.state == State::Rotated && s.last_data.elapsed() >= LINGER {
                 let mut sink = Sink {
                     entries: &mut self.out,
