@@ -92,16 +92,36 @@ fn word_level(w: &[u8]) -> Option<Level> {
     })
 }
 
+type Finders = Vec<memchr::memmem::Finder<'static>>;
+
+/// Substring searchers built once (building one per call costs more than
+/// the search in a 200-byte line).
+fn finders(
+    keys: &'static [&'static [u8]],
+    cell: &'static std::sync::OnceLock<Finders>,
+) -> &'static Finders {
+    cell.get_or_init(|| {
+        keys.iter()
+            .map(|k| memchr::memmem::Finder::new(k))
+            .collect()
+    })
+}
+
+const JSON_KEYS: &[&[u8]] = &[
+    b"\"level\"",
+    b"\"severity\"",
+    b"\"lvl\"",
+    b"\"log.level\"",
+    b"\"loglevel\"",
+];
+const LOGFMT_KEYS: &[&[u8]] = &[b"level=", b"lvl=", b"severity="];
+
 /// `"level":"warn"`, `"severity": "ERROR"`, `"lvl":"info"`, `"log.level":…`.
 fn json_field(b: &[u8]) -> Option<Level> {
-    for key in [
-        &b"\"level\""[..],
-        b"\"severity\"",
-        b"\"lvl\"",
-        b"\"log.level\"",
-        b"\"loglevel\"",
-    ] {
-        if let Some(i) = memchr::memmem::find(b, key) {
+    static F: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
+    for f in finders(JSON_KEYS, &F) {
+        if let Some(i) = f.find(b) {
+            let key = f.needle();
             let rest = trim_start(&b[i + key.len()..]);
             let rest = trim_start(rest.strip_prefix(b":")?);
             let rest = rest.strip_prefix(b"\"")?;
@@ -114,9 +134,11 @@ fn json_field(b: &[u8]) -> Option<Level> {
 
 /// logfmt `level=error` / `lvl="warn"` / `severity=info`, at a word start.
 fn logfmt_field(b: &[u8]) -> Option<Level> {
-    for key in [&b"level="[..], b"lvl=", b"severity="] {
+    static F: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
+    for f in finders(LOGFMT_KEYS, &F) {
+        let key = f.needle();
         let mut from = 0;
-        while let Some(i) = memchr::memmem::find(&b[from..], key) {
+        while let Some(i) = f.find(&b[from..]) {
             let at = from + i;
             if at == 0 || b[at - 1] == b' ' || b[at - 1] == b'\t' {
                 let rest = &b[at + key.len()..];
