@@ -100,11 +100,7 @@ fn finders(
     keys: &'static [&'static [u8]],
     cell: &'static std::sync::OnceLock<Finders>,
 ) -> &'static Finders {
-    cell.get_or_init(|| {
-        keys.iter()
-            .map(|k| memchr::memmem::Finder::new(k))
-            .collect()
-    })
+    cell.get_or_init(|| keys.iter().map(memchr::memmem::Finder::new).collect())
 }
 
 const JSON_KEYS: &[&[u8]] = &[
