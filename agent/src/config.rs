@@ -94,6 +94,50 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<Duration>,
 
+    /// Log file globs to tail, in addition to the runtimes' default locations
+    /// (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "log-path",
+        env = "VIGIL_LOG_PATHS",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_paths: Vec<String>,
+
+    /// Log file globs never to tail (repeatable).
+    #[arg(
+        long = "log-exclude",
+        env = "VIGIL_LOG_EXCLUDES",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_excludes: Vec<String>,
+
+    /// Tail the runtimes' default log locations (Kubernetes, Docker, Podman)
+    /// [default: true].
+    #[arg(long, env = "VIGIL_LOG_DEFAULT_PATHS", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_default_paths: Option<bool>,
+
+    /// Read files found at the first start from the beginning (true) or from
+    /// their end (false) [default: true].
+    #[arg(long, env = "VIGIL_LOG_READ_FROM_START", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_read_from_start: Option<bool>,
+
+    /// Longest log line kept; longer ones are truncated with a marker and
+    /// counted [default: 256KiB].
+    #[arg(long, env = "VIGIL_LOG_MAX_LINE_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_line_bytes: Option<ByteSize>,
+
+    /// Most log files held open at once [default: 1024].
+    #[arg(long, env = "VIGIL_LOG_MAX_OPEN_FILES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_open_files: Option<usize>,
+
     /// Log output format: text or json [default: text].
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,8 +167,20 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_in_flight: usize,
     pub shutdown_timeout: std::time::Duration,
+    pub logs: LogsConfig,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
+}
+
+/// What the log tailer reads.
+#[derive(Debug, Clone)]
+pub struct LogsConfig {
+    pub paths: Vec<String>,
+    pub excludes: Vec<String>,
+    pub default_paths: bool,
+    pub read_from_start: bool,
+    pub max_line_bytes: usize,
+    pub max_open_files: usize,
 }
 
 pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:9491";
@@ -210,6 +266,14 @@ impl Settings {
                 .shutdown_timeout
                 .unwrap_or(Duration::from_secs(10))
                 .as_std(),
+            logs: LogsConfig {
+                paths: self.log_paths,
+                excludes: self.log_excludes,
+                default_paths: self.log_default_paths.unwrap_or(true),
+                read_from_start: self.log_read_from_start.unwrap_or(true),
+                max_line_bytes: self.log_max_line_bytes.unwrap_or(ByteSize(256 << 10)).0 as usize,
+                max_open_files: self.log_max_open_files.unwrap_or(1024),
+            },
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level,
         })

@@ -23,6 +23,7 @@
 pub mod cgroup;
 pub mod config;
 pub mod http;
+pub mod logs;
 pub mod model;
 pub mod node;
 pub mod run;

@@ -52,6 +52,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let telemetry = Arc::new(Telemetry::default());
     let (ship, ship_task) = crate::ship::start(&config, telemetry.clone(), shutdown.clone())?;
     let latest = Arc::new(Mutex::new(None));
+    let tailer = crate::logs::Tailer::new(&config.logs, &config.host_root, &config.state_dir)
+        .context("cannot start the log tailer")?;
+    let log_metrics = tailer.metrics();
+    let log_acks = ship
+        .take_log_acks()
+        .context("log acknowledgements already taken")?;
+    let tailer_task = tokio::spawn(tailer.run(ship.log_sender(), log_acks, shutdown.clone()));
     if let Some(addr) = config.http_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -102,10 +109,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .fetch_add(scrape.sample_count() as u64, Ordering::Relaxed);
         // the agent's own metrics travel with every scrape
         scrape.families.extend(telemetry.families());
+        log_metrics.collect_into(&mut scrape);
         *latest.lock() = Some(scrape.clone());
         ship.submit_scrape(scrape);
     }
     tracing::info!("stopping: sealing the last batch and waiting for acks");
+    match tailer_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "log tailer stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "log tailer task failed"),
+    }
     drop(ship);
     let _ = ship_task.await;
     Ok(())
