@@ -3,6 +3,7 @@
 //! over the environment, which wins over the file. [`Settings`] is the raw,
 //! all-optional layer; [`Config`] is the validated runtime value with defaults.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,74 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<Duration>,
 
+    /// Most series the store holds; new series beyond it are refused and
+    /// counted [default: 5000000].
+    #[arg(long, env = "VIGIL_MAX_SERIES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_series: Option<usize>,
+
+    /// Most series one agent or remote-write client may create; 0 = no limit
+    /// [default: 1000000].
+    #[arg(long, env = "VIGIL_MAX_SERIES_PER_AGENT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_series_per_agent: Option<usize>,
+
+    /// Memory budget of the sample store; when over, the oldest sealed chunks
+    /// go first; 0 = none [default: 0].
+    #[arg(long, env = "VIGIL_MEMORY_BUDGET", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<ByteSize>,
+
+    /// Samples up to this much older than their series' newest are still
+    /// accepted; older ones are refused and counted [default: 0s].
+    #[arg(long, env = "VIGIL_OUT_OF_ORDER_WINDOW", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_of_order_window: Option<Duration>,
+
+    /// Rule files or globs in Prometheus' format (repeatable; comma-separated
+    /// in the environment). Reloaded on SIGHUP, `POST /-/reload` and change.
+    #[arg(
+        long = "rules",
+        env = "VIGIL_RULES",
+        value_name = "FILE_OR_GLOB",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+
+    /// Alertmanager base URLs to notify, e.g. http://am:9093 (repeatable;
+    /// comma-separated in the environment).
+    #[arg(
+        long = "alertmanager",
+        env = "VIGIL_ALERTMANAGERS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alertmanager: Vec<String>,
+
+    /// Interval of rule groups that set none [default: 1m].
+    #[arg(long, env = "VIGIL_EVALUATION_INTERVAL", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation_interval: Option<Duration>,
+
+    /// URL under which users reach this collector (alerts' generatorURL,
+    /// `$externalURL`) [default: http://<hostname>:<http port>].
+    #[arg(long, env = "VIGIL_EXTERNAL_URL", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+
+    /// Labels added to alerts sent to Alertmanager, `name=value` (repeatable;
+    /// comma-separated in the environment).
+    #[arg(
+        long = "external-label",
+        env = "VIGIL_EXTERNAL_LABELS",
+        value_name = "NAME=VALUE",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_labels: Vec<String>,
+
     /// Actions file: executors, restart rules and autoscalers (see the README's
     /// "Actions" section); without it no action is ever taken.
     #[arg(long, env = "VIGIL_ACTIONS", value_name = "FILE")]
@@ -88,6 +157,15 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub max_message_bytes: usize,
     pub retention: std::time::Duration,
+    pub max_series: usize,
+    pub max_series_per_agent: usize,
+    pub memory_budget: u64,
+    pub out_of_order_window: std::time::Duration,
+    pub rules: Vec<String>,
+    pub alertmanagers: Vec<String>,
+    pub evaluation_interval: std::time::Duration,
+    pub external_url: String,
+    pub external_labels: BTreeMap<String, String>,
     pub actions: Option<PathBuf>,
     pub shutdown_timeout: std::time::Duration,
     pub log_format: LogFormat,
@@ -154,6 +232,53 @@ impl Settings {
         if retention < std::time::Duration::from_secs(60) {
             return Err(invalid(format!("retention {retention:?} is below 1m")));
         }
+        let max_series = self.max_series.unwrap_or(5_000_000);
+        if max_series == 0 {
+            return Err(invalid("max_series must be at least 1".into()));
+        }
+        let max_series_per_agent = self.max_series_per_agent.unwrap_or(1_000_000);
+        let evaluation_interval = self
+            .evaluation_interval
+            .unwrap_or(Duration::from_secs(60))
+            .as_std();
+        if evaluation_interval.is_zero() {
+            return Err(invalid("evaluation_interval must be above 0".into()));
+        }
+        for am in &self.alertmanager {
+            if !(am.starts_with("http://") || am.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "alertmanager {am:?} must be an http(s) URL like http://alertmanager:9093"
+                )));
+            }
+        }
+        let mut external_labels = BTreeMap::new();
+        for kv in &self.external_labels {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("external_label {kv:?} is not name=value")))?;
+            if !valid_label_name(k) {
+                return Err(invalid(format!(
+                    "external_label name {k:?} is not a valid label name"
+                )));
+            }
+            external_labels.insert(k.to_string(), v.to_string());
+        }
+        let external_url = match self.external_url {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                u.trim_end_matches('/').to_string()
+            }
+            Some(u) => {
+                return Err(invalid(format!(
+                    "external_url {u:?} must be an http(s) URL"
+                )));
+            }
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "localhost".into());
+                format!("http://{host}:{}", http_listen.port())
+            }
+        };
         Ok(Config {
             http_listen,
             grpc_listen,
@@ -164,6 +289,18 @@ impl Settings {
             tls,
             max_message_bytes: max_message_bytes as usize,
             retention,
+            max_series,
+            max_series_per_agent,
+            memory_budget: self.memory_budget.map(|b| b.0).unwrap_or(0),
+            out_of_order_window: self
+                .out_of_order_window
+                .map(|d| d.as_std())
+                .unwrap_or_default(),
+            rules: self.rules,
+            alertmanagers: self.alertmanager,
+            evaluation_interval,
+            external_url,
+            external_labels,
             actions: self.actions,
             shutdown_timeout: self
                 .shutdown_timeout

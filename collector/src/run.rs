@@ -72,8 +72,13 @@ pub async fn start(
     let telemetry = Telemetry::new();
     let store = Arc::new(Store::new(StoreOptions {
         retention_ms: config.retention.as_millis() as i64,
+        max_series: config.max_series,
+        max_series_per_tenant: config.max_series_per_agent,
+        max_bytes: config.memory_budget,
+        out_of_order_window_ms: config.out_of_order_window.as_millis() as i64,
         ..Default::default()
     }));
+    telemetry.watch_store(store.clone());
     let metadata = Arc::new(Metadata::default());
 
     let actions = match &config.actions {
@@ -123,7 +128,55 @@ pub async fn start(
         recovered.durable,
     ));
 
+    // rules and Alertmanager
+    let external_labels = vigil_common::Labels::new(
+        config
+            .external_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    let notifier = if config.alertmanagers.is_empty() {
+        None
+    } else {
+        let n = crate::notify::Notifier::new(crate::notify::NotifierOptions {
+            alertmanagers: config.alertmanagers.clone(),
+            external_labels: external_labels.clone(),
+            external_url: config.external_url.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!("alertmanager: {e}"))?;
+        n.register(&mut telemetry.registry.lock());
+        Some(n)
+    };
+    let rules = if config.rules.is_empty() {
+        None
+    } else {
+        let m = crate::rules::RuleManager::new(
+            store.clone(),
+            crate::rules::ManagerOptions {
+                data_dir: Some(data_dir.join("rules")),
+                default_interval: config.evaluation_interval,
+                external_labels: external_labels.clone(),
+                external_url: config.external_url.clone(),
+                ..Default::default()
+            },
+            notifier.clone(),
+        );
+        m.register(&mut telemetry.registry.lock());
+        let (mm, patterns) = (m.clone(), config.rules.clone());
+        let n = tokio::task::spawn_blocking(move || mm.load(&patterns))
+            .await
+            .context("rule loading task")?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(groups = n, "rules loaded");
+        if let Some(a) = &actions {
+            m.set_alert_sink(Arc::new(crate::actions::engine::RuleTriggers(a.clone())));
+        }
+        Some(m)
+    };
+
     let mut state = AppState::new(store.clone());
+    state.rules = rules.clone();
     state.telemetry = Some(telemetry.clone());
     state.metadata = metadata.clone();
     state.actions = actions.clone();
@@ -202,6 +255,23 @@ pub async fn start(
         }
     }));
 
+    // rule evaluation, notification, reload on SIGHUP
+    if let Some(m) = &rules {
+        tasks.push(tokio::spawn(m.clone().run(shutdown.clone())));
+        let (m, sd) = (m.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move { reload_on_sighup(m, sd).await }));
+    }
+    if let Some(n) = &notifier {
+        tasks.push(tokio::spawn(n.clone().run(shutdown.clone())));
+        if let Some(a) = &actions {
+            tasks.push(tokio::spawn(a.clone().run_crash_loop_alerts(
+                n.clone(),
+                Duration::from_secs(60),
+                shutdown.clone(),
+            )));
+        }
+    }
+
     // autoscalers
     if let Some(a) = actions {
         let source = Arc::new(crate::actions::engine::PromqlSource::new(store.clone()));
@@ -223,6 +293,24 @@ pub async fn start(
         data_dir,
         shutdown_timeout: config.shutdown_timeout,
     })
+}
+
+/// Reloads the rule files on SIGHUP; a failed reload keeps the running
+/// rules (the manager logs why).
+async fn reload_on_sighup(m: Arc<crate::rules::RuleManager>, shutdown: CancellationToken) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = hup.recv() => if r.is_none() { return; },
+        }
+        tracing::info!("SIGHUP: reloading rules");
+        let m = m.clone();
+        let _ = tokio::task::spawn_blocking(move || m.reload()).await;
+    }
 }
 
 /// `vigil-collector run`. `config_file` is kept for reloads (SIGHUP).

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::store::Store;
 use crate::wal::WalStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,7 +51,31 @@ pub struct Telemetry {
     pub checkpoint_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub checkpoint_last_success: Gauge,
     pub series: Gauge,
+    store_samples: Gauge,
+    store_bytes: Gauge,
+    store_sealed_chunks: Gauge,
+    store_limits: Family<LimitLabels, Gauge>,
+    store_refused: Family<ReasonLabels, Counter>,
+    store_dropped_chunks: Family<ReasonLabels, Counter>,
+    store_removed_series: Counter,
+    store_recompressed_chunks: Counter,
+    store_corrupt_chunks: Counter,
     wal: Mutex<Option<Arc<WalStats>>>,
+    store: Mutex<Option<Arc<Store>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: String,
+}
+
+/// Raises a counter to `to` (store counters are cumulative atomics of their
+/// own; the registry's counter follows them).
+fn follow(c: &Counter, to: u64) {
+    let have = c.get();
+    if to > have {
+        c.inc_by(to - have);
+    }
 }
 
 impl Telemetry {
@@ -78,7 +103,17 @@ impl Telemetry {
             checkpoint_seconds: Gauge::default(),
             checkpoint_last_success: Gauge::default(),
             series: Gauge::default(),
+            store_samples: Gauge::default(),
+            store_bytes: Gauge::default(),
+            store_sealed_chunks: Gauge::default(),
+            store_limits: Family::default(),
+            store_refused: Family::default(),
+            store_dropped_chunks: Family::default(),
+            store_removed_series: Counter::default(),
+            store_recompressed_chunks: Counter::default(),
+            store_corrupt_chunks: Counter::default(),
             wal: Mutex::new(None),
+            store: Mutex::new(None),
         };
         {
             let mut r = t.registry.lock();
@@ -198,6 +233,51 @@ impl Telemetry {
                 "Series in the store",
                 t.series.clone(),
             );
+            r.register(
+                "vigil_collector_store_samples",
+                "Samples held in the store",
+                t.store_samples.clone(),
+            );
+            r.register(
+                "vigil_collector_store_bytes",
+                "Bytes the store accounts for (chunks plus a per-series estimate; compared with the memory budget)",
+                t.store_bytes.clone(),
+            );
+            r.register(
+                "vigil_collector_store_sealed_chunks",
+                "Sealed (compressed) chunks held",
+                t.store_sealed_chunks.clone(),
+            );
+            r.register(
+                "vigil_collector_store_limit",
+                "Configured store limits (max_series, max_series_per_agent, memory_budget_bytes; 0 = none)",
+                t.store_limits.clone(),
+            );
+            r.register(
+                "vigil_collector_store_refused",
+                "Samples or series the store refused, by reason (out_of_order, duplicate, too_old, series_limit, agent_series_limit, memory_budget)",
+                t.store_refused.clone(),
+            );
+            r.register(
+                "vigil_collector_store_dropped_chunks",
+                "Chunks dropped, by reason (retention, memory_budget)",
+                t.store_dropped_chunks.clone(),
+            );
+            r.register(
+                "vigil_collector_store_removed_series",
+                "Series removed because retention emptied them",
+                t.store_removed_series.clone(),
+            );
+            r.register(
+                "vigil_collector_store_recompressed_chunks",
+                "Sealed chunks recompressed into blocks",
+                t.store_recompressed_chunks.clone(),
+            );
+            r.register(
+                "vigil_collector_store_corrupt_chunks",
+                "Chunks that failed to decode while reading (never expected)",
+                t.store_corrupt_chunks.clone(),
+            );
         }
         Arc::new(t)
     }
@@ -207,8 +287,62 @@ impl Telemetry {
         *self.wal.lock() = Some(stats);
     }
 
+    /// Lets the store's statistics and limits flow into the registry at
+    /// encode time.
+    pub fn watch_store(&self, store: Arc<Store>) {
+        let o = store.options();
+        for (name, v) in [
+            ("max_series", o.max_series as i64),
+            ("max_series_per_agent", o.max_series_per_tenant as i64),
+            ("memory_budget_bytes", o.max_bytes as i64),
+        ] {
+            self.store_limits
+                .get_or_create(&LimitLabels { limit: name.into() })
+                .set(v);
+        }
+        *self.store.lock() = Some(store);
+    }
+
+    fn update_store(&self) {
+        let Some(store) = self.store.lock().clone() else {
+            return;
+        };
+        let st = store.stats();
+        self.series.set(st.series as i64);
+        self.store_samples.set(st.samples as i64);
+        self.store_bytes.set(st.bytes as i64);
+        self.store_sealed_chunks.set(st.sealed_chunks as i64);
+        let reason = |r: &str| ReasonLabels { reason: r.into() };
+        for (r, v) in [
+            ("out_of_order", st.refused_out_of_order),
+            ("duplicate", st.refused_duplicate),
+            ("too_old", st.refused_too_old),
+            ("series_limit", st.refused_series_limit),
+            ("agent_series_limit", st.refused_tenant_limit),
+            ("memory_budget", st.refused_memory),
+        ] {
+            follow(&self.store_refused.get_or_create(&reason(r)), v);
+        }
+        follow(
+            &self
+                .store_dropped_chunks
+                .get_or_create(&reason("retention")),
+            st.dropped_chunks_retention,
+        );
+        follow(
+            &self
+                .store_dropped_chunks
+                .get_or_create(&reason("memory_budget")),
+            st.dropped_chunks_budget,
+        );
+        follow(&self.store_removed_series, st.removed_series);
+        follow(&self.store_recompressed_chunks, st.recompressed_chunks);
+        follow(&self.store_corrupt_chunks, st.corrupt_chunks);
+    }
+
     /// The registry in Prometheus text format (without the `# EOF` line).
     pub fn encode(&self) -> String {
+        self.update_store();
         if let Some(w) = self.wal.lock().as_ref() {
             self.wal_bytes.set(w.bytes.load(Ordering::Relaxed) as i64);
             self.wal_segments

@@ -389,6 +389,8 @@ pub struct Actions {
     metrics: Metrics,
     /// Where executions run: callers may be on threads outside the runtime.
     runtime: tokio::runtime::Handle,
+    /// Wakes [`Actions::run_crash_loop_alerts`] when a target is marked.
+    crash_wake: tokio::sync::Notify,
 }
 
 impl Actions {
@@ -414,6 +416,7 @@ impl Actions {
             in_flight: Mutex::new(HashSet::new()),
             metrics: Metrics::default(),
             runtime,
+            crash_wake: tokio::sync::Notify::new(),
         };
         a.metrics
             .crash_looping
@@ -602,6 +605,7 @@ impl Actions {
         self.count("restart", executor_kind, &entry.result);
         if matches!(verdict, Verdict::CrashLooping { .. }) {
             tracing::error!(rule = %rule.name, target = %key, "{detail}");
+            self.crash_wake.notify_one();
         }
         if verdict != Verdict::Restart || dry_run {
             return false;
@@ -864,6 +868,148 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Labels of a restart target from its key (see `restart_target`).
+fn target_labels_of_key(key: &str) -> Vec<(String, String)> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let pairs: &[&str] = match parts.first() {
+        Some(&"id") => &["container_id"],
+        Some(&"pod") => &["namespace", "pod", "container"],
+        Some(&"name") => &["node", "name"],
+        _ => &[],
+    };
+    pairs
+        .iter()
+        .zip(parts.iter().skip(1))
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The alert vigil raises about itself while it has stopped restarting a
+/// crash-looping target.
+pub const CRASH_LOOP_ALERT: &str = "VigilRestartsStopped";
+
+impl Actions {
+    /// The crash-looping targets as alerts: firing while marked (valid for
+    /// `valid_ms`), resolved for keys in `previously` that are no longer
+    /// marked. Returns the alerts and the keys now firing.
+    pub fn crash_loop_alerts(
+        &self,
+        now: i64,
+        valid_ms: i64,
+        previously: &HashSet<String>,
+    ) -> (Vec<crate::rules::alerting::OutgoingAlert>, HashSet<String>) {
+        let marked = self.crash_looping();
+        let window_of = |rule: &str| {
+            self.cfg
+                .restart
+                .iter()
+                .find(|r| r.name == rule)
+                .map(|r| r.policy.window_ms)
+                .unwrap_or(0)
+        };
+        let alert = |key: &str, since: i64, ends_at: i64| {
+            let (rule, target) = key.split_once('|').unwrap_or(("", key));
+            let mut labels = vec![
+                ("alertname".to_string(), CRASH_LOOP_ALERT.to_string()),
+                ("severity".to_string(), "critical".to_string()),
+                ("rule".to_string(), rule.to_string()),
+            ];
+            labels.extend(target_labels_of_key(target));
+            crate::rules::alerting::OutgoingAlert {
+                labels: vigil_common::Labels::new(labels),
+                annotations: vigil_common::Labels::new([
+                    (
+                        "summary",
+                        format!("vigil stopped restarting {target}: it is crash looping"),
+                    ),
+                    (
+                        "description",
+                        format!(
+                            "Restart rule {rule} reached its most restarts per window for {target}; vigil leaves it alone until the window passes. See GET /api/v1/actions."
+                        ),
+                    ),
+                ]),
+                starts_at: Some(since),
+                ends_at: Some(ends_at),
+                expr: "vigil_actions_crash_looping_targets > 0".into(),
+            }
+        };
+        let mut out = Vec::new();
+        let mut firing = HashSet::new();
+        for (key, since) in &marked {
+            let rule = key.split_once('|').map(|(r, _)| r).unwrap_or("");
+            if now - since < window_of(rule) {
+                out.push(alert(key, *since, now + valid_ms));
+                firing.insert(key.clone());
+            }
+        }
+        for key in previously {
+            if !firing.contains(key) {
+                out.push(alert(key, marked.get(key).copied().unwrap_or(now), now));
+            }
+        }
+        (out, firing)
+    }
+
+    /// Sends [`CRASH_LOOP_ALERT`] to Alertmanager for every crash-looping
+    /// target, at once when one is marked and every `resend` while it stays
+    /// marked, and resolved when the mark expires.
+    pub async fn run_crash_loop_alerts(
+        self: Arc<Self>,
+        notifier: Arc<crate::notify::Notifier>,
+        resend: std::time::Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut firing = HashSet::new();
+        loop {
+            let (alerts, now_firing) =
+                self.crash_loop_alerts(now_ms(), 4 * resend.as_millis() as i64, &firing);
+            firing = now_firing;
+            notifier.send(alerts);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.crash_wake.notified() => {}
+                _ = tokio::time::sleep(resend) => {}
+            }
+        }
+    }
+}
+
+/// Alerts of the collector's own rules trigger restarts as Alertmanager's
+/// notifications do, without the round trip through Alertmanager.
+pub struct RuleTriggers(pub Arc<Actions>);
+
+impl crate::rules::AlertSink for RuleTriggers {
+    fn alerts(&self, ts: i64, alerts: &[crate::rules::alerting::OutgoingAlert]) {
+        let triggers: Vec<Trigger> = alerts
+            .iter()
+            .map(|a| {
+                let resolved = a.ends_at.is_some_and(|e| e <= ts);
+                let starts_at = a.starts_at.unwrap_or(ts);
+                Trigger {
+                    source: "rules".into(),
+                    labels: a
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    annotations: a
+                        .annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    status: if resolved { "resolved" } else { "firing" }.into(),
+                    starts_at: super::audit::rfc3339(starts_at),
+                    // one firing episode of one alert acts once
+                    dedup_key: format!("rules/{:016x}/{starts_at}", a.labels.stable_hash()),
+                }
+            })
+            .collect();
+        self.0.handle(triggers);
+    }
+}
+
 /// Agent events (an OOM kill) trigger restarts directly — without waiting for
 /// a scrape and a rule evaluation. A restart rule matches them by
 /// `event="<kind>"` plus the subject's labels (`container_id`, `name`, …).
@@ -1023,6 +1169,54 @@ mod tests {
         let e = a.audit_entries(1, 0);
         assert_eq!((e[0].from_replicas, e[0].to_replicas), (Some(2), Some(4)));
         assert_eq!(e[0].result, "dry_run");
+    }
+
+    #[tokio::test]
+    async fn own_rule_alerts_trigger_and_crash_loops_raise_an_alert() {
+        use crate::rules::AlertSink;
+        use crate::rules::alerting::OutgoingAlert;
+        let d = tempfile::tempdir().unwrap();
+        let y = "executors: {w: {type: webhook, url: 'http://127.0.0.1:9/x'}}\nrestart: [{name: oom, match: {alertname: OOM}, executor: w, cooldown: 0s, max_restarts: 1, window: 1h, dry_run: true}]";
+        let a = Actions::new(cfg(y), d.path()).unwrap();
+        let alert = |starts: i64, ends: i64| OutgoingAlert {
+            labels: vigil_common::Labels::new([("alertname", "OOM"), ("container_id", "c9")]),
+            annotations: vigil_common::Labels::default(),
+            starts_at: Some(starts),
+            ends_at: Some(ends),
+            expr: "x".into(),
+        };
+        let sink = RuleTriggers(a.clone());
+        // firing, re-sent (same episode: once), then resolved (recorded, not acted on)
+        sink.alerts(1_000, &[alert(1_000, 61_000)]);
+        sink.alerts(2_000, &[alert(1_000, 62_000)]);
+        sink.alerts(3_000, &[alert(1_000, 3_000)]);
+        let e = a.audit_entries(10, 0);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].result, "dry_run");
+        assert_eq!(e[0].target["container_id"], "c9");
+        // no alert of its own yet
+        let (alerts, firing) = a.crash_loop_alerts(now_ms(), 60_000, &HashSet::new());
+        assert!(alerts.is_empty() && firing.is_empty());
+        // a second firing episode: over max_restarts → crash-looping
+        sink.alerts(10_000, &[alert(10_000, 70_000)]);
+        assert_eq!(a.audit_entries(1, 0)[0].result, "crash_looping");
+        let now = now_ms();
+        let (alerts, firing) = a.crash_loop_alerts(now, 60_000, &HashSet::new());
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(firing.len(), 1);
+        let al = &alerts[0];
+        assert_eq!(al.labels.get("alertname"), Some(CRASH_LOOP_ALERT));
+        assert_eq!(al.labels.get("container_id"), Some("c9"));
+        assert_eq!(al.labels.get("rule"), Some("oom"));
+        assert_eq!(al.ends_at, Some(now + 60_000));
+        // a key that was firing and is no longer marked is resolved
+        let gone = HashSet::from(["oom|id/other".to_string()]);
+        let (alerts, _) = a.crash_loop_alerts(now, 60_000, &gone);
+        let resolved = alerts
+            .iter()
+            .find(|x| x.labels.get("container_id") == Some("other"))
+            .expect("resolved alert");
+        assert_eq!(resolved.ends_at, Some(now));
     }
 
     #[tokio::test]

@@ -59,11 +59,31 @@ pub fn router(state: AppState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/-/reload", axum::routing::post(reload).put(reload))
         .merge(actions_api::routes())
         .merge(api::routes())
         .merge(remote_write::routes())
         .merge(rules_api::routes())
         .with_state(state)
+}
+
+/// Reloads the rule files, as Prometheus' `POST /-/reload`; a failure keeps
+/// the running rules and answers 500 with the reasons.
+async fn reload(State(s): State<AppState>) -> (StatusCode, String) {
+    let Some(m) = s.rules.clone() else {
+        return (StatusCode::OK, "no rule files configured\n".into());
+    };
+    match tokio::task::spawn_blocking(move || m.reload()).await {
+        Ok(Ok(n)) => (StatusCode::OK, format!("reloaded {n} rule groups\n")),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload rules: {e}\n"),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload task failed: {e}\n"),
+        ),
+    }
 }
 
 async fn healthy() -> &'static str {

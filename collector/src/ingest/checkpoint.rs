@@ -246,7 +246,12 @@ pub fn recover(
                         .map(|c| (c[0].clone(), c[1].clone())),
                 );
                 let sref = if labels.metric_name().is_some() {
-                    store.get_or_create(&labels).ok()
+                    let tenant = if r.agent_id.is_empty() {
+                        super::core::REMOTE_WRITE_TENANT
+                    } else {
+                        r.agent_id.as_str()
+                    };
+                    store.get_or_create_for(tenant, &labels).ok()
                 } else {
                     None
                 };

@@ -79,6 +79,9 @@ fn slot<T: Clone>(v: &mut Vec<Option<T>>, r: u32) -> Result<&mut Option<T>, Batc
     Ok(&mut v[i])
 }
 
+/// The tenant (for per-tenant series limits) of remote-written series.
+pub const REMOTE_WRITE_TENANT: &str = "remote_write";
+
 fn valid_label_name(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
@@ -204,7 +207,7 @@ impl IngestCore {
                 });
             }
             let store = if labels.metric_name().is_some() {
-                match self.store.get_or_create(&labels) {
+                match self.store.get_or_create_for(agent_id, &labels) {
                     Ok(r) => Some(r),
                     Err(e) => {
                         self.refused(&e, 1);
@@ -366,7 +369,7 @@ impl IngestCore {
         let mut refused = 0u64;
         for (labels, points) in series {
             let id = labels.stable_hash();
-            let sref = match self.store.get_or_create(&labels) {
+            let sref = match self.store.get_or_create_for(REMOTE_WRITE_TENANT, &labels) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     self.refused(&e, points.len() as u64);

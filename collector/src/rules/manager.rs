@@ -122,6 +122,16 @@ pub struct RuleManager {
     metrics: Metrics,
     /// Serializes loads.
     loading: Mutex<()>,
+    /// Also told about every alert sent (the actions engine).
+    alert_sink: RwLock<Option<Arc<dyn AlertSink>>>,
+}
+
+/// Something besides Alertmanager that wants the alerts a group sends
+/// (firing ones, re-sent per `resend_delay`, and resolved ones).
+pub trait AlertSink: Send + Sync {
+    /// `ts` is the evaluation timestamp (ms): an alert whose `ends_at` is at
+    /// or before it is resolved.
+    fn alerts(&self, ts: i64, alerts: &[crate::rules::alerting::OutgoingAlert]);
 }
 
 fn key(file: &str, name: &str) -> String {
@@ -145,6 +155,7 @@ impl RuleManager {
             generation,
             metrics: Metrics::default(),
             loading: Mutex::new(()),
+            alert_sink: RwLock::new(None),
         })
     }
 
@@ -203,6 +214,11 @@ impl RuleManager {
     }
 
     /// The loaded groups (for the HTTP API).
+    /// Sets where sent alerts also go (see [`AlertSink`]).
+    pub fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
+        *self.alert_sink.write() = Some(sink);
+    }
+
     pub fn groups(&self) -> Vec<Arc<GroupSlot>> {
         self.groups.read().clone()
     }
@@ -362,6 +378,11 @@ impl RuleManager {
         self.metrics
             .append_failures
             .inc_by(outcome.append_failures as u64);
+        if !outcome.to_send.is_empty()
+            && let Some(sink) = self.alert_sink.read().clone()
+        {
+            sink.alerts(ts, &outcome.to_send);
+        }
         if let Some(n) = &self.notifier {
             n.send(outcome.to_send);
         }

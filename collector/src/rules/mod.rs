@@ -17,7 +17,7 @@ pub mod state;
 pub mod template;
 pub mod unittest;
 
-pub use manager::{LoadError, ManagerOptions, RuleManager};
+pub use manager::{AlertSink, LoadError, ManagerOptions, RuleManager};
 
 use std::io::Write;
 use std::path::PathBuf;
