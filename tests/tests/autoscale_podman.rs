@@ -5,71 +5,15 @@
 //! and back to 2 once the load stops and the (shortened) scale-down
 //! stabilization window has passed — with no step in between.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use vigil_e2e::podman::{self, Service};
 use vigil_e2e::{Proc, bin, free_port, get, wait_for};
-
-struct Cleanup {
-    service: Option<Child>,
-    label: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        // stopped ones too: a scale-down may have stopped without removing
-        let all = Command::new("podman")
-            .args(["ps", "-aq", "--filter", &format!("label={}", self.label)])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        for id in all {
-            let _ = Command::new("podman")
-                .args(["rm", "-f", "-t", "0", &id])
-                .output();
-        }
-        if let Some(mut c) = self.service.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn containers(label: &str) -> Vec<String> {
-    Command::new("podman")
-        .args(["ps", "-q", "--filter", &format!("label={label}")])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn usable() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    root && Command::new("podman")
-        .args(["image", "exists", "localhost/bb:1"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
 
 #[test]
 fn web_scales_from_2_to_4_under_load_and_back_to_2_without_flapping() {
-    if !usable() {
+    if !podman::usable() {
         eprintln!(
             "skipped: needs root and podman with localhost/bb:1 (scripts/install-test-deps.sh)"
         );
@@ -77,62 +21,22 @@ fn web_scales_from_2_to_4_under_load_and_back_to_2_without_flapping() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let tag: u32 = std::process::id()
-        ^ (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos());
-    let svc = format!("vigilweb{tag:x}");
+    let svc = format!("vigilweb{}", podman::tag());
     let label = format!("com.docker.compose.service={svc}");
-    let sock = d.join("podman.sock");
-    let service = Command::new("podman")
-        .args([
-            "system",
-            "service",
-            "--time=0",
-            &format!("unix://{}", sock.display()),
-        ])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("podman system service");
-    let _cleanup = Cleanup {
-        service: Some(service),
-        label: label.clone(),
-    };
+    let service = Service::start(d, &label);
+    let sock = service.socket.clone();
     for i in 0..2 {
-        let out = Command::new("podman")
-            .args([
-                "run",
-                "-d",
-                "--name",
-                &format!("{svc}-{i}"),
-                "--label",
-                &label,
-                "--cpus",
-                "0.5",
-                "localhost/bb:1",
-                "sh",
-                "-c",
-                "while [ ! -e /stop ]; do :; done; sleep 3600",
-            ])
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        service.run(&[
+            "--name",
+            &format!("{svc}-{i}"),
+            "--cpus",
+            "0.5",
+            podman::IMAGE,
+            "sh",
+            "-c",
+            "while [ ! -e /stop ]; do :; done; sleep 3600",
+        ]);
     }
-    wait_for(Duration::from_secs(20), "podman API socket", || {
-        if sock.exists() {
-            Ok(())
-        } else {
-            Err("no socket".into())
-        }
-    });
     std::fs::write(
         d.join("actions.yml"),
         format!(
@@ -180,14 +84,14 @@ fn web_scales_from_2_to_4_under_load_and_back_to_2_without_flapping() {
         &d.join("logs"),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while containers(&label).len() != 4 {
+    while service.containers(false).len() != 4 {
         if std::time::Instant::now() > deadline {
             let q = format!(
                 "/api/v1/query?query=container_cpu_usage_seconds_total%7Bname%3D~%22{svc}-.%2A%22%7D"
             );
             panic!(
                 "no scale-up to 4 ({} replicas)\nactions: {:?}\nseries: {:?}\ncollector: {}",
-                containers(&label).len(),
+                service.containers(false).len(),
                 get(&http, "/api/v1/actions"),
                 get(&http, &q),
                 _collector.stderr_text()
@@ -196,7 +100,7 @@ fn web_scales_from_2_to_4_under_load_and_back_to_2_without_flapping() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // the load stops in every replica, clones included
-    for id in containers(&label) {
+    for id in service.containers(false) {
         let out = Command::new("podman")
             .args(["exec", &id, "sh", "-c", ": > /stop"])
             .output()
@@ -208,12 +112,12 @@ fn web_scales_from_2_to_4_under_load_and_back_to_2_without_flapping() {
         );
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while containers(&label).len() != 2 {
+    while service.containers(false).len() != 2 {
         if std::time::Instant::now() > deadline {
             let (_, a) = get(&http, "/api/v1/actions?limit=3").unwrap_or_default();
             panic!(
                 "no scale-down to 2 ({} replicas)\nactions: {a}",
-                containers(&label).len()
+                service.containers(false).len()
             );
         }
         std::thread::sleep(Duration::from_millis(500));
