@@ -5,7 +5,9 @@
 #
 # Environment overrides: VIGIL_HOME (data folder, default ./.vigil),
 # HTTP_PORT (collector, 9490), GRPC_PORT (9491), AGENT_PORT (9492),
-# INTERVAL (agent scrape interval, 5s).
+# INTERVAL (agent scrape interval, 5s), ALERTMANAGER (an Alertmanager URL
+# to notify; the shipped rule pack alerts/*.yml is always evaluated),
+# ACTIONS (an actions file: restart rules and autoscalers, see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,9 @@ mkdir -p "$home/collector" "$home/agent" "$home/logs"
 ./target/release/vigil-collector \
   --http-listen "127.0.0.1:$http_port" --grpc-listen "127.0.0.1:$grpc_port" \
   --data-dir "$home/collector" \
+  --rules 'alerts/*.yml' --evaluation-interval 15s \
+  ${ALERTMANAGER:+--alertmanager "$ALERTMANAGER"} \
+  ${ACTIONS:+--actions "$ACTIONS"} \
   >"$home/logs/collector.log" 2>&1 &
 collector=$!
 ./target/release/vigil-agent \
@@ -48,6 +53,7 @@ vigil is running on this host (data in $home, logs in $home/logs/).
   collector metrics     http://127.0.0.1:$http_port/metrics
   Prometheus API        http://127.0.0.1:$http_port/api/v1/query?query=node_load1
   (point Grafana's Prometheus data source at http://127.0.0.1:$http_port)
+  alerts (rule pack)     http://127.0.0.1:$http_port/api/v1/alerts
   agent's own metrics   http://127.0.0.1:$agent_port/metrics
   agent → collector     gRPC on 127.0.0.1:$grpc_port
 Press Ctrl-C to stop.

@@ -125,6 +125,13 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_labels: Vec<String>,
 
+    /// How often the collector writes its own metrics into the store (as
+    /// `job="vigil-collector"`), so rules can alert on them; 0s disables
+    /// [default: 15s].
+    #[arg(long, env = "VIGIL_SELF_SCRAPE_INTERVAL", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_scrape_interval: Option<Duration>,
+
     /// Actions file: executors, restart rules and autoscalers (see the README's
     /// "Actions" section); without it no action is ever taken.
     #[arg(long, env = "VIGIL_ACTIONS", value_name = "FILE")]
@@ -166,6 +173,7 @@ pub struct Config {
     pub evaluation_interval: std::time::Duration,
     pub external_url: String,
     pub external_labels: BTreeMap<String, String>,
+    pub self_scrape_interval: std::time::Duration,
     pub actions: Option<PathBuf>,
     pub shutdown_timeout: std::time::Duration,
     pub log_format: LogFormat,
@@ -301,6 +309,10 @@ impl Settings {
             evaluation_interval,
             external_url,
             external_labels,
+            self_scrape_interval: self
+                .self_scrape_interval
+                .unwrap_or(Duration::from_secs(15))
+                .as_std(),
             actions: self.actions,
             shutdown_timeout: self
                 .shutdown_timeout

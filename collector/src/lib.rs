@@ -14,7 +14,8 @@
 //! - [`rules`]: alerting and recording rules (Prometheus' format), the
 //!   alert state machine, `check rules` / `test rules`.
 //! - [`notify`]: sending alerts to Alertmanager.
-//! - [`telemetry`]: the collector's self-metrics (`vigil_collector_*`).
+//! - [`telemetry`]: the collector's self-metrics (`vigil_collector_*`);
+//!   [`selfscrape`] writes them into the store for rules.
 //! - [`run`]: wires the above together for the `run` command.
 
 pub mod actions;
@@ -26,6 +27,7 @@ pub mod notify;
 pub mod promql;
 pub mod rules;
 pub mod run;
+pub mod selfscrape;
 pub mod store;
 pub mod telemetry;
 pub mod wal;

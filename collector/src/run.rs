@@ -255,6 +255,16 @@ pub async fn start(
         }
     }));
 
+    // the collector's own metrics, as series
+    if !config.self_scrape_interval.is_zero() {
+        tasks.push(tokio::spawn(crate::selfscrape::run(
+            core.clone(),
+            http_addr.to_string(),
+            config.self_scrape_interval,
+            shutdown.clone(),
+        )));
+    }
+
     // rule evaluation, notification, reload on SIGHUP
     if let Some(m) = &rules {
         tasks.push(tokio::spawn(m.clone().run(shutdown.clone())));

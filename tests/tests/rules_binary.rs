@@ -62,6 +62,8 @@ fn collector_args(dir: &Path, hp: u16, gp: u16, rules: &Path, am: Option<u16>) -
         "cluster=e2e".into(),
         "--external-url".into(),
         "http://vigil.test:9490".into(),
+        "--self-scrape-interval".into(),
+        "1s".into(),
     ];
     if let Some(p) = am {
         a.push("--alertmanager".into());
@@ -202,6 +204,19 @@ fn alerts_reach_alertmanager_and_reloads_keep_or_replace_rules() {
     // the recording rule's series is queryable
     let (_, body) = get(&addr, "/api/v1/query?query=e2e:one").expect("query");
     assert!(body.contains(r#""__name__":"e2e:one""#), "{body}");
+
+    // the collector's own metrics are series too (for the pipeline alerts)
+    wait_for(Duration::from_secs(20), "self-scraped series", || {
+        let (_, b) = get(
+            &addr,
+            "/api/v1/query?query=vigil_collector_build_info%7Bjob%3D%22vigil-collector%22%7D",
+        )?;
+        if b.contains(&format!(r#""instance":"127.0.0.1:{hp}""#)) {
+            Ok(())
+        } else {
+            Err(b)
+        }
+    });
 
     // a broken file: reload refuses with the reason, old rules keep running
     std::fs::write(&rules, BROKEN).expect("write broken");
