@@ -124,8 +124,17 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        for id in self.containers(true) {
-            let _ = self.podman(&["rm", "-f", "-t", "0", &id]);
+        // a container the API service is still creating (an executor's clone)
+        // shows up a moment later: sweep until a sweep finds nothing
+        for sweep in 0..10 {
+            let ids = self.containers(true);
+            if ids.is_empty() && sweep > 0 {
+                break;
+            }
+            for id in ids {
+                let _ = self.podman(&["rm", "-f", "-t", "0", &id]);
+            }
+            std::thread::sleep(Duration::from_millis(700));
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
