@@ -57,6 +57,17 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<Duration>,
 
+    /// How long log lines are kept [default: 24h].
+    #[arg(long, env = "VIGIL_LOG_RETENTION", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_retention: Option<Duration>,
+
+    /// Most bytes of (compressed) log data kept on disk; the oldest go first
+    /// [default: 10GiB].
+    #[arg(long, env = "VIGIL_LOG_MAX_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_bytes: Option<ByteSize>,
+
     /// Most series the store holds; new series beyond it are refused and
     /// counted [default: 5000000].
     #[arg(long, env = "VIGIL_MAX_SERIES", value_name = "N")]
@@ -164,6 +175,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub max_message_bytes: usize,
     pub retention: std::time::Duration,
+    pub log_retention: std::time::Duration,
+    pub log_max_bytes: u64,
     pub max_series: usize,
     pub max_series_per_agent: usize,
     pub memory_budget: u64,
@@ -297,6 +310,11 @@ impl Settings {
             tls,
             max_message_bytes: max_message_bytes as usize,
             retention,
+            log_retention: self
+                .log_retention
+                .unwrap_or(Duration::from_secs(24 * 3600))
+                .as_std(),
+            log_max_bytes: self.log_max_bytes.map(|b| b.0).unwrap_or(10 << 30),
             max_series,
             max_series_per_agent,
             memory_budget: self.memory_budget.map(|b| b.0).unwrap_or(0),

@@ -22,6 +22,7 @@ pub mod actions;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod logs;
 pub mod metadata;
 pub mod notify;
 pub mod promql;

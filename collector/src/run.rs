@@ -96,15 +96,40 @@ pub async fn start(
             as Arc<dyn crate::ingest::EventSink>
     });
 
+    let logs = {
+        let dir = data_dir.join("logs");
+        let opts = crate::logs::LogStoreOptions {
+            retention: config.log_retention,
+            max_bytes: config.log_max_bytes,
+            ..Default::default()
+        };
+        tokio::task::spawn_blocking(move || crate::logs::LogStore::open(&dir, opts))
+            .await
+            .context("log store task")??
+    };
+    telemetry.watch_logs(logs.clone());
     let t0 = std::time::Instant::now();
-    let (dd, st, md, tel) = (
+    let (dd, st, md, tel, ls) = (
         data_dir.clone(),
         store.clone(),
         metadata.clone(),
         telemetry.clone(),
+        logs.clone(),
     );
     let recovered = tokio::task::spawn_blocking(move || {
-        checkpoint::recover(&dd, &st, &md, &tel, |_| {}, |_| {})
+        use crate::ingest::LogSink;
+        // replayed log records the log store already holds are dropped there;
+        // replayed events are not acted on again
+        checkpoint::recover(
+            &dd,
+            &st,
+            &md,
+            &tel,
+            |l| {
+                ls.append(l);
+            },
+            |_| {},
+        )
     })
     .await
     .context("recovery task")??;
@@ -123,7 +148,7 @@ pub async fn start(
         wal,
         telemetry.clone(),
         metadata.clone(),
-        None,
+        Some(logs.clone() as Arc<dyn crate::ingest::LogSink>),
         events,
         recovered.durable,
     ));
@@ -177,6 +202,7 @@ pub async fn start(
 
     let mut state = AppState::new(store.clone());
     state.rules = rules.clone();
+    state.logs = Some(logs.clone());
     state.telemetry = Some(telemetry.clone());
     state.metadata = metadata.clone();
     state.actions = actions.clone();
@@ -228,7 +254,12 @@ pub async fn start(
     }));
 
     // checkpoints and retention
-    let (c, dd, sd) = (core.clone(), data_dir.clone(), shutdown.clone());
+    let (c, dd, sd, logs) = (
+        core.clone(),
+        data_dir.clone(),
+        shutdown.clone(),
+        logs.clone(),
+    );
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -244,6 +275,9 @@ pub async fn start(
                 .unwrap_or(0);
             let st = c.store.clone();
             let _ = tokio::task::spawn_blocking(move || st.trim(now_ms)).await;
+            let ls = logs.clone();
+            let _ = tokio::task::spawn_blocking(move || ls.trim(now_ms.saturating_mul(1_000_000)))
+                .await;
             c.telemetry.series.set(c.store.series_count() as i64);
             let wal_bytes = c.wal.stats.bytes.load(Ordering::Relaxed);
             if last.elapsed() >= CHECKPOINT_EVERY || wal_bytes >= CHECKPOINT_WAL_BYTES {

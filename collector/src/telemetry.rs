@@ -60,8 +60,16 @@ pub struct Telemetry {
     store_removed_series: Counter,
     store_recompressed_chunks: Counter,
     store_corrupt_chunks: Counter,
+    log_stored: Counter,
+    log_bytes: Counter,
+    log_duplicates: Counter,
+    log_streams: Gauge,
+    log_disk_bytes: Gauge,
+    log_deleted_segments: Counter,
+    log_write_errors: Counter,
     wal: Mutex<Option<Arc<WalStats>>>,
     store: Mutex<Option<Arc<Store>>>,
+    logs: Mutex<Option<Arc<crate::logs::LogStore>>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,8 +120,16 @@ impl Telemetry {
             store_removed_series: Counter::default(),
             store_recompressed_chunks: Counter::default(),
             store_corrupt_chunks: Counter::default(),
+            log_stored: Counter::default(),
+            log_bytes: Counter::default(),
+            log_duplicates: Counter::default(),
+            log_streams: Gauge::default(),
+            log_disk_bytes: Gauge::default(),
+            log_deleted_segments: Counter::default(),
+            log_write_errors: Counter::default(),
             wal: Mutex::new(None),
             store: Mutex::new(None),
+            logs: Mutex::new(None),
         };
         {
             let mut r = t.registry.lock();
@@ -234,6 +250,41 @@ impl Telemetry {
                 t.series.clone(),
             );
             r.register(
+                "vigil_collector_log_stored_records",
+                "Log records stored (repeats excluded)",
+                t.log_stored.clone(),
+            );
+            r.register(
+                "vigil_collector_log_stored_bytes",
+                "Bytes of log lines stored (before compression)",
+                t.log_bytes.clone(),
+            );
+            r.register(
+                "vigil_collector_log_duplicate_records",
+                "Log records dropped because the store already held them (same source and position)",
+                t.log_duplicates.clone(),
+            );
+            r.register(
+                "vigil_collector_log_streams",
+                "Log streams held",
+                t.log_streams.clone(),
+            );
+            r.register(
+                "vigil_collector_log_disk_bytes",
+                "Bytes of log segment files on disk",
+                t.log_disk_bytes.clone(),
+            );
+            r.register(
+                "vigil_collector_log_deleted_segments",
+                "Log segment files deleted by retention (age or size)",
+                t.log_deleted_segments.clone(),
+            );
+            r.register(
+                "vigil_collector_log_write_errors",
+                "Log chunks that could not be written (the WAL keeps their records)",
+                t.log_write_errors.clone(),
+            );
+            r.register(
                 "vigil_collector_store_samples",
                 "Samples held in the store",
                 t.store_samples.clone(),
@@ -303,6 +354,31 @@ impl Telemetry {
         *self.store.lock() = Some(store);
     }
 
+    /// Lets the log store's counters flow into the registry at encode time.
+    pub fn watch_logs(&self, logs: Arc<crate::logs::LogStore>) {
+        *self.logs.lock() = Some(logs);
+    }
+
+    fn update_logs(&self) {
+        let Some(l) = self.logs.lock().clone() else {
+            return;
+        };
+        let st = &l.stats;
+        follow(&self.log_stored, st.records.load(Ordering::Relaxed));
+        follow(&self.log_bytes, st.bytes.load(Ordering::Relaxed));
+        follow(&self.log_duplicates, st.duplicates.load(Ordering::Relaxed));
+        follow(
+            &self.log_deleted_segments,
+            st.retention_deleted_segments.load(Ordering::Relaxed),
+        );
+        follow(
+            &self.log_write_errors,
+            st.write_errors.load(Ordering::Relaxed),
+        );
+        self.log_streams.set(l.stream_count() as i64);
+        self.log_disk_bytes.set(l.disk_bytes() as i64);
+    }
+
     fn update_store(&self) {
         let Some(store) = self.store.lock().clone() else {
             return;
@@ -343,6 +419,7 @@ impl Telemetry {
     /// The registry in Prometheus text format (without the `# EOF` line).
     pub fn encode(&self) -> String {
         self.update_store();
+        self.update_logs();
         if let Some(w) = self.wal.lock().as_ref() {
             self.wal_bytes.set(w.bytes.load(Ordering::Relaxed) as i64);
             self.wal_segments

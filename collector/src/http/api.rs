@@ -103,10 +103,10 @@ fn json_str(s: &str) -> String {
 }
 
 /// Request parameters from the query string and, for POST, a form body.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn new(raw: Option<String>, headers: &HeaderMap, body: &[u8]) -> Self {
+    pub(crate) fn new(raw: Option<String>, headers: &HeaderMap, body: &[u8]) -> Self {
         let mut v = Vec::new();
         if let Some(q) = raw {
             v.extend(decode_form(&q));
@@ -121,7 +121,7 @@ impl Params {
         Params(v)
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -129,7 +129,7 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    fn all(&self, name: &str) -> Vec<&str> {
+    pub(crate) fn all(&self, name: &str) -> Vec<&str> {
         self.0
             .iter()
             .filter(|(k, _)| k == name)

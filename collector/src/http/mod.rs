@@ -18,6 +18,7 @@ use crate::store::Store;
 
 pub mod actions_api;
 pub mod api;
+pub mod loki;
 pub mod remote_write;
 pub mod rules_api;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub ingest: Option<Arc<crate::ingest::core::IngestCore>>,
     /// The rule manager, when rules are configured (`/api/v1/rules`, `/api/v1/alerts`).
     pub rules: Option<Arc<crate::rules::RuleManager>>,
+    /// The log store (the Loki API).
+    pub logs: Option<Arc<crate::logs::LogStore>>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             metadata: Arc::default(),
             ingest: None,
             rules: None,
+            logs: None,
         }
     }
 }
@@ -64,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(remote_write::routes())
         .merge(rules_api::routes())
+        .merge(loki::routes())
         .with_state(state)
 }
 
