@@ -167,7 +167,7 @@ fn main() {
         ),
         (
             "|= over one namespace",
-            r#"{namespace="ns-3"} |= "needle-7f3a""#,
+            r#"{namespace="ns-7"} |= "needle-7f3a""#,
         ),
         (
             "sum by (namespace) (count_over_time(|= error [1h]))",

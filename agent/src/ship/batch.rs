@@ -19,6 +19,9 @@ pub struct Builder {
     next_ref: u32,
     bytes: usize,
     sent_metadata: std::collections::HashSet<String>,
+    /// The last log record's stream and source with their refs: consecutive
+    /// records of one file skip the interning lookups.
+    last_log: Option<(vigil_common::Labels, u32, SourceKey, u32)>,
 }
 
 impl Builder {
@@ -30,6 +33,7 @@ impl Builder {
             sources: HashMap::new(),
             next_ref: 1,
             bytes: 0,
+            last_log: None,
             sent_metadata: Default::default(),
         }
     }
@@ -124,25 +128,32 @@ impl Builder {
     }
 
     pub fn add_log(&mut self, l: &LogEntry) {
-        let stream = self.intern(
-            l.stream
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        let source = match self.sources.get(&l.source) {
-            Some(r) => *r,
-            None => {
-                let r = self.sources.len() as u32 + 1;
-                self.batch.sources.push(pb::SourceDef {
-                    r#ref: r,
-                    path: l.source.path.clone(),
-                    device: l.source.device,
-                    inode: l.source.inode,
-                    fingerprint: l.source.fingerprint,
-                });
-                self.sources.insert(l.source.clone(), r);
-                r
+        let (stream, source) = match &self.last_log {
+            Some((labels, st, src, sr)) if *labels == l.stream && *src == l.source => (*st, *sr),
+            _ => {
+                let stream = self.intern(
+                    l.stream
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                );
+                let source = match self.sources.get(&l.source) {
+                    Some(r) => *r,
+                    None => {
+                        let r = self.sources.len() as u32 + 1;
+                        self.batch.sources.push(pb::SourceDef {
+                            r#ref: r,
+                            path: l.source.path.clone(),
+                            device: l.source.device,
+                            inode: l.source.inode,
+                            fingerprint: l.source.fingerprint,
+                        });
+                        self.sources.insert(l.source.clone(), r);
+                        r
+                    }
+                };
+                self.last_log = Some((l.stream.clone(), stream, l.source.clone(), source));
+                (stream, source)
             }
         };
         self.bytes += 32 + l.line.len();
@@ -161,6 +172,7 @@ impl Builder {
     /// agent run; streams re-send it, see [`StreamInterner`]).
     pub fn seal(&mut self, seq: u64, now_ms: i64) -> pb::Batch {
         let mut b = std::mem::take(&mut self.batch);
+        self.last_log = None;
         b.seq = seq;
         b.created_ms = now_ms;
         self.series.clear();

@@ -16,6 +16,10 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use vigil_proto::v1 as pb;
 
+/// Most encoded bytes sent and not yet acknowledged (besides the count limit
+/// `max_in_flight`): 4 MiB keeps a loopback or LAN link full.
+const MAX_IN_FLIGHT_BYTES: usize = 4 << 20;
+
 use super::LogAck;
 use super::batch::StreamInterner;
 use super::buffer::Buffer;
@@ -169,12 +173,17 @@ impl Client {
         self.buffer.lock().bump_seq(welcome.durable_seq);
 
         let mut interner = StreamInterner::default();
-        let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
+        let mut in_flight: VecDeque<(u64, Instant, usize)> = VecDeque::new();
+        let mut in_flight_bytes = 0usize;
         let mut cursor = welcome.durable_seq;
         let mut drain_seen = false;
         loop {
             // send what fits in the window
-            while in_flight.len() < self.config.max_in_flight {
+            // bounded by count and by bytes: a log backlog must not pile up
+            // encoded batches in memory faster than the collector acks them
+            while in_flight.len() < self.config.max_in_flight
+                && (in_flight.is_empty() || in_flight_bytes < MAX_IN_FLIGHT_BYTES)
+            {
                 let next = self.buffer.lock().seqs_after(cursor, 1).first().copied();
                 let Some(seq) = next else { break };
                 let batch = match self.buffer.lock().read(seq) {
@@ -213,7 +222,8 @@ impl Client {
                 self.telemetry
                     .bytes_sent
                     .fetch_add(size as u64, Ordering::Relaxed);
-                in_flight.push_back((seq, Instant::now()));
+                in_flight.push_back((seq, Instant::now(), size));
+                in_flight_bytes += size;
                 cursor = seq;
             }
             if drain.is_cancelled() && in_flight.is_empty() && self.buffer.lock().is_empty() {
@@ -222,8 +232,9 @@ impl Client {
             tokio::select! {
                 m = inbound.message() => match m {
                     Ok(Some(pb::CollectorMessage { kind: Some(pb::collector_message::Kind::Ack(a)) })) => {
-                        while in_flight.front().map(|(s, _)| *s <= a.seq).unwrap_or(false) {
-                            if let Some((_, t)) = in_flight.pop_front() {
+                        while in_flight.front().map(|(s, _, _)| *s <= a.seq).unwrap_or(false) {
+                            if let Some((_, t, size)) = in_flight.pop_front() {
+                                in_flight_bytes -= size;
                                 self.telemetry.ack_latency_micros_sum.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                                 self.telemetry.ack_latency_count.fetch_add(1, Ordering::Relaxed);
                             }
@@ -232,7 +243,7 @@ impl Client {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => return End::Retry("the collector closed the stream".into()),
-                    Err(s) => return self.failed(s, in_flight.front().map(|(s, _)| *s), rejections),
+                    Err(s) => return self.failed(s, in_flight.front().map(|(s, _, _)| *s), rejections),
                 },
                 _ = self.sealed.notified() => {}
                 _ = drain.cancelled(), if !drain_seen => drain_seen = true,

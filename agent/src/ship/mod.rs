@@ -63,6 +63,8 @@ use crate::telemetry::Telemetry;
 /// How many scrapes may wait for the batcher before new ones are dropped
 /// (and counted): scraping never waits for shipping.
 const SCRAPE_QUEUE: usize = 16;
+/// Batches of log entries (each up to 1 MiB of lines) waiting for the batcher.
+const LOG_QUEUE: usize = 4;
 
 /// What producers use.
 #[derive(Clone)]
@@ -145,7 +147,9 @@ pub fn start(
     let buffer = Arc::new(Mutex::new(buffer));
     let sealed = Arc::new(Notify::new());
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<Scrape>(SCRAPE_QUEUE);
-    let (log_tx, mut log_rx) = mpsc::channel::<Vec<LogEntry>>(64);
+    // the tailer's batches are up to 1 MiB of lines: a short queue keeps the
+    // pipeline busy without holding a backlog in memory (it stays in the files)
+    let (log_tx, mut log_rx) = mpsc::channel::<Vec<LogEntry>>(LOG_QUEUE);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let metadata = Arc::new(Mutex::new(HashMap::new()));
 
