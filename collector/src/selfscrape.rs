@@ -13,6 +13,9 @@ use vigil_common::Labels;
 
 use crate::ingest::core::IngestCore;
 
+/// The `job` label of the self-scraped series.
+pub const JOB: &str = "vigil-collector";
+
 /// A line of the text format that could not be read.
 #[derive(Debug, PartialEq, thiserror::Error)]
 #[error("line {line}: {reason}")]
@@ -133,10 +136,7 @@ pub async fn run(
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let text = core.telemetry.encode();
-        let (samples, errors) = parse_text(
-            &text,
-            &[("job", "vigil-collector"), ("instance", instance.as_str())],
-        );
+        let (samples, errors) = parse_text(&text, &[("job", JOB), ("instance", instance.as_str())]);
         if let Some(e) = errors.first() {
             tracing::warn!(error = %e, count = errors.len(), "self-scrape: unreadable lines skipped");
         }

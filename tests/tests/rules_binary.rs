@@ -218,6 +218,14 @@ fn alerts_reach_alertmanager_and_reloads_keep_or_replace_rules() {
         }
     });
 
+    // /metrics shows each family once (the self-scraped copies stay in the store)
+    let (_, m) = get(&addr, "/metrics").expect("metrics");
+    let mut types: Vec<&str> = m.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let n = types.len();
+    types.sort();
+    types.dedup();
+    assert_eq!(types.len(), n, "a family is exposed twice");
+
     // a broken file: reload refuses with the reason, old rules keep running
     std::fs::write(&rules, BROKEN).expect("write broken");
     let (code, body) = http("POST", &addr, "/-/reload", None, b"").expect("reload");

@@ -3,6 +3,8 @@
 //! that is missing or malformed skips that figure and is reported as an
 //! error of that reader, never a failed scrape.
 
+mod host;
+
 use std::path::{Path, PathBuf};
 
 use crate::model::{MetricFamily, MetricKind, Scrape};
@@ -34,7 +36,18 @@ impl NodeReader {
     /// Adds every node family it can read to `out`; returns the errors met.
     pub fn scrape(&self, out: &mut Scrape) -> Vec<ReadError> {
         let mut errors = Vec::new();
-        for r in [Self::cpu, Self::meminfo, Self::loadavg] {
+        for r in [
+            Self::cpu,
+            Self::meminfo,
+            Self::loadavg,
+            Self::stat,
+            Self::vmstat,
+            Self::netdev,
+            Self::diskstats,
+            Self::pressure,
+            Self::uname_time,
+            Self::filesystems,
+        ] {
             if let Err(e) = r(self, out) {
                 errors.push(e);
             }
@@ -100,16 +113,17 @@ impl NodeReader {
             let Some(Ok(v)) = parts.next().map(str::parse::<f64>) else {
                 continue;
             };
-            let v = if parts.next() == Some("kB") {
-                v * 1024.0
-            } else {
-                v
-            };
-            // node_exporter: "(anon)" → "_anon", "(file)" → "_file"
+            // node_exporter: "(anon)" → "_anon", "(file)" → "_file"; only
+            // fields in kB get `_bytes` (HugePages_Total etc. are counts)
             let key = key.replace('(', "_").replace(')', "");
+            let (v, key) = if parts.next() == Some("kB") {
+                (v * 1024.0, format!("{key}_bytes"))
+            } else {
+                (v, key)
+            };
             let mut fam = MetricFamily::new(
-                format!("node_memory_{key}_bytes"),
-                format!("Memory information field {key}_bytes."),
+                format!("node_memory_{key}"),
+                format!("Memory information field {key}."),
                 MetricKind::Gauge,
             );
             fam.push(Vec::<(String, String)>::new(), v);
@@ -170,6 +184,14 @@ mod tests {
         std::fs::write(d.path().join("proc/loadavg"), "0.1 nope").unwrap();
         let mut s = Scrape::new(0);
         let errs = NodeReader::new(d.path()).scrape(&mut s);
-        assert_eq!(errs.len(), 2, "{errs:?}");
+        // the malformed files are errors (the missing ones too), the good
+        // meminfo line is read, nothing panics
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|e| e.contains("short cpu line")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|e| e.contains("loadavg")), "{text:?}");
+        assert!(!text.iter().any(|e| e.contains("meminfo")), "{text:?}");
     }
 }

@@ -113,6 +113,9 @@ async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse
     let md = s.metadata.clone();
     let mut body = tokio::task::spawn_blocking(move || {
         let mut latest = store.latest();
+        // the collector's own metrics follow live from the registry; their
+        // self-scraped copies in the store would repeat the families
+        latest.retain(|(l, _, _)| l.get("job") != Some(crate::selfscrape::JOB));
         latest.sort_by(|a, b| {
             a.0.metric_name()
                 .cmp(&b.0.metric_name())
