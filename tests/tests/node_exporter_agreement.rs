@@ -1,0 +1,205 @@
+//! The agent's node figures against the real `prometheus-node-exporter` on
+//! this machine, read back to back: every `node_*` family both export has the
+//! same type and the same label names and label sets; MemTotal is exact,
+//! counters agree within 1%. And `promtool check metrics` has nothing to say
+//! about the agent's exposition except the names kept for compatibility
+//! (node_exporter's camelCase `node_memory_*`, cAdvisor's
+//! `container_memory_failcnt` counter).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use vigil_e2e::{Proc, TextSample, bin, free_port, get, parse_text, wait_for};
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+
+fn types(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let (n, t) = l.split_once(' ')?;
+            Some((n.to_string(), t.trim().to_string()))
+        })
+        .collect()
+}
+
+fn by_family(samples: &[TextSample]) -> BTreeMap<String, Vec<&TextSample>> {
+    let mut m: BTreeMap<String, Vec<&TextSample>> = BTreeMap::new();
+    for s in samples {
+        m.entry(s.name.clone()).or_default().push(s);
+    }
+    m
+}
+
+fn scrape_agent() -> String {
+    let out = Command::new(bin("vigil-agent"))
+        .arg("scrape")
+        .output()
+        .expect("vigil-agent scrape");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 exposition")
+}
+
+/// Label sets without the agent's own `node` label.
+fn label_sets(v: &[&TextSample], drop_node: bool) -> BTreeSet<BTreeMap<String, String>> {
+    v.iter()
+        .map(|s| {
+            let mut l = s.labels.clone();
+            if drop_node {
+                l.remove("node");
+            }
+            l
+        })
+        .collect()
+}
+
+#[test]
+fn node_families_agree_with_node_exporter() {
+    if !Path::new(NODE_EXPORTER).exists() {
+        eprintln!("prometheus-node-exporter not installed: skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _ne = Proc::start(
+        "node-exporter",
+        Path::new(NODE_EXPORTER),
+        &[
+            format!("--web.listen-address={addr}"),
+            // Debian patches these defaults; the agent follows upstream's
+            "--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".to_string(),
+            "--collector.netdev.device-exclude=".to_string(),
+        ],
+        dir.path(),
+    );
+    wait_for(Duration::from_secs(20), "node_exporter up", || {
+        match get(&addr, "/metrics") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // back to back: theirs, then ours
+    let (_, theirs_text) = get(&addr, "/metrics").unwrap();
+    let ours_text = scrape_agent();
+    let (theirs, ours) = (parse_text(&theirs_text), parse_text(&ours_text));
+    let (tt, ot) = (types(&theirs_text), types(&ours_text));
+    let (tf, of) = (by_family(&theirs), by_family(&ours));
+
+    let mut problems = Vec::new();
+    let mut compared = 0;
+    for (name, o) in of.iter().filter(|(n, _)| n.starts_with("node_")) {
+        let Some(t) = tf.get(name) else { continue };
+        compared += 1;
+        if tt.get(name) != ot.get(name) {
+            problems.push(format!(
+                "{name}: type {:?} vs node_exporter {:?}",
+                ot.get(name),
+                tt.get(name)
+            ));
+        }
+        let (ol, tl) = (label_sets(o, true), label_sets(t, false));
+        if ol != tl {
+            problems.push(format!(
+                "{name}: label sets differ\n  ours: {ol:?}\n  node_exporter: {tl:?}"
+            ));
+            continue;
+        }
+        // values: counters within 1% (read a moment apart); gauges that
+        // cannot move between the reads exactly
+        let counter = tt.get(name).map(String::as_str) == Some("counter");
+        let exact = [
+            "node_memory_MemTotal_bytes",
+            "node_boot_time_seconds",
+            "node_filesystem_size_bytes",
+            "node_filesystem_files",
+            "node_filesystem_readonly",
+        ]
+        .contains(&name.as_str());
+        if !(counter || exact) {
+            continue;
+        }
+        for s in o {
+            let mut l = s.labels.clone();
+            l.remove("node");
+            // loopback traffic includes these very scrapes
+            if l.get("device").map(String::as_str) == Some("lo") {
+                continue;
+            }
+            let Some(their) = t.iter().find(|x| x.labels == l) else {
+                continue;
+            };
+            let (a, b) = (s.value, their.value);
+            let ok = if exact {
+                a == b
+            } else {
+                (a - b).abs() <= 0.01 * a.abs().max(b.abs()) + 2.0
+            };
+            if !ok {
+                problems.push(format!("{name}{l:?}: ours {a} vs node_exporter {b}"));
+            }
+        }
+    }
+    assert!(compared >= 40, "only {compared} families in common");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // the families the issue names are all there
+    for n in [
+        "node_cpu_seconds_total",
+        "node_memory_MemTotal_bytes",
+        "node_load1",
+        "node_network_receive_bytes_total",
+        "node_disk_reads_completed_total",
+        "node_filesystem_avail_bytes",
+        "node_context_switches_total",
+        "node_forks_total",
+        "node_procs_running",
+        "node_boot_time_seconds",
+        "node_uname_info",
+        "node_time_seconds",
+        "node_vmstat_pgmajfault",
+    ] {
+        assert!(of.contains_key(n), "{n} missing");
+    }
+}
+
+#[test]
+fn promtool_check_metrics_only_flags_compatibility_names() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        eprintln!("promtool not installed: skipping");
+        return;
+    }
+    let text = scrape_agent();
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unexpected: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let node_camel = l.trim_start().starts_with("node_memory_")
+                && l.contains("should be written in 'snake_case' not 'camelCase'");
+            let failcnt = l.trim_start().starts_with("container_memory_failcnt ")
+                && l.contains("should have \"_total\" suffix");
+            !(node_camel || failcnt)
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "promtool: {unexpected:#?}");
+}
