@@ -209,6 +209,15 @@ fn cgroup_real_podman_container_named_with_limit() {
     assert!(id.contains("libpod-"), "{id}");
     let (_, usage) = value(&s, "container_memory_usage_bytes", "name", &p.name).expect("usage");
     assert!(usage > 0.0 && usage < 67108864.0, "{usage}");
+    // /proc side: its open fds, and its own network namespace's interface
+    let (_, fds) = value(&s, "container_file_descriptors", "name", &p.name).expect("fds");
+    assert!(fds >= 1.0, "{fds}");
+    let (net, _) = value(&s, "container_network_receive_bytes_total", "name", &p.name)
+        .unwrap_or_else(|| panic!("no network series for {} (errors {errs:?})", p.name));
+    assert!(
+        net.iter().any(|(k, v)| k == "interface" && v == "eth0"),
+        "{net:?}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! cached per container id and dropped when the id is no longer seen.
 
 pub mod kmsg;
+pub mod netfd;
 pub mod parse;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -413,6 +414,51 @@ const SPECS: &[(&str, &str, MetricKind)] = &[
         MetricKind::Counter,
     ),
     (
+        "container_file_descriptors",
+        "Number of open file descriptors for the container.",
+        MetricKind::Gauge,
+    ),
+    (
+        "container_network_receive_bytes_total",
+        "Cumulative count of bytes received",
+        MetricKind::Counter,
+    ),
+    (
+        "container_network_receive_packets_total",
+        "Cumulative count of packets received",
+        MetricKind::Counter,
+    ),
+    (
+        "container_network_receive_errors_total",
+        "Cumulative count of errors encountered while receiving",
+        MetricKind::Counter,
+    ),
+    (
+        "container_network_receive_packets_dropped_total",
+        "Cumulative count of packets dropped while receiving",
+        MetricKind::Counter,
+    ),
+    (
+        "container_network_transmit_bytes_total",
+        "Cumulative count of bytes transmitted",
+        MetricKind::Counter,
+    ),
+    (
+        "container_network_transmit_packets_total",
+        "Cumulative count of packets transmitted",
+        MetricKind::Counter,
+    ),
+    (
+        "container_network_transmit_errors_total",
+        "Cumulative count of errors encountered while transmitting",
+        MetricKind::Counter,
+    ),
+    (
+        "container_network_transmit_packets_dropped_total",
+        "Cumulative count of packets dropped while transmitting",
+        MetricKind::Counter,
+    ),
+    (
         "container_start_time_seconds",
         "Start time of the container since unix epoch in seconds.",
         MetricKind::Gauge,
@@ -585,6 +631,9 @@ impl CgroupReader {
         }
         let mut fam = Families::new();
         let mut seen = HashSet::new();
+        let proc = self.host_root.join("proc");
+        let host_netns = netfd::netns(&proc, 1);
+        let mut seen_netns = HashSet::new();
         let mut podman: Option<HashMap<String, (String, String)>> = None;
         let now = scrape.timestamp_ms as f64 / 1000.0;
         for rel in &paths {
@@ -648,6 +697,48 @@ impl CgroupReader {
                 ctx.set("container_start_time_seconds", s.as_secs_f64());
             }
             ctx.set("container_last_seen", now);
+            // /proc side: open fds, and network once per namespace
+            if rel != "/" {
+                let procs_dir = roots
+                    .iter()
+                    .map(|r| r.join(rel.trim_start_matches('/')))
+                    .find(|d| d.join("cgroup.procs").exists());
+                let pids = procs_dir.map(|d| netfd::pids(&d)).unwrap_or_default();
+                if !pids.is_empty() {
+                    ctx.set("container_file_descriptors", netfd::count_fds(&proc, &pids));
+                    if let Some(ns) = netfd::netns(&proc, pids[0])
+                        && Some(&ns) != host_netns.as_ref()
+                        && seen_netns.insert(ns)
+                    {
+                        let net_dev = proc.join(pids[0].to_string()).join("net/dev");
+                        match read(&net_dev).and_then(|t| {
+                            netfd::parse_net_dev(&t).map_err(|m| ParseError::msg(&net_dev, m))
+                        }) {
+                            Ok(ifaces) => {
+                                // a pod's containers share its namespace:
+                                // attributed to the pod, not to one container
+                                let mut labels = ctx.labels.clone();
+                                if !labels[4].1.is_empty() {
+                                    labels[0].1 = rel
+                                        .rsplit_once('/')
+                                        .map(|(p, _)| p.to_string())
+                                        .unwrap_or_default();
+                                    labels[1].1.clear();
+                                    labels[5].1.clear();
+                                }
+                                for (iface, vals) in ifaces {
+                                    let mut l = labels.clone();
+                                    l.push(("interface", iface));
+                                    for ((name, _), v) in netfd::NET_FAMILIES.iter().zip(vals) {
+                                        ctx.fam.push(name, &l, v);
+                                    }
+                                }
+                            }
+                            Err(e) => ctx.err(e),
+                        }
+                    }
+                }
+            }
             // A container that exited mid-read is not an error: its files went with it.
             if rel != "/"
                 && !roots
