@@ -94,6 +94,24 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<Duration>,
 
+    /// Processes that get series of their own: the top N by CPU and the
+    /// top N by resident memory [default: 10].
+    #[arg(long, env = "VIGIL_PROCESS_TOP_N", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_top_n: Option<usize>,
+
+    /// Only processes whose name (`comm`) matches this regex get series of
+    /// their own.
+    #[arg(long, env = "VIGIL_PROCESS_INCLUDE", value_name = "REGEX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_include: Option<String>,
+
+    /// Processes whose name (`comm`) matches this regex never get series of
+    /// their own.
+    #[arg(long, env = "VIGIL_PROCESS_EXCLUDE", value_name = "REGEX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_exclude: Option<String>,
+
     /// Log file globs to tail, in addition to the runtimes' default locations
     /// (repeatable; comma-separated in the environment).
     #[arg(
@@ -168,6 +186,7 @@ pub struct Config {
     pub max_in_flight: usize,
     pub shutdown_timeout: std::time::Duration,
     pub logs: LogsConfig,
+    pub processes: crate::procs::ProcessFilter,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
 }
@@ -181,6 +200,14 @@ pub struct LogsConfig {
     pub read_from_start: bool,
     pub max_line_bytes: usize,
     pub max_open_files: usize,
+}
+
+fn regex_setting(key: &str, v: Option<&str>) -> Result<Option<regex::Regex>, ConfigError> {
+    v.map(|r| {
+        regex::Regex::new(&format!("^(?:{r})$"))
+            .map_err(|e| ConfigError::Invalid(format!("{key} {r:?}: {e}")))
+    })
+    .transpose()
 }
 
 pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:9491";
@@ -273,6 +300,11 @@ impl Settings {
                 read_from_start: self.log_read_from_start.unwrap_or(true),
                 max_line_bytes: self.log_max_line_bytes.unwrap_or(ByteSize(256 << 10)).0 as usize,
                 max_open_files: self.log_max_open_files.unwrap_or(1024),
+            },
+            processes: crate::procs::ProcessFilter {
+                top_n: self.process_top_n.unwrap_or(10),
+                include: regex_setting("process_include", self.process_include.as_deref())?,
+                exclude: regex_setting("process_exclude", self.process_exclude.as_deref())?,
             },
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level,

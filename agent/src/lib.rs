@@ -26,6 +26,7 @@ pub mod http;
 pub mod logs;
 pub mod model;
 pub mod node;
+pub mod procs;
 pub mod run;
 pub mod scrape;
 pub mod ship;

@@ -101,6 +101,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             tracing::debug!(reader, error = %e, "scrape error");
         }
         telemetry.scrapes.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut m = telemetry.reader_micros.lock();
+            for (reader, d) in &report.durations {
+                m.insert(reader, d.as_micros() as u64);
+            }
+        }
+        telemetry
+            .containers_seen
+            .store(report.containers as u64, Ordering::Relaxed);
+        telemetry
+            .processes_seen
+            .store(report.processes as u64, Ordering::Relaxed);
         telemetry
             .scrape_micros
             .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -17,6 +17,11 @@ pub struct Telemetry {
     pub scrape_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Duration of the last scrape, microseconds.
     pub scrape_micros: AtomicU64,
+    /// Duration of each reader in the last scrape, microseconds.
+    pub reader_micros: Mutex<BTreeMap<&'static str, u64>>,
+    /// Container cgroups and processes the last scrape saw.
+    pub containers_seen: AtomicU64,
+    pub processes_seen: AtomicU64,
     pub samples_scraped: AtomicU64,
     pub batches_sealed: AtomicU64,
     pub batches_sent: AtomicU64,
@@ -223,6 +228,27 @@ impl Telemetry {
             errs.push([("reader", *reader)], *n as f64);
         }
         out.push(errs);
+        let mut dur = MetricFamily::new(
+            "vigil_agent_reader_duration_seconds",
+            "Duration of each reader in the last scrape.",
+            G,
+        );
+        for (reader, us) in self.reader_micros.lock().iter() {
+            dur.push([("reader", *reader)], *us as f64 / 1e6);
+        }
+        out.push(dur);
+        out.push(one(
+            "vigil_agent_containers_seen",
+            "Container cgroups the last scrape reported.",
+            G,
+            g(&self.containers_seen),
+        ));
+        out.push(one(
+            "vigil_agent_processes_seen",
+            "Processes the last scrape read.",
+            G,
+            g(&self.processes_seen),
+        ));
         out
     }
 }

@@ -218,6 +218,15 @@ fn cgroup_real_podman_container_named_with_limit() {
         net.iter().any(|(k, v)| k == "interface" && v == "eth0"),
         "{net:?}"
     );
+    // /proc processes are attributed to the container by their cgroup
+    let mut pr = vigil_agent::procs::ProcessReader::new(
+        Path::new("/"),
+        vigil_agent::procs::ProcessFilter::default(),
+    );
+    let mut s2 = Scrape::new(now_ms());
+    pr.scrape(&mut s2, &|path| r.labels_for(path));
+    let (_, n) = value(&s2, "vigil_container_processes", "name", &p.name).expect("processes");
+    assert_eq!(n, 1.0, "one sleep process");
 }
 
 #[test]

@@ -574,6 +574,22 @@ impl CgroupReader {
         }
     }
 
+    /// The container labels (`id`, `name`, `image`, `namespace`, `pod`,
+    /// `container`) of a cgroup path, as the last scrape named it; `None`
+    /// when the path holds no container id.
+    pub fn labels_for(&self, path: &str) -> Option<Vec<(&'static str, String)>> {
+        let ident = identify(path)?;
+        let m = self.meta.get(&ident.id).cloned().unwrap_or_default();
+        Some(vec![
+            (LABELS[0], path.to_string()),
+            (LABELS[1], m.name),
+            (LABELS[2], m.image),
+            (LABELS[3], m.namespace),
+            (LABELS[4], m.pod),
+            (LABELS[5], m.container),
+        ])
+    }
+
     /// Number of cached metadata entries (for tests of cache eviction).
     pub fn cached(&self) -> usize {
         self.meta.len()
