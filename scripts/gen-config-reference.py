@@ -6,6 +6,8 @@ from the code; tests/tests/docs_and_assets.rs checks the result.
 Usage: cargo build --bins && python3 scripts/gen-config-reference.py
 """
 import re
+import os
+import pathlib
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ root = Path(__file__).resolve().parent.parent
 
 
 def options(binary):
-    out = subprocess.run([str(root / "target/debug" / binary), "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([str(pathlib.Path(os.environ.get("CARGO_TARGET_DIR", root / "target")) / "debug" / binary), "--help"], capture_output=True, text=True, check=True).stdout
     text = out.split("Options:", 1)[1]
     rows = []
     for block in re.split(r"\n(?=\s{2,6}(?:-\w, )?--)", text):
