@@ -218,6 +218,11 @@ fn cgroup_real_podman_container_named_with_limit() {
         net.iter().any(|(k, v)| k == "interface" && v == "eth0"),
         "{net:?}"
     );
+    let (info, _) = value(&s, "container_info", "name", &p.name).expect("container_info");
+    assert!(
+        info.iter().any(|(k, v)| k == "runtime" && v == "podman"),
+        "{info:?}"
+    );
     // /proc processes are attributed to the container by their cgroup
     let mut pr = vigil_agent::procs::ProcessReader::new(
         Path::new("/"),

@@ -156,6 +156,40 @@ pub fn identify(path: &str) -> Option<PathIdentity> {
     })
 }
 
+/// The runtime that made a container cgroup, from its path.
+fn runtime_of(path: &str) -> &'static str {
+    let last = path.rsplit('/').next().unwrap_or("");
+    if last.starts_with("cri-containerd-") {
+        "containerd"
+    } else if last.starts_with("crio-") {
+        "cri-o"
+    } else if last.starts_with("libpod-") || path.contains("libpod_parent") {
+        "podman"
+    } else if last.starts_with("docker-")
+        || path.contains("/docker/")
+        || path.starts_with("/docker")
+    {
+        "docker"
+    } else if path.contains("kubepods") {
+        "cri"
+    } else {
+        ""
+    }
+}
+
+/// A Kubernetes pod's QoS class from its cgroup path.
+fn qos_of(path: &str) -> &'static str {
+    if !path.contains("kubepods") {
+        ""
+    } else if path.contains("besteffort") {
+        "BestEffort"
+    } else if path.contains("burstable") {
+        "Burstable"
+    } else {
+        "Guaranteed"
+    }
+}
+
 /// Names for a container, from the runtime's files.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Meta {
@@ -412,6 +446,11 @@ const SPECS: &[(&str, &str, MetricKind)] = &[
         "container_pressure_io_stalled_seconds_total",
         "Total time duration no tasks in the container could make progress due to IO congestion.",
         MetricKind::Counter,
+    ),
+    (
+        "container_info",
+        "Metadata of a container (value 1): runtime, full container id, pod uid, QoS class; join on id to add them to other series.",
+        MetricKind::Gauge,
     ),
     (
         "container_file_descriptors",
@@ -713,6 +752,14 @@ impl CgroupReader {
                 ctx.set("container_start_time_seconds", s.as_secs_f64());
             }
             ctx.set("container_last_seen", now);
+            if let Some(ident) = &ident {
+                let mut l = ctx.labels.clone();
+                l.push(("runtime", runtime_of(rel).to_string()));
+                l.push(("container_id", ident.id.clone()));
+                l.push(("pod_uid", ident.pod_uid.clone().unwrap_or_default()));
+                l.push(("qos", qos_of(rel).to_string()));
+                ctx.fam.push("container_info", &l, 1.0);
+            }
             // /proc side: open fds, and network once per namespace
             if rel != "/" {
                 let procs_dir = roots

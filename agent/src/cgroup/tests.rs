@@ -433,3 +433,34 @@ fn cgroup_kmsg_oom_record() {
     );
     assert_eq!(kmsg::parse_record("garbage"), None);
 }
+
+#[test]
+fn runtime_and_qos_from_paths() {
+    let id = "a".repeat(64);
+    for (path, rt, qos) in [
+        (
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope"
+            ),
+            "containerd",
+            "Burstable",
+        ),
+        (
+            format!("/kubepods/besteffort/pod1/{id}"),
+            "cri",
+            "BestEffort",
+        ),
+        (
+            format!("/kubepods/pod1/crio-{id}.scope"),
+            "cri-o",
+            "Guaranteed",
+        ),
+        (format!("/system.slice/docker-{id}.scope"), "docker", ""),
+        (format!("/docker/{id}"), "docker", ""),
+        (format!("/libpod_parent/libpod-{id}"), "podman", ""),
+        (format!("/machine.slice/libpod-{id}.scope"), "podman", ""),
+    ] {
+        assert_eq!(super::runtime_of(&path), rt, "{path}");
+        assert_eq!(super::qos_of(&path), qos, "{path}");
+    }
+}
