@@ -294,5 +294,12 @@ fn cgroup_real_v1_oom_kill_counted_and_logged() {
         "{ev:?}"
     );
     drop(guard);
+    // the cgroup is gone; the workload's kill count stays
+    let mut s = Scrape::new(now_ms());
+    let _ = r.scrape(&mut s);
+    assert!(value(&s, "container_oom_events_total", "id", &cid).is_none());
+    let (_, kills) = value(&s, "vigil_container_oom_kills_total", "name", &cid)
+        .expect("workload OOM counter after the cgroup went");
+    assert_eq!(kills, 1.0);
     assert!(!mem.join(&top).exists());
 }

@@ -288,6 +288,10 @@ pub struct CgroupReader {
     host_root: PathBuf,
     meta: HashMap<String, Meta>,
     kmsg: kmsg::Kmsg,
+    /// OOM kills from the kernel log per workload (name, namespace, pod,
+    /// container — or the cgroup path when none is known): unlike the
+    /// cgroup's own counter, it survives the container being recreated.
+    oom_kills: std::collections::BTreeMap<[String; 4], u64>,
 }
 
 struct Families {
@@ -606,6 +610,7 @@ impl CgroupReader {
         CgroupReader {
             host_root: host_root.to_path_buf(),
             meta: HashMap::new(),
+            oom_kills: std::collections::BTreeMap::new(),
             kmsg: kmsg::Kmsg::open(host_root).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "no kernel log: OOM kills of vanished containers are not reported");
                 kmsg::Kmsg::none()
@@ -644,6 +649,22 @@ impl CgroupReader {
                     let m = identify(&k.task_memcg)
                         .and_then(|i| self.meta.get(&i.id).cloned())
                         .unwrap_or_default();
+                    let key = if m.name.is_empty() && m.pod.is_empty() {
+                        [
+                            k.task_memcg.clone(),
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                        ]
+                    } else {
+                        [
+                            m.name.clone(),
+                            m.namespace.clone(),
+                            m.pod.clone(),
+                            m.container.clone(),
+                        ]
+                    };
+                    *self.oom_kills.entry(key).or_insert(0) += 1;
                     scrape.events.push(crate::model::Event {
                         timestamp_ms: scrape.timestamp_ms,
                         kind: "oom_kill".into(),
@@ -813,6 +834,25 @@ impl CgroupReader {
         }
         self.meta.retain(|id, _| seen.contains(id));
         scrape.families.extend(fam.f);
+        if !self.oom_kills.is_empty() {
+            let mut f = MetricFamily::new(
+                "vigil_container_oom_kills_total",
+                "OOM kills from the kernel log per workload (name, or namespace/pod/container); does not reset when the container is recreated. `name` holds the cgroup path when the container was unknown.",
+                MetricKind::Counter,
+            );
+            for ([name, namespace, pod, container], n) in &self.oom_kills {
+                f.push(
+                    [
+                        ("name", name.as_str()),
+                        ("namespace", namespace.as_str()),
+                        ("pod", pod.as_str()),
+                        ("container", container.as_str()),
+                    ],
+                    *n as f64,
+                );
+            }
+            scrape.families.push(f);
+        }
         errors
     }
 }
