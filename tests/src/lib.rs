@@ -147,6 +147,59 @@ impl Drop for Proc {
     }
 }
 
+/// Starts the built collector on 127.0.0.1 (`http_port`, `grpc_port`), data
+/// in `<dir>/collector`, logs in `<dir>/logs`, plus `extra` arguments, and
+/// waits until it is ready.
+pub fn start_collector(dir: &Path, http_port: u16, grpc_port: u16, extra: &[String]) -> Proc {
+    let http = format!("127.0.0.1:{http_port}");
+    let mut args = vec![
+        "--http-listen".to_string(),
+        http.clone(),
+        "--grpc-listen".into(),
+        format!("127.0.0.1:{grpc_port}"),
+        "--data-dir".into(),
+        dir.join("collector").display().to_string(),
+    ];
+    args.extend_from_slice(extra);
+    let p = Proc::start(
+        "collector",
+        &bin("vigil-collector"),
+        &args,
+        &dir.join("logs"),
+    );
+    wait_for(Duration::from_secs(30), "collector ready", || {
+        match get(&http, "/-/ready") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?} {}", p.stderr_text())),
+        }
+    });
+    p
+}
+
+/// Starts the built agent shipping to 127.0.0.1:`grpc_port` every second
+/// (no HTTP endpoint, state in `<dir>/agent`), plus `extra` arguments.
+pub fn start_agent(dir: &Path, grpc_port: u16, extra: &[String]) -> Proc {
+    let mut args = vec![
+        "--collector".to_string(),
+        format!("http://127.0.0.1:{grpc_port}"),
+        "--interval".into(),
+        "1s".into(),
+        "--batch-max-wait".into(),
+        "100ms".into(),
+        "--http-listen".into(),
+        "off".into(),
+        "--state-dir".into(),
+        dir.join("agent").display().to_string(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::start("agent", &bin("vigil-agent"), &args, &dir.join("logs"))
+}
+
+/// Converts `&str` arguments for [`start_collector`] and [`start_agent`].
+pub fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout`
 /// with `what` and the last state description.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use vigil_e2e::podman::{self, Service};
-use vigil_e2e::{Proc, bin, free_port, get, wait_for};
+use vigil_e2e::{args, free_port, get, start_agent, start_collector, wait_for};
 
 #[test]
 fn web_scales_from_2_to_4_under_load_and_back_to_2_without_flapping() {
@@ -51,38 +51,9 @@ fn web_scales_from_2_to_4_under_load_and_back_to_2_without_flapping() {
     .unwrap();
     let (hp, gp) = (free_port(), free_port());
     let http = format!("127.0.0.1:{hp}");
-    let _collector = Proc::start(
-        "collector",
-        &bin("vigil-collector"),
-        &[
-            "--http-listen".into(),
-            http.clone(),
-            "--grpc-listen".into(),
-            format!("127.0.0.1:{gp}"),
-            "--data-dir".into(),
-            d.join("collector").display().to_string(),
-            "--actions".into(),
-            d.join("actions.yml").display().to_string(),
-        ],
-        &d.join("logs"),
-    );
-    let _agent = Proc::start(
-        "agent",
-        &bin("vigil-agent"),
-        &[
-            "--collector".into(),
-            format!("http://127.0.0.1:{gp}"),
-            "--interval".into(),
-            "1s".into(),
-            "--batch-max-wait".into(),
-            "100ms".into(),
-            "--http-listen".into(),
-            "off".into(),
-            "--state-dir".into(),
-            d.join("agent").display().to_string(),
-        ],
-        &d.join("logs"),
-    );
+    let actions = d.join("actions.yml").display().to_string();
+    let _collector = start_collector(d, hp, gp, &args(&["--actions", &actions]));
+    let _agent = start_agent(d, gp, &args(&["--log-default-paths", "false"]));
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while service.containers(false).len() != 4 {
         if std::time::Instant::now() > deadline {

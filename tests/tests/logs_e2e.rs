@@ -8,55 +8,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use vigil_e2e::podman::{self, Service};
-use vigil_e2e::{Proc, bin, free_port, get, wait_for};
+use vigil_e2e::{Proc, args, free_port, get, start_agent, start_collector, wait_for};
 
 const LINES: usize = 4000;
 
 fn collector(d: &Path, hp: u16, gp: u16) -> Proc {
-    let http = format!("127.0.0.1:{hp}");
-    let p = Proc::start(
-        "collector",
-        &bin("vigil-collector"),
-        &[
-            "--http-listen".into(),
-            http.clone(),
-            "--grpc-listen".into(),
-            format!("127.0.0.1:{gp}"),
-            "--data-dir".into(),
-            d.join("collector").display().to_string(),
-        ],
-        &d.join("logs"),
-    );
-    wait_for(Duration::from_secs(30), "collector ready", || {
-        match get(&http, "/-/ready") {
-            Ok((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
-    p
+    start_collector(d, hp, gp, &[])
 }
 
 fn agent(d: &Path, gp: u16, log_glob: &str) -> Proc {
-    Proc::start(
-        "agent",
-        &bin("vigil-agent"),
-        &[
-            "--collector".into(),
-            format!("http://127.0.0.1:{gp}"),
-            "--interval".into(),
-            "1s".into(),
-            "--batch-max-wait".into(),
-            "100ms".into(),
-            "--http-listen".into(),
-            "off".into(),
-            "--log-default-paths".into(),
-            "false".into(),
-            "--log-path".into(),
-            log_glob.into(),
-            "--state-dir".into(),
-            d.join("agent").display().to_string(),
-        ],
-        &d.join("logs"),
+    start_agent(
+        d,
+        gp,
+        &args(&["--log-default-paths", "false", "--log-path", log_glob]),
     )
 }
 

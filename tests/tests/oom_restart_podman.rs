@@ -8,35 +8,14 @@
 use std::time::Duration;
 
 use vigil_e2e::podman::{self, Service};
-use vigil_e2e::{Proc, bin, free_port, get, wait_for};
+use vigil_e2e::{Proc, args, free_port, get, start_agent, start_collector, wait_for};
 
 /// Doubles a shell string until the memory limit kills the shell.
 const LEAK: &str = "sleep 2; x=0123456789abcdef; while :; do x=$x$x; done";
 
 fn collector(d: &std::path::Path, hp: u16, gp: u16) -> Proc {
-    let http = format!("127.0.0.1:{hp}");
-    let p = Proc::start(
-        "collector",
-        &bin("vigil-collector"),
-        &[
-            "--http-listen".into(),
-            http.clone(),
-            "--grpc-listen".into(),
-            format!("127.0.0.1:{gp}"),
-            "--data-dir".into(),
-            d.join("collector").display().to_string(),
-            "--actions".into(),
-            d.join("actions.yml").display().to_string(),
-        ],
-        &d.join("logs"),
-    );
-    wait_for(Duration::from_secs(30), "collector ready", || {
-        match get(&http, "/-/ready") {
-            Ok((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
-    p
+    let actions = d.join("actions.yml").display().to_string();
+    start_collector(d, hp, gp, &args(&["--actions", &actions]))
 }
 
 /// Restart audit entries for `name`, oldest first: (result, time_ms).
@@ -89,25 +68,7 @@ fn an_oom_killed_container_is_restarted_once_per_cooldown_across_collector_resta
     let (hp, gp) = (free_port(), free_port());
     let http = format!("127.0.0.1:{hp}");
     let mut c = collector(d, hp, gp);
-    let _agent = Proc::start(
-        "agent",
-        &bin("vigil-agent"),
-        &[
-            "--collector".into(),
-            format!("http://127.0.0.1:{gp}"),
-            "--interval".into(),
-            "1s".into(),
-            "--batch-max-wait".into(),
-            "100ms".into(),
-            "--http-listen".into(),
-            "off".into(),
-            "--log-default-paths".into(),
-            "false".into(),
-            "--state-dir".into(),
-            d.join("agent").display().to_string(),
-        ],
-        &d.join("logs"),
-    );
+    let _agent = start_agent(d, gp, &args(&["--log-default-paths", "false"]));
     // the agent is up and shipping before the first kill
     wait_for(Duration::from_secs(30), "agent samples", || {
         let (_, b) = get(&http, "/api/v1/query?query=vigil_agent_scrapes_total")?;
