@@ -20,9 +20,10 @@ interval=${INTERVAL:-5s}
 command -v cargo >/dev/null || { echo "cargo is needed (https://rustup.rs)"; exit 1; }
 echo "building vigil (release)…"
 cargo build --release --bins --quiet
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 mkdir -p "$home/collector" "$home/agent" "$home/logs"
 
-./target/release/vigil-collector \
+"$bin"/vigil-collector \
   --http-listen "127.0.0.1:$http_port" --grpc-listen "127.0.0.1:$grpc_port" \
   --data-dir "$home/collector" \
   --rules 'alerts/*.yml' --evaluation-interval 15s \
@@ -30,7 +31,7 @@ mkdir -p "$home/collector" "$home/agent" "$home/logs"
   ${ACTIONS:+--actions "$ACTIONS"} \
   >"$home/logs/collector.log" 2>&1 &
 collector=$!
-./target/release/vigil-agent \
+"$bin"/vigil-agent \
   --collector "http://127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$agent_port" \
   --state-dir "$home/agent" --interval "$interval" \
   >"$home/logs/agent.log" 2>&1 &
