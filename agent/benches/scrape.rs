@@ -288,8 +288,48 @@ fn steady_rss() {
     let _ = c.wait();
 }
 
+/// `--profile-cgroup`: only the cgroup reader on the fixture, for 10 s (to run under `perf record`).
+fn profile_cgroup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fixture(dir.path(), 1000);
+    let mut cg = CgroupReader::new(dir.path());
+    let mut s = Scrape::new(0);
+    cg.scrape(&mut s);
+    eprintln!("fixture ready");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        let mut s = Scrape::new(0);
+        std::hint::black_box(cg.scrape(&mut s));
+    }
+}
+
+/// `--profile-host`: the full scrape of this host, for 10 s (to run under `perf record`).
+fn profile_host() {
+    let mut cg = CgroupReader::new(Path::new("/"));
+    let node = NodeReader::new(Path::new("/"));
+    let mut procs = ProcessReader::new(Path::new("/"), ProcessFilter::default());
+    eprintln!("ready");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        let mut s = Scrape::new(0);
+        let _ = node.scrape(&mut s);
+        let _ = cg.scrape(&mut s);
+        let cgr = &cg;
+        let _ = procs.scrape(&mut s, &|p| cgr.labels_for(p));
+        std::hint::black_box(s.encode_text(Some("bench")));
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::args().any(|a| a == "--profile-host") {
+        profile_host();
+        return;
+    }
+    if std::env::args().any(|a| a == "--profile-cgroup") {
+        profile_cgroup();
         return;
     }
     fixture_scrape_cost();

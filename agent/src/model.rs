@@ -4,6 +4,21 @@
 //! Prometheus text. Not here: how anything is read or sent.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// A series' labels, shared: readers build a container's label set once and
+/// every sample of that container points at it (no copy per sample).
+pub type LabelSet = Arc<[(String, String)]>;
+
+/// Builds a [`LabelSet`] from `(name, value)` pairs.
+pub fn label_set<K: Into<String>, V: Into<String>>(
+    labels: impl IntoIterator<Item = (K, V)>,
+) -> LabelSet {
+    labels
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
+}
 
 /// The kind of a metric family, as in the Prometheus/OpenMetrics type line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,7 +50,7 @@ impl MetricKind {
 /// both); names are unique within a sample.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
-    pub labels: Vec<(String, String)>,
+    pub labels: LabelSet,
     pub value: f64,
 }
 
@@ -65,10 +80,15 @@ impl MetricFamily {
         value: f64,
     ) {
         self.samples.push(Sample {
-            labels: labels
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            labels: label_set(labels),
+            value,
+        });
+    }
+
+    /// Adds a sample whose label set is shared with other samples.
+    pub fn push_shared(&mut self, labels: &LabelSet, value: f64) {
+        self.samples.push(Sample {
+            labels: Arc::clone(labels),
             value,
         });
     }
@@ -125,7 +145,7 @@ impl Scrape {
                     escape_value(out, v);
                     out.push('"');
                 };
-                for (k, v) in &s.labels {
+                for (k, v) in s.labels.iter() {
                     label(&mut out, k, v);
                 }
                 if let Some(n) = node {

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use crate::model::{MetricFamily, MetricKind, Scrape};
+use crate::model::{LabelSet, MetricFamily, MetricKind, Scrape, label_set};
 
 /// A container's labels (`id`, `name`, `image`, `namespace`, `pod`, `container`).
-pub type ContainerLabels = Vec<(&'static str, String)>;
+pub type ContainerLabels = LabelSet;
 /// A process, its CPU ticks over the last interval, its container.
 type Seen = (ProcStat, u64, ContainerLabels);
 
@@ -21,12 +21,24 @@ type Seen = (ProcStat, u64, ContainerLabels);
 const USER_HZ: f64 = 100.0;
 
 /// What the reader keeps per process between scrapes: start time (to tell a
-/// reused pid) and CPU ticks.
-#[derive(Clone, Copy)]
+/// reused pid), CPU ticks, its `stat` file held open (read again with one
+/// `pread`; a reused pid makes the old handle fail, so it is reopened) and
+/// its cgroup path (read again after an exec or every
+/// [`CGROUP_RECHECK`] scrapes: processes rarely change cgroups).
 struct Prev {
     start: u64,
     ticks: u64,
+    stat: Option<std::fs::File>,
+    comm: String,
+    cgroup: Option<String>,
+    cgroup_read: u64,
 }
+
+/// Scrapes between re-reads of a process's `/proc/<pid>/cgroup`.
+const CGROUP_RECHECK: u64 = 16;
+/// At most this many `/proc/<pid>/stat` files are held open (each costs the
+/// kernel a page for its read buffer); beyond, they are opened per read.
+const MAX_OPEN_STATS: usize = 2048;
 
 /// Which processes get series of their own.
 #[derive(Debug, Clone)]
@@ -100,6 +112,25 @@ pub struct ProcessReader {
     filter: ProcessFilter,
     prev: HashMap<u32, Prev>,
     page_size: f64,
+    scrapes: u64,
+    open: usize,
+    buf: Vec<u8>,
+}
+
+/// Reads all of `f` from offset 0 into `buf` (grown as needed); returns the length.
+fn pread_all(f: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = f.read_at(&mut buf[len..], len as u64)?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            return Ok(len);
+        }
+    }
 }
 
 /// What one scrape saw (for self-metrics).
@@ -116,6 +147,9 @@ impl ProcessReader {
             filter,
             prev: HashMap::new(),
             page_size: rustix::param::page_size() as f64,
+            scrapes: 0,
+            open: 0,
+            buf: vec![0; 4096],
         }
     }
 
@@ -127,61 +161,108 @@ impl ProcessReader {
         labels_of: &dyn Fn(&str) -> Option<ContainerLabels>,
     ) -> ProcSummary {
         let mut summary = ProcSummary::default();
+        self.scrapes += 1;
         let Ok(dir) = std::fs::read_dir(&self.proc) else {
             summary.errors += 1;
             return summary;
         };
-        let host = || {
-            vec![
-                ("id", "/".to_string()),
-                ("name", String::new()),
-                ("image", String::new()),
-                ("namespace", String::new()),
-                ("pod", String::new()),
-                ("container", String::new()),
-            ]
-        };
+        let host_labels = label_set([
+            ("id", "/"),
+            ("name", ""),
+            ("image", ""),
+            ("namespace", ""),
+            ("pod", ""),
+            ("container", ""),
+        ]);
         // per container: labels → (procs, threads, cpu ticks, rss pages)
         let mut per: BTreeMap<ContainerLabels, [u64; 4]> = BTreeMap::new();
         let mut procs: Vec<Seen> = Vec::new();
-        let mut next_prev = HashMap::new();
+        let mut next_prev = HashMap::with_capacity(self.prev.len());
         for e in dir.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            let base = self.proc.join(pid.to_string());
-            let Ok(text) = std::fs::read_to_string(base.join("stat")) else {
-                // exited between the listing and the read: not an error
-                continue;
-            };
-            let Some(st) = parse_stat(pid, &text) else {
-                summary.errors += 1;
-                continue;
-            };
+            let mut old = self.prev.remove(&pid);
+            // the held handle first; a failed read means the process it was
+            // opened on is gone (the pid may be reused): open afresh
+            let mut st = None;
+            if let Some(f) = old.as_ref().and_then(|o| o.stat.as_ref())
+                && let Ok(n) = pread_all(f, &mut self.buf)
+                && n > 0
+            {
+                st = std::str::from_utf8(&self.buf[..n])
+                    .ok()
+                    .and_then(|t| parse_stat(pid, t));
+            }
+            let mut file = old.as_mut().and_then(|o| o.stat.take());
+            if st.is_none() {
+                if file.take().is_some() {
+                    self.open -= 1;
+                }
+                let base = self.proc.join(pid.to_string());
+                let Ok(f) = std::fs::File::open(base.join("stat")) else {
+                    // exited between the listing and the read: not an error
+                    continue;
+                };
+                let Ok(n) = pread_all(&f, &mut self.buf) else {
+                    continue;
+                };
+                let Some(parsed) = std::str::from_utf8(&self.buf[..n])
+                    .ok()
+                    .and_then(|t| parse_stat(pid, t))
+                else {
+                    summary.errors += 1;
+                    continue;
+                };
+                st = Some(parsed);
+                if self.open < MAX_OPEN_STATS {
+                    self.open += 1;
+                    file = Some(f);
+                }
+            }
+            let Some(st) = st else { continue };
             summary.processes += 1;
-            let labels = std::fs::read_to_string(base.join("cgroup"))
-                .ok()
-                .and_then(|t| cgroup_path(&t))
-                .and_then(|p| labels_of(&p))
-                .unwrap_or_else(host);
+            let same = old.as_ref().filter(|o| o.start == st.start);
+            let cgroup = match same {
+                Some(o) if o.comm == st.comm && self.scrapes - o.cgroup_read < CGROUP_RECHECK => {
+                    (o.cgroup.clone(), o.cgroup_read)
+                }
+                _ => (
+                    std::fs::read_to_string(self.proc.join(pid.to_string()).join("cgroup"))
+                        .ok()
+                        .and_then(|t| cgroup_path(&t)),
+                    self.scrapes,
+                ),
+            };
+            let labels = cgroup
+                .0
+                .as_deref()
+                .and_then(labels_of)
+                .unwrap_or_else(|| host_labels.clone());
             let a = per.entry(labels.clone()).or_default();
             a[0] += 1;
             a[1] += st.threads;
             a[2] += st.ticks;
             a[3] += st.rss_pages;
-            let delta = match self.prev.get(&pid) {
-                Some(p) if p.start == st.start => st.ticks.saturating_sub(p.ticks),
-                _ => st.ticks,
+            let delta = match same {
+                Some(p) => st.ticks.saturating_sub(p.ticks),
+                None => st.ticks,
             };
             next_prev.insert(
                 pid,
                 Prev {
                     start: st.start,
                     ticks: st.ticks,
+                    stat: file,
+                    comm: st.comm.clone(),
+                    cgroup: cgroup.0,
+                    cgroup_read: cgroup.1,
                 },
             );
             procs.push((st, delta, labels));
         }
+        // processes gone since the last scrape: close their handles
+        self.open -= self.prev.values().filter(|p| p.stat.is_some()).count();
         self.prev = next_prev;
 
         let spec = [
@@ -218,7 +299,7 @@ impl ProcessReader {
                 a[3] as f64 * self.page_size,
             ];
             for (f, v) in fams.iter_mut().zip(vals) {
-                f.push(labels.iter().map(|(k, v)| (*k, v.clone())), v);
+                f.push_shared(labels, v);
             }
         }
         out.families.extend(fams);
@@ -267,12 +348,15 @@ impl ProcessReader {
             MetricKind::Gauge,
         );
         for (st, _, labels) in chosen.values() {
-            let mut l: Vec<(&'static str, String)> =
-                vec![("pid", st.pid.to_string()), ("comm", st.comm.clone())];
+            let mut l: Vec<(String, String)> = vec![
+                ("pid".into(), st.pid.to_string()),
+                ("comm".into(), st.comm.clone()),
+            ];
             l.extend(labels.iter().cloned());
-            cpu.push(l.clone(), st.ticks as f64 / USER_HZ);
-            rss.push(l.clone(), st.rss_pages as f64 * self.page_size);
-            thr.push(l, st.threads as f64);
+            let l: LabelSet = l.into();
+            cpu.push_shared(&l, st.ticks as f64 / USER_HZ);
+            rss.push_shared(&l, st.rss_pages as f64 * self.page_size);
+            thr.push_shared(&l, st.threads as f64);
         }
         for f in [cpu, rss, thr] {
             if !f.samples.is_empty() {

@@ -19,7 +19,7 @@ fn value(s: &Scrape, name: &str, label: &str, want: &str) -> Option<Found> {
         .samples
         .iter()
         .find(|x| x.labels.iter().any(|(k, v)| k == label && v == want))
-        .map(|x| (x.labels.clone(), x.value))
+        .map(|x| (x.labels.to_vec(), x.value))
 }
 
 fn now_ms() -> i64 {

@@ -80,29 +80,53 @@ fn cgroup_mountinfo_hybrid_and_v2() {
 #[test]
 fn cgroup_parsers_real_formats() {
     let io = "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:0 rbytes=4 wbytes=8 rios=3 wios=4 dbytes=0 dios=0\n";
-    let m = io_stat(io).unwrap();
-    assert_eq!(
-        (m["rbytes"], m["wbytes"], m["rios"], m["wios"]),
-        (4100.0, 8200.0, 4.0, 6.0)
-    );
+    assert_eq!(io_stat(io).unwrap(), [4100.0, 8200.0, 4.0, 6.0]);
     let b = "8:0 Read 100\n8:0 Write 50\n8:0 Sync 0\n8:0 Async 150\n8:0 Total 150\n8:16 Read 1\nTotal 151\n";
     assert_eq!(blkio(b).unwrap(), (101.0, 50.0));
     let psi = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=500000\n";
     assert_eq!(psi_totals(psi).unwrap(), (Some(1.5e6), Some(5e5)));
     assert!(number("12x").is_err());
     assert!(number("").is_err());
-    assert!(flat_kv("a 1\nb\n").is_err());
+    assert!(number("-").is_err());
+    assert!(number("99999999999999999999999").is_err());
+    assert_eq!(number(" -1\n").unwrap(), -1.0);
+    assert_eq!(
+        number("18446744073709551615").unwrap(),
+        18446744073709551615.0
+    );
+    assert!(pick("a 1\nb\n", ["a"]).is_err());
+    assert!(pick("", ["a"]).is_err());
+    assert!(
+        pick("a x\n", ["a"]).is_err(),
+        "a wanted value must be a number"
+    );
+    assert_eq!(pick("a x\nb 2\n", ["b"]).unwrap(), [Some(2.0)]);
+    assert_eq!(
+        pick("usage_usec 5\nuser_usec 3\n", ["user_usec", "nope"]).unwrap(),
+        [Some(3.0), None]
+    );
+    assert_eq!(cpu_max("max 100000\n").unwrap(), (None, 100000.0));
+    assert_eq!(
+        cpu_max("50000 100000\n").unwrap(),
+        (Some(50000.0), 100000.0)
+    );
+    assert!(cpu_max("50000\n").is_err());
+    assert_eq!(pids("1\n\n22\nx\n"), vec![1, 22]);
+    assert_eq!(count_lines("1\n\n22\n"), 2);
 }
 
 proptest! {
     #[test]
     fn cgroup_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let t = String::from_utf8_lossy(&bytes);
-        let _ = number(&t);
-        let _ = flat_kv(&t);
-        let _ = io_stat(&t);
-        let _ = blkio(&t);
-        let _ = psi_totals(&t);
+        let _ = number(&bytes);
+        let _ = pick(&bytes, ["a", "usage_usec", "total"]);
+        let _ = io_stat(&bytes);
+        let _ = blkio(&bytes);
+        let _ = psi_totals(&bytes);
+        let _ = cpu_max(&bytes);
+        let _ = pids(&bytes);
+        let _ = count_lines(&bytes);
         let _ = identify(&t);
         let _ = kmsg::parse_record(&t);
         let _ = Hierarchies::from_mountinfo(&t, Path::new("/h"));
@@ -122,7 +146,58 @@ fn find(s: &Scrape, name: &str, id: &str) -> Option<(Vec<(String, String)>, f64)
         .samples
         .iter()
         .find(|x| x.labels.iter().any(|(k, v)| k == "id" && v == id))
-        .map(|x| (x.labels.clone(), x.value))
+        .map(|x| (x.labels.to_vec(), x.value))
+}
+
+#[test]
+fn family_indexes_match_specs() {
+    let at = |i: usize| SPECS[i].0;
+    assert_eq!(at(fam::CPU_USAGE), "container_cpu_usage_seconds_total");
+    assert_eq!(
+        at(fam::CFS_THROTTLED_SECONDS),
+        "container_cpu_cfs_throttled_seconds_total"
+    );
+    assert_eq!(
+        at(fam::MEM_WORKING_SET),
+        "container_memory_working_set_bytes"
+    );
+    assert_eq!(at(fam::MEM_FAILCNT), "container_memory_failcnt");
+    assert_eq!(at(fam::SPEC_CPU_SHARES), "container_spec_cpu_shares");
+    assert_eq!(at(fam::OOM_EVENTS), "container_oom_events_total");
+    assert_eq!(at(fam::THREADS), "container_threads");
+    assert_eq!(at(fam::FS), "container_fs_reads_bytes_total");
+    assert_eq!(at(fam::FS + 3), "container_fs_writes_total");
+    assert_eq!(at(fam::PSI), "container_pressure_cpu_waiting_seconds_total");
+    assert_eq!(
+        at(fam::PSI + 5),
+        "container_pressure_io_stalled_seconds_total"
+    );
+    assert_eq!(at(fam::INFO), "container_info");
+    assert_eq!(at(fam::FDS), "container_file_descriptors");
+    for (i, (name, _)) in netfd::NET_FAMILIES.iter().enumerate() {
+        assert_eq!(at(fam::NET + i), *name);
+    }
+    assert_eq!(at(fam::START), "container_start_time_seconds");
+    assert_eq!(at(fam::LAST_SEEN), "container_last_seen");
+    assert_eq!(SPECS.len(), fam::LAST_SEEN + 1);
+    for (i, (c, f)) in V1_FILES.iter().enumerate() {
+        let want = match i {
+            v1f::USAGE => "cpuacct.usage",
+            v1f::QUOTA => "cpu.cfs_quota_us",
+            v1f::PSI => "cpu.pressure",
+            v1f::MEM_STAT => "memory.stat",
+            v1f::OOM_CONTROL => "memory.oom_control",
+            v1f::PROCS => "cgroup.procs",
+            v1f::TASKS => "tasks",
+            v1f::BLKIO_OPS => "blkio.throttle.io_serviced",
+            _ => continue,
+        };
+        assert_eq!(*f, want);
+        assert!(*c <= ctl::TASKS);
+    }
+    assert_eq!(V2_FILES[v2f::MEM_EVENTS], "memory.events");
+    assert_eq!(V2_FILES[v2f::PROCS], "cgroup.procs");
+    assert_eq!(V2_FILES[v2f::PSI + 2], "io.pressure");
 }
 
 fn val(s: &Scrape, name: &str, id: &str) -> f64 {
@@ -306,6 +381,8 @@ fn cgroup_fixture_v2_kubepods_and_podman() {
 
     // A broken file skips that figure with an error; a vanished cgroup drops its cache entry.
     fs::write(cg.join(&k8s).join("memory.current"), "12ab").unwrap();
+    // a limit written by the runtime is seen at the next scrape
+    fs::write(cg.join(&k8s).join("memory.max"), "33554432\n").unwrap();
     fs::remove_dir_all(cg.join("machine.slice")).unwrap();
     let mut s = Scrape::new(1);
     let errs = r.scrape(&mut s);
@@ -313,6 +390,10 @@ fn cgroup_fixture_v2_kubepods_and_podman() {
     assert!(errs[0].to_string().contains("memory.current"));
     assert!(find(&s, "container_memory_usage_bytes", &kid).is_none());
     assert_eq!(val(&s, "container_memory_rss", &kid), 4194304.0);
+    assert_eq!(
+        val(&s, "container_spec_memory_limit_bytes", &kid),
+        33554432.0
+    );
     assert!(find(&s, "container_memory_rss", &pid).is_none());
     assert_eq!(r.cached(), 1);
 }
@@ -463,4 +544,109 @@ fn runtime_and_qos_from_paths() {
         assert_eq!(super::runtime_of(&path), rt, "{path}");
         assert_eq!(super::qos_of(&path), qos, "{path}");
     }
+}
+
+/// Open file descriptors of this process.
+fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn cgroup_churn_hundreds_of_pods_nothing_kept_for_gone_containers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path();
+    w(
+        h,
+        "proc/self/mountinfo",
+        "35 25 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
+    );
+    let cg = h.join("sys/fs/cgroup");
+    w(
+        &cg,
+        "cpu.stat",
+        "usage_usec 1\nuser_usec 1\nsystem_usec 0\n",
+    );
+    let container = |pod: usize, c: usize, g: usize| {
+        let uid = format!("{pod:08x}_aaaa_bbbb_cccc_{pod:012x}");
+        let id = format!("{:064x}", pod * 1000 + c * 100 + g);
+        (
+            format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice"),
+            format!("cri-containerd-{id}.scope"),
+        )
+    };
+    let pods = 200;
+    for p in 0..pods {
+        for c in 0..2 {
+            let (pod, ctr) = container(p, c, 0);
+            v2_cgroup(&cg, &format!("{pod}/{ctr}"), "max 100000\n");
+        }
+    }
+    let mut r = CgroupReader::new(h);
+    let mut s = Scrape::new(1);
+    assert!(r.scrape(&mut s).is_empty());
+    assert_eq!(r.cached(), pods * 2);
+    let fds_steady = open_fds();
+    let files_steady = r.open_files();
+    assert!(files_steady >= pods * 2 * 10, "files are held open");
+    // 10 rounds: a third of the pods replace their containers each round
+    let mut generation = vec![0usize; pods];
+    for round in 1..=10 {
+        for p in (round % 3..pods).step_by(3) {
+            for c in 0..2 {
+                let (pod, old) = container(p, c, generation[p]);
+                let (_, new) = container(p, c, round);
+                fs::remove_dir_all(cg.join(&pod).join(&old)).unwrap();
+                v2_cgroup(&cg, &format!("{pod}/{new}"), "max 100000\n");
+            }
+            generation[p] = round;
+        }
+        let mut s = Scrape::new(1 + round as i64);
+        let errs = r.scrape(&mut s);
+        assert!(errs.is_empty(), "round {round}: {errs:?}");
+        let ids: BTreeSet<String> = s
+            .families
+            .iter()
+            .find(|f| f.name == "container_cpu_usage_seconds_total")
+            .unwrap()
+            .samples
+            .iter()
+            .map(|x| x.labels[0].1.clone())
+            .collect();
+        let on_disk = fs::read_dir(cg.join("kubepods.slice/kubepods-burstable.slice"))
+            .unwrap()
+            .flatten()
+            .map(|pd| {
+                fs::read_dir(pd.path())
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .count()
+            })
+            .sum::<usize>();
+        assert_eq!(
+            ids.len(),
+            on_disk + 1,
+            "round {round}: every container once, plus /"
+        );
+        assert_eq!(r.cached(), on_disk, "round {round}");
+    }
+    // what is tracked and held open follows the live containers, not history
+    let live = r.cached();
+    assert_eq!(live, pods * 2);
+    assert_eq!(
+        r.open_files(),
+        files_steady,
+        "files of gone containers are closed"
+    );
+    assert!(
+        open_fds() <= fds_steady + 16,
+        "descriptors leak: {} now, {fds_steady} before",
+        open_fds()
+    );
+    let (watches, walks, degraded) = r.discovery();
+    assert_eq!(walks, 1, "followed by inotify, not by walking");
+    assert!(degraded.is_none());
+    assert!(watches > live, "{watches}");
 }

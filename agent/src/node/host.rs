@@ -5,6 +5,7 @@
 //! alerts work unchanged.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -20,6 +21,19 @@ const FSTYPE_EXCLUDE: &str = r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugf
 /// A filesystem whose statvfs takes longer is reported as a device error
 /// (a dead NFS mount must not hang the scrape).
 const STATFS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The excludes, compiled once.
+static DISK_RE: std::sync::LazyLock<Result<regex::Regex, regex::Error>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(DISK_EXCLUDE));
+static MOUNT_RE: std::sync::LazyLock<Result<regex::Regex, regex::Error>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(MOUNT_EXCLUDE));
+static FSTYPE_RE: std::sync::LazyLock<Result<regex::Regex, regex::Error>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(FSTYPE_EXCLUDE));
+
+/// Mount points whose `statvfs` has not returned yet (a dead network mount):
+/// skipped, with `node_filesystem_device_error` 1, until it does.
+static STUCK: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+    std::sync::LazyLock::new(Default::default);
 
 fn family(name: &str, help: &str, kind: MetricKind) -> MetricFamily {
     MetricFamily::new(name, help, kind)
@@ -169,8 +183,9 @@ impl NodeReader {
     /// `/proc/diskstats`: node_exporter's `node_disk_*{device}` (whole disks).
     pub(super) fn diskstats(&self, out: &mut Scrape) -> Result<(), ReadError> {
         let text = self.read("diskstats")?;
-        let exclude =
-            regex::Regex::new(DISK_EXCLUDE).map_err(|e| self.err("diskstats", e.to_string()))?;
+        let exclude = DISK_RE
+            .as_ref()
+            .map_err(|e| self.err("diskstats", e.to_string()))?;
         // (field index after the device name, name, help, kind, scale)
         const FIELDS: [(usize, &str, &str, MetricKind, f64); 17] = [
             (
@@ -400,16 +415,18 @@ impl NodeReader {
     }
 
     /// `node_filesystem_*{device,fstype,mountpoint}` for real filesystems
-    /// (node_exporter's default excludes), each `statvfs` on a thread with a
-    /// timeout so a dead mount cannot hang the scrape.
+    /// (node_exporter's default excludes); `statvfs` runs on a helper thread
+    /// with a timeout so a dead mount cannot hang the scrape.
     pub(super) fn filesystems(&self, out: &mut Scrape) -> Result<(), ReadError> {
         let text = self
             .read("1/mountinfo")
             .or_else(|_| self.read("self/mountinfo"))?;
-        let mexcl =
-            regex::Regex::new(MOUNT_EXCLUDE).map_err(|e| self.err("mountinfo", e.to_string()))?;
-        let fexcl =
-            regex::Regex::new(FSTYPE_EXCLUDE).map_err(|e| self.err("mountinfo", e.to_string()))?;
+        let mexcl = MOUNT_RE
+            .as_ref()
+            .map_err(|e| self.err("mountinfo", e.to_string()))?;
+        let fexcl = FSTYPE_RE
+            .as_ref()
+            .map_err(|e| self.err("mountinfo", e.to_string()))?;
         let root = self
             .proc
             .parent()
@@ -441,6 +458,7 @@ impl NodeReader {
             .map(|(n, h)| family(n, h, MetricKind::Gauge))
             .collect();
         let mut seen = std::collections::HashSet::new();
+        let mut mounts = Vec::new();
         for line in text.lines() {
             // id parent maj:min root mountpoint opts … - fstype source superopts
             let Some((left, right)) = line.split_once(" - ") else {
@@ -467,12 +485,50 @@ impl NodeReader {
             ];
             let ro = l[5].split(',').any(|o| o == "ro");
             let path = root.join(mountpoint.trim_start_matches('/'));
-            let (tx, rx) = mpsc::channel();
+            mounts.push((path, labels, ro));
+        }
+        // One thread statvfs-es every mount in turn; a call that does not
+        // return in time marks its mount stuck and ends this scrape's calls
+        // (the rest are reported as errors), and the mount is skipped until
+        // the call returns.
+        let stuck_now: std::collections::HashSet<PathBuf> =
+            STUCK.lock().map(|s| s.clone()).unwrap_or_default();
+        let todo: Vec<PathBuf> = mounts
+            .iter()
+            .map(|m| m.0.clone())
+            .filter(|p| !stuck_now.contains(p))
+            .collect();
+        let wanted = todo.len();
+        let (tx, rx) = mpsc::channel();
+        if !todo.is_empty() {
             std::thread::spawn(move || {
-                let _ = tx.send(rustix::fs::statvfs(&path));
+                for p in todo {
+                    if let Ok(mut s) = STUCK.lock() {
+                        s.insert(p.clone());
+                    }
+                    let r = rustix::fs::statvfs(&p);
+                    if let Ok(mut s) = STUCK.lock() {
+                        s.remove(&p);
+                    }
+                    if tx.send((p, r)).is_err() {
+                        return;
+                    }
+                }
             });
+        }
+        let mut results = std::collections::HashMap::new();
+        for _ in 0..wanted {
             match rx.recv_timeout(STATFS_TIMEOUT) {
-                Ok(Ok(st)) => {
+                Ok((p, Ok(st))) => {
+                    results.insert(p, st);
+                }
+                Ok((_, Err(_))) => {}
+                Err(_) => break,
+            }
+        }
+        for (path, labels, ro) in mounts {
+            match results.get(&path) {
+                Some(st) => {
                     let bs = st.f_frsize as f64;
                     let vals = [
                         st.f_blocks as f64 * bs,
@@ -487,7 +543,7 @@ impl NodeReader {
                         f.push(labels.clone(), v);
                     }
                 }
-                _ => {
+                None => {
                     fams[5].push(labels.clone(), f64::from(u8::from(ro)));
                     fams[6].push(labels.clone(), 1.0);
                 }

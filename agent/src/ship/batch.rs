@@ -99,7 +99,8 @@ impl Builder {
                 });
             }
             for smp in &f.samples {
-                let mut labels = smp.labels.clone();
+                let mut labels = Vec::with_capacity(smp.labels.len() + 2);
+                labels.extend(smp.labels.iter().cloned());
                 labels.push(("__name__".to_string(), f.name.clone()));
                 let r = self.intern(labels);
                 block.refs.push(r);
