@@ -113,6 +113,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         telemetry
             .processes_seen
             .store(report.processes as u64, Ordering::Relaxed);
+        let (open, limit) = report.cgroup_open_files;
+        telemetry
+            .cgroup_open_files
+            .store(open as u64, Ordering::Relaxed);
+        telemetry
+            .cgroup_open_files_limit
+            .store(limit as u64, Ordering::Relaxed);
+        let (watches, walks, degraded) = report.cgroup_discovery;
+        telemetry
+            .cgroup_watches
+            .store(watches as u64, Ordering::Relaxed);
+        telemetry.cgroup_walks.store(walks, Ordering::Relaxed);
+        telemetry
+            .cgroup_discovery_degraded
+            .store(u64::from(degraded), Ordering::Relaxed);
         telemetry
             .scrape_micros
             .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -18,6 +18,10 @@ pub struct ScrapeReport {
     pub processes: usize,
     /// Container cgroups reported.
     pub containers: usize,
+    /// Cgroup files held open, and the most that may be.
+    pub cgroup_open_files: (usize, usize),
+    /// Cgroup discovery: inotify watches, full walks so far, degraded.
+    pub cgroup_discovery: (usize, u64, bool),
 }
 
 /// Holds the readers and their state across scrapes.
@@ -31,7 +35,7 @@ impl Scraper {
     pub fn new(config: &Config) -> Self {
         Scraper {
             node: NodeReader::new(&config.host_root),
-            cgroup: CgroupReader::new(&config.host_root),
+            cgroup: CgroupReader::with_open_files(&config.host_root, config.cgroup_open_files),
             procs: ProcessReader::new(&config.host_root, config.processes.clone()),
         }
     }
@@ -51,6 +55,16 @@ impl Scraper {
         }
         report.durations.push(("cgroup", t.elapsed()));
         report.containers = self.cgroup.cached();
+        report.cgroup_open_files = (self.cgroup.open_files(), self.cgroup.open_files_limit());
+        let (watches, walks, degraded) = self.cgroup.discovery();
+        if let Some(why) = &degraded
+            && walks == 1
+        {
+            report
+                .errors
+                .push(("cgroup", format!("discovery degraded: {why}")));
+        }
+        report.cgroup_discovery = (watches, walks, degraded.is_some());
         let t = std::time::Instant::now();
         let cgroup = &self.cgroup;
         let summary = self.procs.scrape(&mut scrape, &|p| cgroup.labels_for(p));

@@ -22,6 +22,14 @@ pub struct Telemetry {
     /// Container cgroups and processes the last scrape saw.
     pub containers_seen: AtomicU64,
     pub processes_seen: AtomicU64,
+    /// Cgroup files held open between scrapes, and the budget for them.
+    pub cgroup_open_files: AtomicU64,
+    pub cgroup_open_files_limit: AtomicU64,
+    /// Inotify watches on cgroup directories; full walks of the hierarchies;
+    /// 1 while discovery walks every scrape (inotify unavailable).
+    pub cgroup_watches: AtomicU64,
+    pub cgroup_walks: AtomicU64,
+    pub cgroup_discovery_degraded: AtomicU64,
     pub samples_scraped: AtomicU64,
     pub batches_sealed: AtomicU64,
     pub batches_sent: AtomicU64,
@@ -248,6 +256,36 @@ impl Telemetry {
             "Processes the last scrape read.",
             G,
             g(&self.processes_seen),
+        ));
+        out.push(one(
+            "vigil_agent_cgroup_open_files",
+            "Cgroup files held open between scrapes (each read with one pread per scrape).",
+            G,
+            g(&self.cgroup_open_files),
+        ));
+        out.push(one(
+            "vigil_agent_cgroup_open_files_limit",
+            "Most cgroup files held open (from RLIMIT_NOFILE); past it, files are opened per read.",
+            G,
+            g(&self.cgroup_open_files_limit),
+        ));
+        out.push(one(
+            "vigil_agent_cgroup_watches",
+            "Inotify watches on cgroup directories.",
+            G,
+            g(&self.cgroup_watches),
+        ));
+        out.push(one(
+            "vigil_agent_cgroup_walks_total",
+            "Full walks of the cgroup hierarchies (start, inotify overflow, or every scrape when degraded).",
+            MetricKind::Counter,
+            g(&self.cgroup_walks),
+        ));
+        out.push(one(
+            "vigil_agent_cgroup_discovery_degraded",
+            "1 while cgroups are found by walking every scrape because inotify is unavailable or out of watches.",
+            G,
+            g(&self.cgroup_discovery_degraded),
         ));
         out
     }

@@ -713,6 +713,8 @@ struct Cg {
     /// re-read when inotify reports them modified.
     fresh: u32,
     cached: Vec<Option<[Option<f64>; 2]>>,
+    /// Files read through [`Ctx::watched`] (bit per file index).
+    watched_files: u32,
 }
 
 /// `(dir, file)` of the v2 files (all in directory 0).
@@ -768,6 +770,7 @@ impl Cg {
             found_at: now,
             fresh: 0,
             cached: vec![None; n],
+            watched_files: 0,
         };
         cg.locate(h, v2);
         cg.start_time = cg
@@ -881,8 +884,8 @@ fn raise_nofile() -> usize {
 
 /// File descriptors kept for other work (log files, sockets, the disk buffer).
 const FD_RESERVE: usize = 2048;
-/// At most this many cgroup files are kept open.
-const MAX_OPEN_FILES: usize = 65_536;
+/// The default of `--cgroup-open-files`.
+pub const DEFAULT_OPEN_FILES: usize = 16_384;
 
 /// Reading one cgroup: its files, the families it adds to, its errors.
 struct Ctx<'a> {
@@ -911,7 +914,9 @@ impl Ctx<'_> {
                     Ok(file) => {
                         let r = pread_all(&file, &mut self.io.buf);
                         if matches!(self.cg.files[i], Slot::Unknown) {
-                            self.cg.files[i] = if self.io.open < self.io.max_open {
+                            // files re-read only when written need no handle
+                            let rare = self.watching && self.cg.watched_files & (1u32 << i) != 0;
+                            self.cg.files[i] = if self.io.open < self.io.max_open && !rare {
                                 self.io.open += 1;
                                 Slot::Open(file)
                             } else {
@@ -955,6 +960,7 @@ impl Ctx<'_> {
         f: impl FnOnce(&[u8]) -> Result<[Option<f64>; 2], String>,
     ) -> Option<[Option<f64>; 2]> {
         let bit = 1u32 << i;
+        self.cg.watched_files |= bit;
         if self.cg.fresh & bit != 0 {
             return self.cg.cached[i];
         }
@@ -1253,6 +1259,12 @@ pub struct CgroupReader {
 
 impl CgroupReader {
     pub fn new(host_root: &Path) -> Self {
+        Self::with_open_files(host_root, DEFAULT_OPEN_FILES)
+    }
+
+    /// A reader that holds at most `max_open` cgroup files open (also capped
+    /// by the open-file limit, which it raises to the hard limit).
+    pub fn with_open_files(host_root: &Path, max_open: usize) -> Self {
         let limit = raise_nofile();
         CgroupReader {
             host_root: host_root.to_path_buf(),
@@ -1261,7 +1273,7 @@ impl CgroupReader {
             io: FileIo {
                 buf: vec![0; 16 * 1024],
                 open: 0,
-                max_open: limit.saturating_sub(FD_RESERVE).min(MAX_OPEN_FILES),
+                max_open: limit.saturating_sub(FD_RESERVE).min(max_open),
             },
             scrapes: 0,
             walks_seen: 0,
@@ -1295,6 +1307,11 @@ impl CgroupReader {
     /// Cgroup files held open between scrapes.
     pub fn open_files(&self) -> usize {
         self.io.open
+    }
+
+    /// The most cgroup files held open.
+    pub fn open_files_limit(&self) -> usize {
+        self.io.max_open
     }
 
     /// Discovery state: (inotify watches, full walks so far, why degraded).
