@@ -2,7 +2,8 @@
 //!
 //! 1. a cgroup v2 fixture tree of 1,000 Kubernetes containers (real file
 //!    formats, 250 pods × 4 containers) plus this host's node files and
-//!    processes: CPU time of one full scrape (target ≤ 20 ms);
+//!    processes: CPU time of one full scrape (target ≤ 20 ms), the cgroup
+//!    reader's share, and the cgroup reader with no file held open;
 //! 2. on this host, the agent's CPU per exported sample against
 //!    `prometheus-node-exporter` in the same run (node_exporter scraped over
 //!    HTTP, its CPU read from `/proc/<pid>/stat`; target: ours ≤ half);
@@ -135,6 +136,20 @@ fn fixture_scrape_cost() {
     }
     let cg_ms = (cpu_ticks(&thread_stat()) - t0) * 10.0 / runs as f64;
     println!("  of which the cgroup reader alone: {cg_ms:.1} ms CPU per scrape");
+    // the same with no file held open (--cgroup-open-files 0)
+    let mut closed = CgroupReader::with_open_files(dir.path(), 0);
+    for _ in 0..3 {
+        closed.scrape(&mut Scrape::new(0));
+    }
+    let t0 = cpu_ticks(&thread_stat());
+    for _ in 0..runs {
+        let _ = closed.scrape(&mut Scrape::new(0));
+    }
+    let closed_ms = (cpu_ticks(&thread_stat()) - t0) * 10.0 / runs as f64;
+    println!(
+        "  the cgroup reader with --cgroup-open-files 0 (every file opened per read): {closed_ms:.1} ms CPU per scrape"
+    );
+    drop(closed);
     let t0 = cpu_ticks(&thread_stat());
     let w0 = Instant::now();
     for _ in 0..runs {
