@@ -590,7 +590,10 @@ fn cgroup_churn_hundreds_of_pods_nothing_kept_for_gone_containers() {
     let fds_steady = open_fds();
     let files_steady = r.open_files();
     // 12 files in the fixture, 4 of them re-read only when written
-    assert!(files_steady >= pods * 2 * 8, "files are held open: {files_steady}");
+    assert!(
+        files_steady >= pods * 2 * 8,
+        "files are held open: {files_steady}"
+    );
     // 10 rounds: a third of the pods replace their containers each round
     let mut generation = vec![0usize; pods];
     for round in 1..=10 {
