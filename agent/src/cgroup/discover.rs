@@ -5,11 +5,13 @@
 //! tree. A full walk happens at start, after a queue overflow, and on every
 //! refresh when inotify cannot be used (unavailable, or the watch limit
 //! `fs.inotify.max_user_watches` reached: the reason is kept in
-//! [`Tree::degraded`]). The same watches report writes to files in those
-//! directories (`IN_MODIFY`: a limit written by the runtime, or a
-//! `memory.events` change the kernel notifies), so the reader re-reads such
-//! files only when they change ([`Tree::take_modified`]). Not here: what is
-//! read in a cgroup (`super`).
+//! [`Tree::degraded`]). Files the reader wants to hear about get watches of
+//! their own ([`Tree::watch_file`]: `IN_MODIFY` on a limit written by the
+//! runtime, or a `memory.events` change the kernel notifies), so it re-reads
+//! them only when they change ([`Tree::take_modified`]). Directories are not
+//! watched for `IN_MODIFY`: that would put every read of every file in them
+//! on the kernel's slow notification path. Not here: what is read in a
+//! cgroup (`super`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,8 @@ pub struct Tree {
     roots: Vec<PathBuf>,
     ino: Option<Inotify>,
     wds: HashMap<WatchDescriptor, (usize, String)>,
+    /// File watches: wd → (cgroup path, file name).
+    files: HashMap<WatchDescriptor, (String, String)>,
     paths: BTreeSet<String>,
     rescan: bool,
     buf: Vec<u8>,
@@ -59,6 +63,7 @@ impl Tree {
             roots,
             ino: None,
             wds: HashMap::new(),
+            files: HashMap::new(),
             paths: BTreeSet::new(),
             rescan: true,
             buf: vec![0; 64 * 1024],
@@ -79,9 +84,29 @@ impl Tree {
         std::mem::take(&mut self.modified)
     }
 
-    /// Inotify watches held.
+    /// Inotify watches held (directories and files).
     pub fn watches(&self) -> usize {
-        self.wds.len()
+        self.wds.len() + self.files.len()
+    }
+
+    /// Watches one file of cgroup `rel` for writes; false when it cannot be
+    /// watched (no inotify, no such file, watch limit): then the caller must
+    /// read it every time. Watches last until the file goes or the next full
+    /// walk (`walks` changes).
+    pub fn watch_file(&mut self, path: &Path, rel: &str, name: &str) -> bool {
+        let Some(ino) = self.ino.as_mut() else {
+            return false;
+        };
+        match ino
+            .watches()
+            .add(path, WatchMask::MODIFY | WatchMask::DONT_FOLLOW)
+        {
+            Ok(wd) => {
+                self.files.insert(wd, (rel.to_string(), name.to_string()));
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Brings the set up to date; true when it may have changed.
@@ -124,15 +149,19 @@ impl Tree {
                 }
                 if mask.contains(EventMask::IGNORED) {
                     self.wds.remove(&wd);
+                    self.files.remove(&wd);
+                    continue;
+                }
+                if let Some(file) = self.files.get(&wd) {
+                    if mask.contains(EventMask::MODIFY) {
+                        self.modified.push(file.clone());
+                    }
                     continue;
                 }
                 let (Some((root, rel)), Some(name)) = (self.wds.get(&wd), name) else {
                     continue;
                 };
                 if !mask.contains(EventMask::ISDIR) {
-                    if mask.contains(EventMask::MODIFY) {
-                        self.modified.push((rel.clone(), name));
-                    }
                     continue;
                 }
                 let (root, rel) = (*root, rel.clone());
@@ -178,6 +207,7 @@ impl Tree {
         self.paths.clear();
         self.paths.insert("/".to_string());
         self.wds.clear();
+        self.files.clear();
         self.modified.clear();
         // A new instance drops every old watch at once.
         self.ino = None;
@@ -200,7 +230,6 @@ impl Tree {
         if let Some(ino) = self.ino.as_mut() {
             let mask = WatchMask::CREATE
                 | WatchMask::DELETE
-                | WatchMask::MODIFY
                 | WatchMask::MOVED_FROM
                 | WatchMask::MOVED_TO
                 | WatchMask::ONLYDIR
@@ -256,10 +285,16 @@ mod tests {
         assert_eq!(t.paths(), &want(&["/", "/a", "/a/b"]));
         assert!(!t.refresh(), "nothing changed");
         std::fs::write(root.join("a/b/memory.max"), "1").unwrap();
+        std::fs::write(root.join("a/b/memory.current"), "1").unwrap();
+        assert!(t.watch_file(&root.join("a/b/memory.max"), "/a/b", "memory.max"));
+        assert!(!t.watch_file(&root.join("a/b/nope"), "/a/b", "nope"));
+        std::fs::write(root.join("a/b/memory.max"), "2").unwrap();
+        std::fs::write(root.join("a/b/memory.current"), "2").unwrap();
         t.refresh();
         assert_eq!(
             t.take_modified(),
-            vec![("/a/b".to_string(), "memory.max".to_string())]
+            vec![("/a/b".to_string(), "memory.max".to_string())],
+            "only watched files are reported"
         );
         std::fs::create_dir_all(root.join("a/c/d")).unwrap();
         std::fs::write(root.join("a/file"), "x").unwrap();

@@ -713,8 +713,9 @@ struct Cg {
     /// re-read when inotify reports them modified.
     fresh: u32,
     cached: Vec<Option<[Option<f64>; 2]>>,
-    /// Files read through [`Ctx::watched`] (bit per file index).
-    watched_files: u32,
+    /// Files with an inotify watch of their own (bit per file index): read
+    /// through [`Ctx::watched`], cached, not held open.
+    watchable: u32,
 }
 
 /// `(dir, file)` of the v2 files (all in directory 0).
@@ -770,7 +771,7 @@ impl Cg {
             found_at: now,
             fresh: 0,
             cached: vec![None; n],
-            watched_files: 0,
+            watchable: 0,
         };
         cg.locate(h, v2);
         cg.start_time = cg
@@ -805,6 +806,29 @@ impl Cg {
         match &self.dirs[d] {
             Some(dir) => dir.join(name),
             None => PathBuf::from(name),
+        }
+    }
+
+    /// The files that change only when written or notified: limits, and
+    /// `memory.events`.
+    fn watch_list(&self) -> &'static [usize] {
+        if self.names.len() == V2_FILES.len() {
+            &[v2f::CPU_MAX, v2f::CPU_WEIGHT, v2f::MEM_MAX, v2f::MEM_EVENTS]
+        } else {
+            &[v1f::SHARES, v1f::PERIOD, v1f::QUOTA, v1f::LIMIT]
+        }
+    }
+
+    /// Puts a watch on each file of [`Cg::watch_list`] that has none yet.
+    fn watch(&mut self, tree: &mut discover::Tree) {
+        for &i in self.watch_list() {
+            let bit = 1u32 << i;
+            if self.watchable & bit != 0 || self.dirs[self.names[i].0].is_none() {
+                continue;
+            }
+            if tree.watch_file(&self.path(i), &self.rel, self.names[i].1) {
+                self.watchable |= bit;
+            }
         }
     }
 
@@ -893,8 +917,9 @@ struct Ctx<'a> {
     io: &'a mut FileIo,
     fam: &'a mut Families,
     errors: &'a mut Vec<ParseError>,
-    /// Modified files are reported (see [`Ctx::watched`]).
-    watching: bool,
+    /// The node has no swap (`/proc/swaps` lists none): swap usage is 0
+    /// without reading `memory.swap.current`.
+    swap_off: bool,
 }
 
 impl Ctx<'_> {
@@ -915,7 +940,7 @@ impl Ctx<'_> {
                         let r = pread_all(&file, &mut self.io.buf);
                         if matches!(self.cg.files[i], Slot::Unknown) {
                             // files re-read only when written need no handle
-                            let rare = self.watching && self.cg.watched_files & (1u32 << i) != 0;
+                            let rare = self.cg.watchable & (1u32 << i) != 0;
                             self.cg.files[i] = if self.io.open < self.io.max_open && !rare {
                                 self.io.open += 1;
                                 Slot::Open(file)
@@ -960,13 +985,12 @@ impl Ctx<'_> {
         f: impl FnOnce(&[u8]) -> Result<[Option<f64>; 2], String>,
     ) -> Option<[Option<f64>; 2]> {
         let bit = 1u32 << i;
-        self.cg.watched_files |= bit;
         if self.cg.fresh & bit != 0 {
             return self.cg.cached[i];
         }
         let errors = self.errors.len();
         let v = self.parse(i, f);
-        if self.watching && self.errors.len() == errors {
+        if self.cg.watchable & bit != 0 && self.errors.len() == errors {
             self.cg.fresh |= bit;
             self.cg.cached[i] = v;
         }
@@ -1116,7 +1140,11 @@ fn read_v2(c: &mut Ctx<'_>, is_root: bool) {
         c.need(MEM_STAT, fam::MEM_MAPPED, mapped, "file_mapped");
     }
     if !is_root {
-        let swap = c.number(MEM_SWAP);
+        let swap = if c.swap_off {
+            Some(0.0)
+        } else {
+            c.number(MEM_SWAP)
+        };
         c.opt(fam::MEM_SWAP, swap);
         let limit = c.watched(MEM_MAX, |t| {
             if t.trim_ascii() == b"max" {
@@ -1427,9 +1455,12 @@ impl CgroupReader {
             }
         }
         if tree.walks != self.walks_seen {
+            // a new inotify instance: every file watch is gone
             self.walks_seen = tree.walks;
             for cg in self.containers.values_mut() {
                 cg.fresh = 0;
+                cg.watchable = 0;
+                cg.watch(tree);
             }
         }
         let paths = tree.paths();
@@ -1445,12 +1476,14 @@ impl CgroupReader {
                     self.io.open -= cg.open_files();
                 }
             }
+            let new: Vec<String> = paths
+                .iter()
+                .filter(|rel| !self.containers.contains_key(*rel))
+                .cloned()
+                .collect();
             let mut idx: Option<MetaIndex> = None;
-            for rel in paths {
-                if self.containers.contains_key(rel) {
-                    continue;
-                }
-                let ident = identify(rel);
+            for rel in new {
+                let ident = identify(&rel);
                 if ident.is_none() && rel != "/" {
                     continue;
                 }
@@ -1460,8 +1493,9 @@ impl CgroupReader {
                         .lookup(&self.host_root, i),
                     None => Meta::default(),
                 };
-                self.containers
-                    .insert(rel.clone(), Cg::new(h, *v2, rel, ident, meta, self.scrapes));
+                let mut cg = Cg::new(h, *v2, &rel, ident, meta, self.scrapes);
+                cg.watch(tree);
+                self.containers.insert(rel, cg);
             }
         }
         // Metadata may be written after the cgroup (the kubelet's log link,
@@ -1495,6 +1529,7 @@ impl CgroupReader {
                         *s = Slot::Unknown;
                     }
                 }
+                cg.watch(tree);
             }
         }
     }
@@ -1510,11 +1545,10 @@ impl CgroupReader {
             return errors;
         }
         self.sync();
-        let Some((h, v2, tree)) = &self.hier else {
+        let Some((h, v2, _)) = &self.hier else {
             return errors;
         };
         let v2 = *v2;
-        let watching = tree.degraded.is_none();
         let roots: Vec<&PathBuf> = if v2 {
             h.v2.iter().collect()
         } else {
@@ -1522,6 +1556,10 @@ impl CgroupReader {
         };
         let mut fam = Families::new(self.containers.len());
         let proc = self.host_root.join("proc");
+        // Kubernetes nodes run without swap by default (the kubelet refuses
+        // swap unless told otherwise).
+        let swap_off = fs::read(proc.join("swaps"))
+            .is_ok_and(|t| parse::count_lines(&t) == 1 && t.starts_with(b"Filename"));
         let host_netns = netfd::netns(&proc, 1);
         let mut seen_netns = HashSet::new();
         let now = scrape.timestamp_ms as f64 / 1000.0;
@@ -1533,7 +1571,7 @@ impl CgroupReader {
                 io: &mut self.io,
                 fam: &mut fam,
                 errors: &mut errors,
-                watching,
+                swap_off,
             };
             if v2 {
                 read_v2(&mut c, is_root);

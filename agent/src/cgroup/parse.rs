@@ -30,12 +30,25 @@ impl ParseError {
     }
 }
 
-/// Lines of `text`, without empty ones, numbered from 1.
+/// Lines of `text`, trimmed, without empty ones, numbered from 1.
 fn lines(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    text.split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(n, l)| (n + 1, l.trim_ascii()))
-        .filter(|(_, l)| !l.is_empty())
+    let mut rest = text;
+    let mut n = 0;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            n += 1;
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            let line = line.trim_ascii();
+            if !line.is_empty() {
+                return Some((n, line));
+            }
+        }
+        None
+    })
 }
 
 /// Whitespace-separated fields of a line.
@@ -84,22 +97,35 @@ pub fn number(text: impl AsRef<[u8]>) -> Result<f64, String> {
 
 /// `key value` lines (`memory.stat`, `cpu.stat`, `memory.events`,
 /// `memory.oom_control`): the values of `keys`, in their order (`None` for a
-/// key the file lacks). A line that is not `key value`, a non-numeric value
-/// of a wanted key, or an empty file is an error.
+/// key the file lacks). Lines up to the last wanted key must be `key value`
+/// and a wanted value a number, else it is an error (the rest of the file is
+/// not looked at); an empty file is an error.
 pub fn pick<const N: usize>(
     text: impl AsRef<[u8]>,
     keys: [&str; N],
 ) -> Result<[Option<f64>; N], String> {
     let mut out = [None; N];
     let mut any = false;
+    let mut found = 0;
     for (n, line) in lines(text.as_ref()) {
         any = true;
-        let mut it = fields(line);
-        let (Some(k), Some(v), None) = (it.next(), it.next(), it.next()) else {
-            return Err(format!("line {n}: expected `key value`"));
-        };
+        let bad = || format!("line {n}: expected `key value`");
+        let sp = line
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .ok_or_else(bad)?;
+        let (k, v) = (&line[..sp], line[sp..].trim_ascii_start());
+        if v.iter().any(u8::is_ascii_whitespace) {
+            return Err(bad());
+        }
         if let Some(i) = keys.iter().position(|w| w.as_bytes() == k) {
+            if out[i].is_none() {
+                found += 1;
+            }
             out[i] = Some(number(v).map_err(|e| format!("line {n}: {e}"))?);
+            if found == N {
+                break;
+            }
         }
     }
     if !any {
@@ -161,17 +187,17 @@ pub fn blkio(text: impl AsRef<[u8]>) -> Result<(f64, f64), String> {
 pub fn psi_totals(text: impl AsRef<[u8]>) -> Result<(Option<f64>, Option<f64>), String> {
     let (mut some, mut full) = (None, None);
     for (n, line) in lines(text.as_ref()) {
-        let mut it = fields(line);
-        let Some(kind) = it.next() else { continue };
-        let total = it
-            .find_map(|kv| kv.strip_prefix(b"total="))
+        let slot = if line.starts_with(b"some ") {
+            &mut some
+        } else if line.starts_with(b"full ") {
+            &mut full
+        } else {
+            return Err(format!("line {n}: unknown kind"));
+        };
+        let at = memchr::memmem::rfind(line, b" total=")
             .ok_or_else(|| format!("line {n}: no total="))?;
-        let v = number(total).map_err(|e| format!("line {n}: {e}"))?;
-        match kind {
-            b"some" => some = Some(v),
-            b"full" => full = Some(v),
-            _ => return Err(format!("line {n}: unknown kind")),
-        }
+        let v = number(&line[at + 7..]).map_err(|e| format!("line {n}: {e}"))?;
+        *slot = Some(v);
     }
     if some.is_none() && full.is_none() {
         return Err("empty file".into());

@@ -94,7 +94,10 @@ fn cgroup_parsers_real_formats() {
         number("18446744073709551615").unwrap(),
         18446744073709551615.0
     );
-    assert!(pick("a 1\nb\n", ["a"]).is_err());
+    assert!(pick("a 1\nb\n", ["a", "b"]).is_err());
+    assert!(pick("x\na 1\n", ["a"]).is_err());
+    // lines after the last wanted key are not looked at
+    assert_eq!(pick("a 1\nb\n", ["a"]).unwrap(), [Some(1.0)]);
     assert!(pick("", ["a"]).is_err());
     assert!(
         pick("a x\n", ["a"]).is_err(),
@@ -583,15 +586,30 @@ fn cgroup_churn_hundreds_of_pods_nothing_kept_for_gone_containers() {
             v2_cgroup(&cg, &format!("{pod}/{ctr}"), "max 100000\n");
         }
     }
+    // a Kubernetes node: no swap, so `memory.swap.current` is never read
+    w(
+        h,
+        "proc/swaps",
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n",
+    );
     let mut r = CgroupReader::new(h);
     let mut s = Scrape::new(1);
     assert!(r.scrape(&mut s).is_empty());
     assert_eq!(r.cached(), pods * 2);
+    let swap = &s
+        .families
+        .iter()
+        .find(|f| f.name == "container_memory_swap")
+        .unwrap()
+        .samples;
+    assert_eq!(swap.len(), pods * 2);
+    assert!(swap.iter().all(|x| x.value == 0.0));
     let fds_steady = open_fds();
     let files_steady = r.open_files();
-    // 12 files in the fixture, 4 of them re-read only when written
+    // 12 files in the fixture, 4 of them re-read only when written, and
+    // memory.swap.current not read
     assert!(
-        files_steady >= pods * 2 * 8,
+        files_steady >= pods * 2 * 7,
         "files are held open: {files_steady}"
     );
     // 10 rounds: a third of the pods replace their containers each round
