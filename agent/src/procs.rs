@@ -114,6 +114,7 @@ pub struct ProcessReader {
     page_size: f64,
     scrapes: u64,
     open: usize,
+    max_open: usize,
     buf: Vec<u8>,
 }
 
@@ -149,6 +150,12 @@ impl ProcessReader {
             page_size: rustix::param::page_size() as f64,
             scrapes: 0,
             open: 0,
+            // a quarter of the open-file limit at most
+            max_open: {
+                let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+                let soft = lim.current.unwrap_or(u64::MAX) / 4;
+                MAX_OPEN_STATS.min(usize::try_from(soft).unwrap_or(usize::MAX))
+            },
             buf: vec![0; 4096],
         }
     }
@@ -200,9 +207,19 @@ impl ProcessReader {
                     self.open -= 1;
                 }
                 let base = self.proc.join(pid.to_string());
-                let Ok(f) = std::fs::File::open(base.join("stat")) else {
+                let f = match std::fs::File::open(base.join("stat")) {
+                    Ok(f) => f,
                     // exited between the listing and the read: not an error
-                    continue;
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            || e.raw_os_error() == Some(libc::ESRCH) =>
+                    {
+                        continue;
+                    }
+                    Err(_) => {
+                        summary.errors += 1;
+                        continue;
+                    }
                 };
                 let Ok(n) = pread_all(&f, &mut self.buf) else {
                     continue;
@@ -215,7 +232,7 @@ impl ProcessReader {
                     continue;
                 };
                 st = Some(parsed);
-                if self.open < MAX_OPEN_STATS {
+                if self.open < self.max_open {
                     self.open += 1;
                     file = Some(f);
                 }

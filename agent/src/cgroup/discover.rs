@@ -51,6 +51,7 @@ pub struct Tree {
     rescan: bool,
     buf: Vec<u8>,
     modified: Vec<(String, String)>,
+    recreated: Vec<String>,
     /// Full walks done (start, overflow, degraded mode).
     pub walks: u64,
     /// Why the tree is walked on every refresh instead of watched.
@@ -68,6 +69,7 @@ impl Tree {
             rescan: true,
             buf: vec![0; 64 * 1024],
             modified: Vec::new(),
+            recreated: Vec::new(),
             walks: 0,
             degraded: None,
         }
@@ -82,6 +84,12 @@ impl Tree {
     /// full walk happened in between (`walks` unchanged).
     pub fn take_modified(&mut self) -> Vec<(String, String)> {
         std::mem::take(&mut self.modified)
+    }
+
+    /// Cgroups made again under a path already known (removed and made
+    /// between two refreshes): whatever was held for the old one is stale.
+    pub fn take_recreated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.recreated)
     }
 
     /// Inotify watches held (directories and files).
@@ -171,7 +179,17 @@ impl Tree {
                 let child = join(&rel, &name);
                 if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
                     changed = true;
-                    self.paths.insert(child.clone());
+                    if !self.paths.insert(child.clone()) {
+                        // it and all below it are new
+                        let prefix = format!("{child}/");
+                        self.recreated.push(child.clone());
+                        self.recreated.extend(
+                            self.paths
+                                .range(prefix.clone()..)
+                                .take_while(|p| p.starts_with(&prefix))
+                                .cloned(),
+                        );
+                    }
                     self.walk(root, &child, child.matches('/').count());
                 } else if mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
                     changed = true;
@@ -209,6 +227,7 @@ impl Tree {
         self.wds.clear();
         self.files.clear();
         self.modified.clear();
+        self.recreated.clear();
         // A new instance drops every old watch at once.
         self.ino = None;
         if self.degraded.is_none() {
@@ -303,7 +322,13 @@ mod tests {
         // below a directory created after the last refresh, too
         std::fs::create_dir_all(root.join("a/c/d/e")).unwrap();
         std::fs::remove_dir_all(root.join("a/b")).unwrap();
+        std::fs::remove_dir_all(root.join("a/c/d")).unwrap();
+        std::fs::create_dir_all(root.join("a/c/d/e")).unwrap();
         assert!(t.refresh());
+        assert_eq!(
+            t.take_recreated(),
+            vec!["/a/c/d".to_string(), "/a/c/d/e".to_string()]
+        );
         assert_eq!(t.paths(), &want(&["/", "/a", "/a/c", "/a/c/d", "/a/c/d/e"]));
         std::fs::remove_dir_all(root.join("a")).unwrap();
         t.refresh();

@@ -970,6 +970,11 @@ impl Ctx<'_> {
                 }
             },
             Err(e) => {
+                // a held handle that fails is dropped: the next read opens afresh
+                if matches!(self.cg.files[i], Slot::Open(_)) {
+                    self.cg.files[i] = Slot::Unknown;
+                    self.io.open -= 1;
+                }
                 self.errors.push(ParseError::io(&self.cg.path(i), e));
                 None
             }
@@ -1447,6 +1452,12 @@ impl CgroupReader {
             return;
         };
         let changed = tree.refresh();
+        // a cgroup removed and made again between two scrapes: new files
+        for rel in tree.take_recreated() {
+            if let Some(cg) = self.containers.remove(&rel) {
+                self.io.open -= cg.open_files();
+            }
+        }
         for (rel, name) in tree.take_modified() {
             if let Some(cg) = self.containers.get_mut(&rel)
                 && let Some(i) = cg.names.iter().position(|(_, n)| *n == name)
