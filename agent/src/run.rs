@@ -83,10 +83,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let scraper = Arc::new(Mutex::new(Scraper::new(&config)));
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // An OOM kill is shipped as soon as the kernel logs it: restarts wait on it.
+    let oom = Arc::new(tokio::sync::Notify::new());
+    {
+        let oom = oom.clone();
+        if let Err(e) = crate::cgroup::kmsg::watch(&config.host_root, move || oom.notify_one()) {
+            tracing::warn!(error = %e, "cannot watch the kernel log; OOM kills are shipped with the next scrape");
+        }
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+            _ = oom.notified() => {
+                let sc = scraper.clone();
+                let Ok((scrape, errors)) =
+                    tokio::task::spawn_blocking(move || sc.lock().events()).await
+                else {
+                    continue;
+                };
+                for e in &errors {
+                    telemetry.error("cgroup");
+                    tracing::debug!(error = %e, "kernel log error");
+                }
+                if !scrape.events.is_empty() {
+                    tracing::info!(events = scrape.events.len(), "OOM kill shipped ahead of the next scrape");
+                    ship.submit_scrape(scrape);
+                }
+                continue;
+            }
         }
         let sc = scraper.clone();
         let t0 = Instant::now();

@@ -40,6 +40,19 @@ impl Scraper {
         }
     }
 
+    /// Only the OOM kills the kernel logged since the last scrape (events and
+    /// their counter), shipped between scrapes when the kernel log shows one.
+    pub fn events(&mut self) -> (Scrape, Vec<String>) {
+        let mut scrape = Scrape::new(crate::run::now_ms());
+        let errors = self
+            .cgroup
+            .drain_events(&mut scrape)
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
+        (scrape, errors)
+    }
+
     /// Reads everything once.
     pub fn scrape(&mut self) -> (Scrape, ScrapeReport) {
         let mut scrape = Scrape::new(crate::run::now_ms());

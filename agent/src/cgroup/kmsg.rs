@@ -38,6 +38,39 @@ pub fn parse_record(rec: &str) -> Option<OomKill> {
     (!k.task_memcg.is_empty()).then_some(k)
 }
 
+/// Calls `on_oom` from a thread of its own as soon as the kernel logs an OOM
+/// kill (a blocking reader of `<host_root>/dev/kmsg` from its end), so the
+/// agent can ship the kill without waiting for the next scrape. The records
+/// themselves are still taken by each [`Kmsg`] reader.
+pub fn watch(host_root: &Path, on_oom: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    let mut f = File::open(host_root.join("dev/kmsg"))?;
+    f.seek(SeekFrom::End(0))?;
+    std::thread::Builder::new()
+        .name("kmsg-watch".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 8192];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                    Ok(n) => {
+                        if buf[..n].windows(9).any(|w| w == b"oom-kill:")
+                            && parse_record(&String::from_utf8_lossy(&buf[..n])).is_some()
+                        {
+                            on_oom();
+                        }
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kernel log watch stopped; OOM kills are shipped with the next scrape");
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// A non-blocking reader of `/dev/kmsg`.
 pub struct Kmsg {
     file: Option<File>,

@@ -1623,6 +1623,20 @@ impl CgroupReader {
             }
         }
         scrape.families.extend(fam.f);
+        self.push_oom_kills(scrape);
+        errors
+    }
+
+    /// Only the OOM kills logged since the last call: the events and the
+    /// per-workload counter, without reading any cgroup.
+    pub fn drain_events(&mut self, scrape: &mut Scrape) -> Vec<ParseError> {
+        let mut errors = Vec::new();
+        self.drain_kmsg(scrape, &mut errors);
+        self.push_oom_kills(scrape);
+        errors
+    }
+
+    fn push_oom_kills(&self, scrape: &mut Scrape) {
         if !self.oom_kills.is_empty() {
             let mut f = MetricFamily::new(
                 "vigil_container_oom_kills_total",
@@ -1642,7 +1656,6 @@ impl CgroupReader {
             }
             scrape.families.push(f);
         }
-        errors
     }
 }
 

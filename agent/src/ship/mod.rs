@@ -223,8 +223,10 @@ pub fn start(
                             }
                         }
                         if !s.events.is_empty() {
+                            // events (OOM kills) trigger actions: sealed at once
                             builder.add_events(&s.events);
-                            first_item.get_or_insert_with(tokio::time::Instant::now);
+                            seal(&mut builder);
+                            first_item = None;
                         }
                     }
                     None => break,
@@ -255,6 +257,7 @@ pub fn start(
                     seal(&mut builder);
                 }
             }
+            builder.add_events(&s.events);
         }
         while let Ok(entries) = log_rx.try_recv() {
             for e in &entries {
