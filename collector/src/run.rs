@@ -319,9 +319,10 @@ pub async fn start(
     // autoscalers
     if let Some(a) = actions {
         let source = Arc::new(crate::actions::engine::PromqlSource::new(store.clone()));
+        let data = Some(store.subscribe_appends());
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            a.run_autoscalers(source, sd).await;
+            a.run_autoscalers(source, data, sd).await;
         }));
     }
 

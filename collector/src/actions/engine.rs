@@ -693,10 +693,13 @@ impl Actions {
         ok
     }
 
-    /// Runs every autoscaler until `shutdown`.
+    /// Runs every autoscaler until `shutdown`: each evaluates every
+    /// `interval`, and also as soon as new data is stored (`data`, when
+    /// given), at most every `min(interval, 250 ms)`.
     pub async fn run_autoscalers(
         self: Arc<Self>,
         source: Arc<dyn MetricSource>,
+        data: Option<tokio::sync::watch::Receiver<u64>>,
         shutdown: CancellationToken,
     ) {
         let mut tasks = Vec::new();
@@ -704,14 +707,36 @@ impl Actions {
             let me = Arc::clone(&self);
             let src = Arc::clone(&source);
             let sd = shutdown.clone();
+            let mut data = data.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(sc.interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let gap = sc.interval.min(std::time::Duration::from_millis(250));
+                let mut last: Option<tokio::time::Instant> = None;
                 loop {
                     tokio::select! {
                         _ = sd.cancelled() => break,
                         _ = tick.tick() => {}
+                        changed = async {
+                            match data.as_mut() {
+                                Some(d) => d.changed().await,
+                                None => std::future::pending().await,
+                            }
+                        } => {
+                            if changed.is_err() {
+                                data = None;
+                                continue;
+                            }
+                            if let Some(l) = last {
+                                tokio::select! {
+                                    _ = sd.cancelled() => break,
+                                    _ = tokio::time::sleep_until(l + gap) => {}
+                                }
+                            }
+                            tick.reset();
+                        }
                     }
+                    last = Some(tokio::time::Instant::now());
                     me.evaluate_scaler(&sc, src.as_ref(), now_ms()).await;
                 }
             }));

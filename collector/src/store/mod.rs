@@ -370,6 +370,9 @@ pub struct Store {
     min_time: AtomicI64,
     max_time: AtomicI64,
     enforcing: AtomicBool,
+    /// Counts appends that stored something: what waits for new data (the
+    /// autoscalers) subscribes to it.
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 /// The outcome of one append, before it becomes a public result.
@@ -390,7 +393,13 @@ impl Store {
             min_time: AtomicI64::new(i64::MAX),
             max_time: AtomicI64::new(i64::MIN),
             enforcing: AtomicBool::new(false),
+            appended: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes after every append that stored at least one sample.
+    pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     pub fn options(&self) -> &StoreOptions {
@@ -660,6 +669,9 @@ impl Store {
             }
         }
         self.enforce_budget();
+        if sum.appended > 0 {
+            self.appended.send_modify(|g| *g = g.wrapping_add(1));
+        }
         sum
     }
 
