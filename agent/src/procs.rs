@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
+use crate::cgroup::pread_all;
 use crate::model::{LabelSet, MetricFamily, MetricKind, Scrape, label_set};
 
 /// A container's labels (`id`, `name`, `image`, `namespace`, `pod`, `container`).
@@ -116,22 +117,6 @@ pub struct ProcessReader {
     open: usize,
     max_open: usize,
     buf: Vec<u8>,
-}
-
-/// Reads all of `f` from offset 0 into `buf` (grown as needed); returns the length.
-fn pread_all(f: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = f.read_at(&mut buf[len..], len as u64)?;
-        len += n;
-        if n == 0 || len < buf.len() {
-            return Ok(len);
-        }
-    }
 }
 
 /// What one scrape saw (for self-metrics).

@@ -848,8 +848,9 @@ struct FileIo {
 }
 
 /// Reads all of `f` from offset 0 into `buf` (kept at its full length, so
-/// nothing is zeroed per read); returns the length read.
-fn pread_all(f: &fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+/// nothing is zeroed per read); returns the length read. Also used for
+/// `/proc/<pid>/stat` (the process reader).
+pub(crate) fn pread_all(f: &fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     use std::os::unix::fs::FileExt;
     let mut len = 0;
     loop {
@@ -858,7 +859,7 @@ fn pread_all(f: &fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         }
         let n = f.read_at(&mut buf[len..], len as u64)?;
         len += n;
-        // A short read is the end: files here are regenerated whole per read.
+        // A short read is the end: these files are regenerated whole per read.
         if n == 0 || len < buf.len() {
             return Ok(len);
         }

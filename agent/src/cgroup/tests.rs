@@ -209,6 +209,16 @@ fn val(s: &Scrape, name: &str, id: &str) -> f64 {
         .1
 }
 
+/// A host root whose only hierarchy is cgroup v2; returns its mount.
+fn v2_host(h: &Path) -> PathBuf {
+    w(
+        h,
+        "proc/self/mountinfo",
+        "35 25 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
+    );
+    h.join("sys/fs/cgroup")
+}
+
 fn v2_cgroup(root: &Path, dir: &str, quota: &str) {
     w(
         root,
@@ -248,12 +258,7 @@ fn v2_cgroup(root: &Path, dir: &str, quota: &str) {
 fn cgroup_fixture_v2_kubepods_and_podman() {
     let tmp = tempfile::tempdir().unwrap();
     let h = tmp.path();
-    w(
-        h,
-        "proc/self/mountinfo",
-        "35 25 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
-    );
-    let cg = h.join("sys/fs/cgroup");
+    let cg = v2_host(h);
     w(
         &cg,
         "cpu.stat",
@@ -560,12 +565,7 @@ fn open_fds() -> usize {
 fn cgroup_churn_hundreds_of_pods_nothing_kept_for_gone_containers() {
     let tmp = tempfile::tempdir().unwrap();
     let h = tmp.path();
-    w(
-        h,
-        "proc/self/mountinfo",
-        "35 25 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
-    );
-    let cg = h.join("sys/fs/cgroup");
+    let cg = v2_host(h);
     w(
         &cg,
         "cpu.stat",
