@@ -364,6 +364,8 @@ pub fn main(config: Config, _config_file: Option<PathBuf>) -> anyhow::Result<()>
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vigil-collector")
+        // deep (bounded) queries recurse; see promql::MAX_DEPTH
+        .thread_stack_size(crate::promql::THREAD_STACK_BYTES)
         .build()
         .context("tokio runtime")?;
     rt.block_on(async move {

@@ -300,7 +300,7 @@ fn parse_matchers(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiEr
     }
     let mut out = Vec::new();
     for m in raw {
-        let e = promql_parser::parser::parse(m).map_err(|e| ApiError::param("match[]", e))?;
+        let e = crate::promql::parse(m).map_err(|e| ApiError::param("match[]", e))?;
         let Expr::VectorSelector(vs) = e else {
             return Err(ApiError::param(
                 "match[]",

@@ -112,9 +112,16 @@ impl Query {
     }
 }
 
+/// The deepest nesting of aggregations and parentheses a metric query may
+/// have. The parser recurses once per level; bounding it keeps a hostile
+/// query (thousands of nested `sum(`) from overflowing the stack. Real
+/// LogQL nests a handful of levels.
+pub const MAX_DEPTH: usize = 64;
+
 struct P<'a> {
     s: &'a str,
     pos: usize,
+    depth: usize,
 }
 
 impl<'a> P<'a> {
@@ -329,6 +336,18 @@ impl<'a> P<'a> {
     }
 
     fn metric(&mut self) -> Result<MetricExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err(format!(
+                "query is too deeply nested (more than {MAX_DEPTH} levels of parentheses or aggregations)"
+            ));
+        }
+        let e = self.metric_inner();
+        self.depth -= 1;
+        e
+    }
+
+    fn metric_inner(&mut self) -> Result<MetricExpr, ParseError> {
         if self.eat("(") {
             let e = self.metric()?;
             self.expect(")")?;
@@ -440,7 +459,11 @@ pub fn parse_duration_ns(s: &str) -> Option<i64> {
 
 /// Parses a query.
 pub fn parse(q: &str) -> Result<Query, ParseError> {
-    let mut p = P { s: q, pos: 0 };
+    let mut p = P {
+        s: q,
+        pos: 0,
+        depth: 0,
+    };
     let out = if p.peek() == Some('{') {
         Query::Log(p.selector()?)
     } else {

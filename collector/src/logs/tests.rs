@@ -201,6 +201,31 @@ fn parse_errors_name_the_position() {
 }
 
 #[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    let sel = r#"count_over_time({container="a"}[1m])"#;
+    // the deepest accepted query parses on a 2 MiB stack (tokio's default)
+    let ok = format!(
+        "{}{sel}{}",
+        "sum(".repeat(logql::MAX_DEPTH - 1),
+        ")".repeat(logql::MAX_DEPTH - 1)
+    );
+    let deep = format!("{}{sel}{}", "sum(".repeat(5000), ")".repeat(5000));
+    let parens = format!("{}{sel}{}", "(".repeat(8000), ")".repeat(8000));
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            assert!(logql::parse(&ok).is_ok());
+            for q in [deep, parens] {
+                let e = logql::parse(&q).unwrap_err();
+                assert!(e.msg.contains("too deeply nested"), "{e}");
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
 fn retention_by_bytes_drops_oldest_segments() {
     let d = tempfile::tempdir().unwrap();
     let st = LogStore::open(
