@@ -10,6 +10,7 @@
 //!   interning, deduplication by sequence, ack after durability.
 //! - [`wal`]: the write-ahead log in `--data-dir`, replayed at start.
 //! - [`store`]: series and samples in memory, as the queries need them.
+//! - [`net`]: accepting connections on both listeners, within limits.
 //! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
 //! - [`rules`]: alerting and recording rules (Prometheus' format), the
 //!   alert state machine, `check rules` / `test rules`.
@@ -24,6 +25,7 @@ pub mod http;
 pub mod ingest;
 pub mod logs;
 pub mod metadata;
+pub mod net;
 pub mod notify;
 pub mod promql;
 pub mod rules;

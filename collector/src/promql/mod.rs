@@ -53,6 +53,9 @@ pub struct EngineOptions {
     /// Step of subqueries written without one (`x[5m:]`); Prometheus uses the
     /// global evaluation interval, 1m by default.
     pub default_subquery_step_ms: i64,
+    /// Raised by the caller when nobody waits for the answer any more; the
+    /// query then fails with [`QueryError::Canceled`] at its next check.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for EngineOptions {
@@ -62,6 +65,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
             default_subquery_step_ms: 60_000,
+            cancel: None,
         }
     }
 }
