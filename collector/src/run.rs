@@ -76,6 +76,7 @@ pub async fn start(
         max_series_per_tenant: config.max_series_per_agent,
         max_bytes: config.memory_budget,
         out_of_order_window_ms: config.out_of_order_window.as_millis() as i64,
+        max_future_ms: config.series_limits.max_future_ms,
         ..Default::default()
     }));
     telemetry.watch_store(store.clone());
@@ -143,15 +144,18 @@ pub async fn start(
         data_dir.display()
     );
     let wal = Wal::start(&checkpoint::wal_dir(&data_dir))?;
-    let core = Arc::new(IngestCore::new(
-        store.clone(),
-        wal,
-        telemetry.clone(),
-        metadata.clone(),
-        Some(logs.clone() as Arc<dyn crate::ingest::LogSink>),
-        events,
-        recovered.durable,
-    ));
+    let core = Arc::new(
+        IngestCore::new(
+            store.clone(),
+            wal,
+            telemetry.clone(),
+            metadata.clone(),
+            Some(logs.clone() as Arc<dyn crate::ingest::LogSink>),
+            events,
+            recovered.durable,
+        )
+        .with_limits(config.series_limits),
+    );
 
     // rules and Alertmanager
     let external_labels = vigil_common::Labels::new(

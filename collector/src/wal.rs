@@ -96,6 +96,11 @@ pub struct WalRecord {
     pub events: Vec<WalEvent>,
     #[prost(message, repeated, tag = "7")]
     pub metadata: Vec<vigil_proto::v1::MetricMetadata>,
+    /// For data that came without an agent stream (remote write, pushes):
+    /// whose series budget new series count against. Empty in agent
+    /// records (the agent id is their tenant).
+    #[prost(string, tag = "8")]
+    pub tenant: String,
 }
 
 /// A series a record refers to, for the writer to define where needed.

@@ -238,24 +238,24 @@ async fn gated(
 ) -> Result<Value, ApiError> {
     let started = std::time::Instant::now();
     let timeout = opts.timeout;
-    let gate = s.queries.clone();
     let r = s
         .queries
-        .run("promql", timeout, move |cancel| {
-            opts.timeout = timeout.saturating_sub(started.elapsed());
-            opts.cancel = Some(cancel);
-            f(Engine::new(opts))
-        })
+        .run(
+            "promql",
+            timeout,
+            move |cancel| {
+                opts.timeout = timeout.saturating_sub(started.elapsed());
+                opts.cancel = Some(cancel);
+                f(Engine::new(opts))
+            },
+            |r| match r {
+                Ok(_) => "ok",
+                Err(QueryError::Timeout) => "timeout",
+                Err(QueryError::Canceled) => "canceled",
+                Err(_) => "error",
+            },
+        )
         .await;
-    let outcome = match &r {
-        Ok(Ok(_)) => "ok",
-        Ok(Err(QueryError::Timeout)) | Err(super::gate::GateError::QueueTimeout(_)) => "timeout",
-        Ok(Err(QueryError::Canceled)) => "canceled",
-        _ => "error",
-    };
-    if !matches!(r, Err(super::gate::GateError::QueueTimeout(_))) {
-        gate.outcome("promql", outcome);
-    }
     match r {
         Ok(v) => Ok(v?),
         Err(super::gate::GateError::QueueTimeout(d)) => Err(ApiError {

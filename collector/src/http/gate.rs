@@ -94,7 +94,7 @@ impl QueryGate {
     }
 
     /// Counts how a query ended.
-    pub fn outcome(&self, language: &'static str, outcome: &'static str) {
+    fn outcome(&self, language: &'static str, outcome: &'static str) {
         self.done
             .get_or_create(&OutcomeLabels { language, outcome })
             .inc();
@@ -102,12 +102,15 @@ impl QueryGate {
 
     /// Waits (at most `timeout`) for a slot, then runs `f` on a blocking
     /// thread. If the returned future is dropped, the flag `f` received is
-    /// raised; the slot is held until `f` returns.
+    /// raised; the slot is held until `f` returns. `classify` names the
+    /// outcome of `f`'s result for `vigil_collector_queries_total` (counted
+    /// on the query's thread, so a query whose client left is counted too).
     pub async fn run<T: Send + 'static>(
         self: &Arc<Self>,
         language: &'static str,
         timeout: Duration,
         f: impl FnOnce(Cancel) -> T + Send + 'static,
+        classify: fn(&T) -> &'static str,
     ) -> Result<T, GateError> {
         let started = Instant::now();
         self.queued.inc();
@@ -131,6 +134,13 @@ impl QueryGate {
         tracing::trace!(?waited, "query slot acquired");
         let r = tokio::task::spawn_blocking(move || {
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(cancel)));
+            gate.outcome(
+                language,
+                match &out {
+                    Ok(v) => classify(v),
+                    Err(_) => "error",
+                },
+            );
             gate.running.dec();
             gate.slots.add_permits(1);
             out
@@ -187,14 +197,21 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let g1 = g.clone();
         let first = tokio::spawn(async move {
-            g1.run("promql", Duration::from_secs(5), move |_| rx.recv().is_ok())
-                .await
+            g1.run(
+                "promql",
+                Duration::from_secs(5),
+                move |_| rx.recv().is_ok(),
+                |_| "ok",
+            )
+            .await
         });
         while g.running.get() == 0 {
             tokio::task::yield_now().await;
         }
         // the only slot is taken: a second query waits, then gives up
-        let second = g.run("promql", Duration::from_millis(50), |_| true).await;
+        let second = g
+            .run("promql", Duration::from_millis(50), |_| true, |_| "ok")
+            .await;
         assert_eq!(
             second,
             Err(GateError::QueueTimeout(Duration::from_millis(50)))
@@ -203,7 +220,8 @@ mod tests {
         assert_eq!(first.await.unwrap(), Ok(true));
         // the slot is back
         assert_eq!(
-            g.run("promql", Duration::from_millis(50), |_| 7).await,
+            g.run("promql", Duration::from_millis(50), |_| 7, |_| "ok")
+                .await,
             Ok(7)
         );
     }
@@ -214,13 +232,18 @@ mod tests {
         let (seen_tx, seen_rx) = std::sync::mpsc::channel::<bool>();
         let g1 = g.clone();
         let fut = tokio::spawn(async move {
-            g1.run("promql", Duration::from_secs(5), move |cancel| {
-                // a query that runs until it is canceled
-                while !cancel.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                let _ = seen_tx.send(true);
-            })
+            g1.run(
+                "promql",
+                Duration::from_secs(5),
+                move |cancel| {
+                    // a query that runs until it is canceled
+                    while !cancel.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let _ = seen_tx.send(true);
+                },
+                |_| "canceled",
+            )
             .await
         });
         while g.running.get() == 0 {
@@ -232,18 +255,37 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(seen, Ok(true));
-        assert_eq!(g.run("promql", Duration::from_secs(5), |_| 1).await, Ok(1));
+        assert_eq!(
+            g.run("promql", Duration::from_secs(5), |_| 1, |_| "ok")
+                .await,
+            Ok(1)
+        );
+        let canceled = g
+            .done
+            .get_or_create(&OutcomeLabels {
+                language: "promql",
+                outcome: "canceled",
+            })
+            .get();
+        assert_eq!(canceled, 1);
     }
 
     #[tokio::test]
     async fn a_panicking_query_is_an_error_and_frees_its_slot() {
         let g = gate(1);
         let r = g
-            .run("promql", Duration::from_secs(1), |_| -> u8 {
-                panic!("boom")
-            })
+            .run(
+                "promql",
+                Duration::from_secs(1),
+                |_| -> u8 { panic!("boom") },
+                |_| "ok",
+            )
             .await;
         assert_eq!(r, Err(GateError::Panicked("boom".into())));
-        assert_eq!(g.run("promql", Duration::from_secs(1), |_| 2).await, Ok(2));
+        assert_eq!(
+            g.run("promql", Duration::from_secs(1), |_| 2, |_| "ok")
+                .await,
+            Ok(2)
+        );
     }
 }

@@ -265,28 +265,28 @@ async fn gated(s: &AppState, st: std::sync::Arc<LogStore>, q: Query, req: Req) -
     let deadline = std::time::Instant::now() + timeout;
     let r = s
         .queries
-        .run("logql", timeout, move |cancel| {
-            run_query(
-                &st,
-                &q,
-                req,
-                &Control {
-                    deadline,
-                    cancel: Some(cancel),
-                },
-            )
-        })
+        .run(
+            "logql",
+            timeout,
+            move |cancel| {
+                run_query(
+                    &st,
+                    &q,
+                    req,
+                    &Control {
+                        deadline,
+                        cancel: Some(cancel),
+                    },
+                )
+            },
+            |r| match r {
+                Ok(_) => "ok",
+                Err(QueryError::Timeout) => "timeout",
+                Err(QueryError::Canceled) => "canceled",
+                Err(_) => "error",
+            },
+        )
         .await;
-    let outcome = match &r {
-        Ok(Ok(_)) => "ok",
-        Ok(Err(QueryError::Timeout)) => "timeout",
-        Ok(Err(QueryError::Canceled)) => "canceled",
-        Err(super::gate::GateError::QueueTimeout(_)) => "queue_timeout",
-        _ => "error",
-    };
-    if outcome != "queue_timeout" {
-        s.queries.outcome("logql", outcome);
-    }
     match r {
         Ok(Ok(v)) => ok(v),
         Ok(Err(e)) => query_error(e),
