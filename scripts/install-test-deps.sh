@@ -9,7 +9,8 @@ set -euo pipefail
 need_pkgs=()
 for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
             prometheus-node-exporter:prometheus-node-exporter victoria-metrics:victoria-metrics vmalert:victoria-metrics \
-            podman:podman runc:runc catatonit:catatonit busybox:busybox-static; do
+            podman:podman runc:runc catatonit:catatonit busybox:busybox-static \
+            openssl:openssl htpasswd:apache2-utils; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done

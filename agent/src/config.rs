@@ -62,6 +62,17 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
 
+    /// Client certificate (PEM) presented to the collector, for collectors
+    /// that require mutual TLS; needs --tls-key and --tls-ca.
+    #[arg(long, env = "VIGIL_TLS_CERT", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "VIGIL_TLS_KEY", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+
     /// Upper bound of the on-disk buffer; past it the oldest batches are dropped
     /// and counted [default: 256MiB].
     #[arg(long, env = "VIGIL_BUFFER_MAX_BYTES", value_name = "SIZE")]
@@ -187,6 +198,8 @@ pub struct Config {
     pub token: Option<String>,
     pub tls_ca: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    /// Client certificate and key for mutual TLS.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
     pub buffer_max_bytes: u64,
     pub batch_max_bytes: u64,
     pub batch_max_wait: std::time::Duration,
@@ -278,6 +291,16 @@ impl Settings {
         if max_in_flight == 0 {
             return Err(invalid("max_in_flight must be at least 1".into()));
         }
+        let tls_identity = match (self.tls_cert, self.tls_key) {
+            (Some(c), Some(k)) if self.tls_ca.is_some() => Some((c, k)),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "tls_cert and tls_key need tls_ca (mutual TLS is TLS)".into(),
+                ));
+            }
+            (None, None) => None,
+            _ => return Err(invalid("tls_cert and tls_key go together".into())),
+        };
         Ok(Config {
             collector,
             node_name,
@@ -290,6 +313,7 @@ impl Settings {
             token,
             tls_ca: self.tls_ca,
             tls_server_name: self.tls_server_name,
+            tls_identity,
             buffer_max_bytes,
             batch_max_bytes,
             batch_max_wait: self

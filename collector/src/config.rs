@@ -47,6 +47,70 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
 
+    /// TLS client certificates (PEM CA bundle): agents must present a
+    /// certificate signed by it (mutual TLS on the gRPC port); needs --tls-cert.
+    #[arg(long, env = "VIGIL_TLS_CLIENT_CA", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Web configuration in Prometheus' format for the HTTP side
+    /// (tls_server_config, basic_auth_users with bcrypt hashes,
+    /// http_server_config); `promtool check web-config` accepts it.
+    #[arg(long, env = "VIGIL_WEB_CONFIG", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config: Option<PathBuf>,
+
+    /// Bearer-token files giving the read role: queries, /federate, /metrics
+    /// (repeatable; comma-separated in the environment).
+    #[arg(
+        long,
+        env = "VIGIL_READ_TOKEN_FILES",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_token_file: Vec<PathBuf>,
+
+    /// Bearer-token files giving the write role: remote write and pushes
+    /// (repeatable; comma-separated in the environment).
+    #[arg(
+        long,
+        env = "VIGIL_WRITE_TOKEN_FILES",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_token_file: Vec<PathBuf>,
+
+    /// Bearer-token files giving the admin role: everything, including
+    /// /-/reload, the actions API and the Alertmanager webhook (repeatable;
+    /// comma-separated in the environment).
+    #[arg(
+        long,
+        env = "VIGIL_ADMIN_TOKEN_FILES",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_token_file: Vec<PathBuf>,
+
+    /// Role of a basic-auth user of the web config, `user=read|write|admin`
+    /// (repeatable); users not named are admins.
+    #[arg(
+        long,
+        env = "VIGIL_BASIC_AUTH_ROLES",
+        value_name = "USER=ROLE",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub basic_auth_role: Vec<String>,
+
+    /// Without any credential configured, write and admin endpoints answer
+    /// loopback clients only; this opens them to every address [default: false].
+    #[arg(long, env = "VIGIL_HTTP_OPEN_ACCESS", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_open_access: Option<bool>,
+
     /// Largest decoded gRPC message accepted [default: 16MiB].
     #[arg(long, env = "VIGIL_MAX_MESSAGE_BYTES", value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -254,6 +318,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub token: Option<String>,
     pub tls: Option<TlsFiles>,
+    pub auth: crate::http::auth::AuthSettings,
     pub max_message_bytes: usize,
     pub retention: std::time::Duration,
     pub log_retention: std::time::Duration,
@@ -325,6 +390,8 @@ impl Default for SeriesLimits {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// When set, agents must present a client certificate signed by it.
+    pub client_ca: Option<PathBuf>,
 }
 
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:9490";
@@ -364,9 +431,41 @@ impl Settings {
             None => None,
         };
         let tls = match (self.tls_cert, self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca,
+            }),
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err(invalid(
+                    "tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)".into(),
+                ));
+            }
             (None, None) => None,
             _ => return Err(invalid("tls_cert and tls_key go together".into())),
+        };
+        let mut user_roles = BTreeMap::new();
+        for ur in &self.basic_auth_role {
+            let (u, r) = ur
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("basic_auth_role {ur:?} is not user=role")))?;
+            let role = r
+                .parse()
+                .map_err(|e| invalid(format!("basic_auth_role {ur:?}: {e}")))?;
+            user_roles.insert(u.to_string(), role);
+        }
+        if !user_roles.is_empty() && self.web_config.is_none() {
+            return Err(invalid(
+                "basic_auth_role needs web_config (its basic_auth_users)".into(),
+            ));
+        }
+        let auth = crate::http::auth::AuthSettings {
+            web_config: self.web_config,
+            read_token_files: self.read_token_file,
+            write_token_files: self.write_token_file,
+            admin_token_files: self.admin_token_file,
+            user_roles,
+            open_access: self.http_open_access.unwrap_or(false),
         };
         let max_message_bytes = self.max_message_bytes.unwrap_or(ByteSize(16 << 20)).0;
         if max_message_bytes < 4096 {
@@ -510,6 +609,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             token,
             tls,
+            auth,
             max_message_bytes: max_message_bytes as usize,
             retention,
             log_retention: self

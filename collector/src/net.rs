@@ -353,11 +353,19 @@ pub fn incoming(
     })
 }
 
+/// Where the HTTP listener's TLS configuration comes from: asked for each
+/// new connection, so a reload (new certificates) applies to the next one.
+pub type TlsSource = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
+
 /// Serves `app` on `listener` until `shutdown`, then lets requests in flight
-/// finish (at most `grace`).
+/// finish (at most `grace`). When `tls` gives a configuration, connections
+/// are TLS (the handshake must finish within the handshake timeout);
+/// `http2: false` serves HTTP/1 only.
 pub async fn serve_http(
     listener: Limited,
     app: axum::Router,
+    tls: TlsSource,
+    http2: bool,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -371,6 +379,10 @@ pub async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(listener.limits.handshake_timeout);
     builder.http2().timer(TokioTimer::new());
+    if !http2 {
+        builder = builder.http1_only();
+    }
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (conn, peer) = tokio::select! {
@@ -384,15 +396,40 @@ pub async fn serve_http(
                     req
                 });
         let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let c = builder
-            .serve_connection_with_upgrades(TokioIo::new(conn), svc)
-            .into_owned();
-        let c = graceful.watch(c);
-        tokio::spawn(async move {
-            if let Err(e) = c.await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        match tls() {
+            None => {
+                let c = builder
+                    .serve_connection_with_upgrades(TokioIo::new(conn), svc)
+                    .into_owned();
+                tokio::spawn(async move {
+                    if let Err(e) = watcher.watch(c).await {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(cfg) => {
+                // the handshake runs in the connection's task: a slow client
+                // holds only its own slot, and the Conn's handshake timeout
+                // bounds it
+                tokio::spawn(async move {
+                    let stream = match tokio_rustls::TlsAcceptor::from(cfg).accept(conn).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let c = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(c).await {
+                        tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())

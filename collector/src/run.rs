@@ -215,6 +215,12 @@ pub async fn start(
     state.queries.register(&mut telemetry.registry.lock());
     state.remote_write_receiver = config.remote_write_receiver;
     state.series_limits = config.series_limits;
+    let am_token = actions
+        .as_ref()
+        .and_then(|a| a.config().alertmanager_token.clone());
+    state.auth = crate::http::auth::Auth::new(config.auth.clone(), am_token.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    state.auth.register(&mut telemetry.registry.lock());
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
     let mut tasks = Vec::new();
@@ -230,12 +236,16 @@ pub async fn start(
             std::fs::read(&tls.cert).with_context(|| format!("tls_cert {}", tls.cert.display()))?;
         let key =
             std::fs::read(&tls.key).with_context(|| format!("tls_key {}", tls.key.display()))?;
-        builder = builder
-            .tls_config(
-                tonic::transport::ServerTlsConfig::new()
-                    .identity(tonic::transport::Identity::from_pem(cert, key)),
-            )
-            .context("TLS configuration")?;
+        let mut tls_cfg = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        if let Some(ca) = &tls.client_ca {
+            // mutual TLS: an agent without a certificate signed by this CA
+            // does not get past the handshake
+            let pem =
+                std::fs::read(ca).with_context(|| format!("tls_client_ca {}", ca.display()))?;
+            tls_cfg = tls_cfg.client_ca_root(tonic::transport::Certificate::from_pem(pem));
+        }
+        builder = builder.tls_config(tls_cfg).context("TLS configuration")?;
     }
     let net = Arc::new(crate::net::NetMetrics::default());
     net.register(&mut telemetry.registry.lock());
@@ -276,12 +286,20 @@ pub async fn start(
     // HTTP
     let app = crate::http::router(state.clone());
     let http = crate::net::Limited::new(http, config.http_limits, "http", net);
+    let auth = state.auth.clone();
+    let tls: crate::net::TlsSource = Arc::new(move || auth.tls());
     tasks.push(tokio::spawn(crate::net::serve_http(
         http,
         app,
+        tls,
+        state.auth.http2(),
         shutdown.clone(),
         config.shutdown_timeout,
     )));
+    {
+        let (a, sd) = (state.auth.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(reload_auth_on_sighup(a, sd)));
+    }
 
     // checkpoints and retention
     let (c, dd, sd, logs) = (
@@ -368,6 +386,27 @@ pub async fn start(
         data_dir,
         shutdown_timeout: config.shutdown_timeout,
     })
+}
+
+/// Re-reads the credentials on SIGHUP; a broken file keeps those in force.
+async fn reload_auth_on_sighup(a: Arc<crate::http::auth::Auth>, shutdown: CancellationToken) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = hup.recv() => if r.is_none() { return; },
+        }
+        let a = a.clone();
+        match tokio::task::spawn_blocking(move || a.reload()).await {
+            Ok(Ok(())) => tracing::info!("SIGHUP: credentials reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: credentials not reloaded; the previous ones stay")
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Reloads the rule files on SIGHUP; a failed reload keeps the running

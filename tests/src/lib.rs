@@ -7,6 +7,7 @@
 
 pub mod podman;
 pub mod prom;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -511,81 +511,11 @@ fn garbage_and_oversized_messages_get_errors_and_others_are_served() {
     assert!(dup >= 1.0, "duplicates not counted: {dup}");
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 #[test]
 fn tls_between_agent_and_collector() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ok = openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=vigil-test-ca",
-        ],
-    ) && openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ) && std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .is_ok()
-        && openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "1",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
-    if !ok {
-        eprintln!("skipped: openssl could not make test certificates");
-        return;
-    }
+    vigil_e2e::tls::make(d).expect("openssl makes the test certificates");
     let (hp, gp) = (free_port(), free_port());
     let cert = d.join("server.pem").display().to_string();
     let key = d.join("server.key").display().to_string();

@@ -58,6 +58,13 @@ impl Client {
             if let Some(n) = &self.config.tls_server_name {
                 tls = tls.domain_name(n.clone());
             }
+            if let Some((cert, key)) = &self.config.tls_identity {
+                let c =
+                    std::fs::read(cert).map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
+                let k =
+                    std::fs::read(key).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+                tls = tls.identity(tonic::transport::Identity::from_pem(c, k));
+            }
             ep = ep.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
         }
         Ok(ep)

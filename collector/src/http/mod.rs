@@ -18,6 +18,7 @@ use crate::store::Store;
 
 pub mod actions_api;
 pub mod api;
+pub mod auth;
 pub mod gate;
 pub mod loki;
 pub mod remote_write;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// What a series and sample must respect (remote write checks them
     /// before the WAL).
     pub series_limits: crate::config::SeriesLimits,
+    /// Who may use which endpoint.
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
             queries: gate::QueryGate::new(Default::default()),
             remote_write_receiver: true,
             series_limits: Default::default(),
+            auth: auth::Auth::open(),
         }
     }
 }
@@ -80,21 +84,42 @@ pub fn router(state: AppState) -> Router {
         .merge(remote_write::routes())
         .merge(rules_api::routes())
         .merge(loki::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::middleware,
+        ))
         .with_state(state)
 }
 
-/// Reloads the rule files, as Prometheus' `POST /-/reload`; a failure keeps
-/// the running rules and answers 500 with the reasons.
+/// Reloads the rule files and the credentials (web config, token files),
+/// as Prometheus' `POST /-/reload`; a failure keeps what runs and answers
+/// 500 with the reasons.
 async fn reload(State(s): State<AppState>) -> (StatusCode, String) {
-    let Some(m) = s.rules.clone() else {
-        return (StatusCode::OK, "no rule files configured\n".into());
-    };
-    match tokio::task::spawn_blocking(move || m.reload()).await {
-        Ok(Ok(n)) => (StatusCode::OK, format!("reloaded {n} rule groups\n")),
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to reload rules: {e}\n"),
-        ),
+    let (m, a) = (s.rules.clone(), s.auth.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        let mut ok = true;
+        let mut out = String::new();
+        match a.reload() {
+            Ok(()) => out.push_str("reloaded credentials\n"),
+            Err(e) => {
+                ok = false;
+                out.push_str(&format!("failed to reload credentials: {e}\n"));
+            }
+        }
+        match m.map(|m| m.reload()) {
+            None => out.push_str("no rule files configured\n"),
+            Some(Ok(n)) => out.push_str(&format!("reloaded {n} rule groups\n")),
+            Some(Err(e)) => {
+                ok = false;
+                out.push_str(&format!("failed to reload rules: {e}\n"));
+            }
+        }
+        (ok, out)
+    })
+    .await;
+    match r {
+        Ok((true, out)) => (StatusCode::OK, out),
+        Ok((false, out)) => (StatusCode::INTERNAL_SERVER_ERROR, out),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("reload task failed: {e}\n"),
