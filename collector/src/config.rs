@@ -92,6 +92,40 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_of_order_window: Option<Duration>,
 
+    /// Largest push body (OTLP over HTTP, Loki push), both as sent and once
+    /// decompressed; larger ones are refused with 413 [default: 32MiB].
+    #[arg(long, env = "VIGIL_PUSH_MAX_BODY_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_max_body_bytes: Option<ByteSize>,
+
+    /// Most labels a pushed series or log stream may carry (the metric name
+    /// included); more refuses that data point or stream [default: 32].
+    #[arg(long, env = "VIGIL_PUSH_MAX_LABELS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_max_labels: Option<usize>,
+
+    /// Longest label name in a push, in bytes [default: 1024].
+    #[arg(long, env = "VIGIL_PUSH_MAX_LABEL_NAME_LENGTH", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_max_label_name_length: Option<usize>,
+
+    /// Longest label value in a push, in bytes [default: 2048].
+    #[arg(long, env = "VIGIL_PUSH_MAX_LABEL_VALUE_LENGTH", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_max_label_value_length: Option<usize>,
+
+    /// Longest pushed log line, in bytes; longer entries are refused
+    /// [default: 256KiB].
+    #[arg(long, env = "VIGIL_PUSH_MAX_LINE_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_max_line_bytes: Option<ByteSize>,
+
+    /// Pushed samples and log lines stamped further than this in the future
+    /// are refused [default: 10m].
+    #[arg(long, env = "VIGIL_PUSH_MAX_FUTURE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_max_future: Option<Duration>,
+
     /// Rule files or globs in Prometheus' format (repeatable; comma-separated
     /// in the environment). Reloaded on SIGHUP, `POST /-/reload` and change.
     #[arg(
@@ -181,6 +215,7 @@ pub struct Config {
     pub max_series_per_agent: usize,
     pub memory_budget: u64,
     pub out_of_order_window: std::time::Duration,
+    pub push: crate::push::PushLimits,
     pub rules: Vec<String>,
     pub alertmanagers: Vec<String>,
     pub evaluation_interval: std::time::Duration,
@@ -284,6 +319,53 @@ impl Settings {
             }
             external_labels.insert(k.to_string(), v.to_string());
         }
+        let push = crate::push::PushLimits {
+            max_body_bytes: self
+                .push_max_body_bytes
+                .map(|b| b.0)
+                .unwrap_or(32 << 20)
+                .try_into()
+                .unwrap_or(usize::MAX),
+            max_labels: self.push_max_labels.unwrap_or(32),
+            max_label_name_length: self.push_max_label_name_length.unwrap_or(1024),
+            max_label_value_length: self.push_max_label_value_length.unwrap_or(2048),
+            max_line_bytes: self
+                .push_max_line_bytes
+                .map(|b| b.0)
+                .unwrap_or(256 << 10)
+                .try_into()
+                .unwrap_or(usize::MAX),
+            max_future: self
+                .push_max_future
+                .unwrap_or(Duration::from_secs(600))
+                .as_std(),
+            retention,
+            log_retention: self
+                .log_retention
+                .unwrap_or(Duration::from_secs(24 * 3600))
+                .as_std(),
+        };
+        if push.max_body_bytes < 1024 {
+            return Err(invalid(format!(
+                "push_max_body_bytes {} is below 1KiB",
+                push.max_body_bytes
+            )));
+        }
+        if push.max_labels < 2 {
+            return Err(invalid(format!(
+                "push_max_labels {} is below 2 (a metric name and one label)",
+                push.max_labels
+            )));
+        }
+        if push.max_label_name_length == 0
+            || push.max_label_value_length == 0
+            || push.max_line_bytes == 0
+        {
+            return Err(invalid(
+                "push_max_label_name_length, push_max_label_value_length and push_max_line_bytes must be above 0"
+                    .into(),
+            ));
+        }
         let external_url = match self.external_url {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
                 u.trim_end_matches('/').to_string()
@@ -322,6 +404,7 @@ impl Settings {
                 .out_of_order_window
                 .map(|d| d.as_std())
                 .unwrap_or_default(),
+            push,
             rules: self.rules,
             alertmanagers: self.alertmanager,
             evaluation_interval,

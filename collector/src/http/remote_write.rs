@@ -199,8 +199,9 @@ async fn write(State(s): State<AppState>, body: Bytes) -> Response {
                 )
             })
             .collect();
-        return match core.write_external(series).await {
-            Ok((_, refused)) => {
+        return match core.write_external(series, Vec::new()).await {
+            Ok(outcome) => {
+                let refused = outcome.refused();
                 if refused > 0 {
                     tracing::warn!(refused, "remote write: samples refused by the store");
                 }

@@ -99,6 +99,22 @@ pub fn source_id(d: &pb::SourceDef) -> u64 {
     h.digest()
 }
 
+/// What [`IngestCore::write_external`] did with durable samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExternalOutcome {
+    pub appended: u64,
+    /// Samples of series the store refused to create (series limits).
+    pub series_limit: u64,
+    /// Samples older than their series' newest (beyond the window).
+    pub out_of_order: u64,
+}
+
+impl ExternalOutcome {
+    pub fn refused(&self) -> u64 {
+        self.series_limit + self.out_of_order
+    }
+}
+
 /// A batch resolved and ready for the WAL and the store.
 pub struct Resolved {
     pub append: Append,
@@ -357,23 +373,27 @@ impl IngestCore {
     }
 
     /// Writes samples that arrived without an agent stream (Prometheus
-    /// remote write) through the same WAL, so they are as durable as an
-    /// agent's once this returns. Returns (appended, refused).
+    /// remote write, OTLP) through the same WAL, with their families'
+    /// metadata, so they are as durable as an agent's once this returns.
     pub async fn write_external(
         &self,
         series: Vec<(Labels, Vec<(i64, f64)>)>,
-    ) -> Result<(u64, u64), crate::wal::WalError> {
+        metadata: Vec<pb::MetricMetadata>,
+    ) -> Result<ExternalOutcome, crate::wal::WalError> {
+        if series.is_empty() && metadata.is_empty() {
+            return Ok(ExternalOutcome::default());
+        }
         let mut uses = Vec::with_capacity(series.len());
         let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
         let mut samples = Vec::new();
-        let mut refused = 0u64;
+        let mut series_limit = 0u64;
         for (labels, points) in series {
             let id = labels.stable_hash();
             let sref = match self.store.get_or_create_for(REMOTE_WRITE_TENANT, &labels) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     self.refused(&e, points.len() as u64);
-                    refused += points.len() as u64;
+                    series_limit += points.len() as u64;
                     None
                 }
             };
@@ -409,12 +429,13 @@ impl IngestCore {
                     blocks,
                     logs: Vec::new(),
                     events: Vec::new(),
-                    metadata: Vec::new(),
+                    metadata: metadata.clone(),
                 },
                 uses,
             })
             .await?;
         let summary = self.store.append_batch(&samples);
+        self.metadata.update(&metadata);
         drop(gate);
         if summary.out_of_order > 0 {
             self.refused(
@@ -426,7 +447,11 @@ impl IngestCore {
             );
         }
         self.telemetry.samples.inc_by(summary.appended);
-        Ok((summary.appended, refused + summary.out_of_order))
+        Ok(ExternalOutcome {
+            appended: summary.appended,
+            series_limit,
+            out_of_order: summary.out_of_order,
+        })
     }
 
     fn refused(&self, e: &AppendError, n: u64) {
