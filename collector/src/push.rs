@@ -96,7 +96,7 @@ fn nanos(d: std::time::Duration) -> i64 {
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| nanos(d))
+        .map(nanos)
         .unwrap_or(0)
 }
 

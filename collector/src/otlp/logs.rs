@@ -69,6 +69,8 @@ pub struct Translated {
     pub refusals: Refusals,
 }
 
+type StreamOr = Result<Labels, (Reason, String)>;
+
 /// An attribute as label pairs: maps flatten to `key_subkey`.
 fn flatten(prefix: &str, kv: &KeyValue, out: &mut Vec<(String, String)>) {
     let key = if prefix.is_empty() {
@@ -181,7 +183,8 @@ pub fn translate(req: ExportLogsServiceRequest, limits: &PushLimits, now_ns: i64
         if !base.iter().any(|(k, _)| k == "service_name") {
             base.push(("service_name".into(), UNKNOWN_SERVICE.into()));
         }
-        let mut streams: Vec<(&'static str, Result<Labels, (Reason, String)>)> = Vec::new();
+        // the stream of each level seen in this resource (or why it is refused)
+        let mut streams: Vec<(&'static str, StreamOr)> = Vec::new();
         for sl in &rl.scope_logs {
             for r in &sl.log_records {
                 let ts = [r.time_unix_nano, r.observed_time_unix_nano]

@@ -309,9 +309,7 @@ fn translate_metric(
     });
 
     // checks a point; on success its timestamp (ms) and base labels
-    let mut admit = |p: Point<'_>,
-                     refusals: &mut Refusals|
-     -> Option<(i64, Vec<(String, String)>, bool)> {
+    let mut admit = |p: Point<'_>, refusals: &mut Refusals| -> Option<Admitted> {
         let ts_ns = i64::try_from(p.time_unix_nano).unwrap_or(i64::MAX);
         if let Err(r) = window.check(ts_ns) {
             refusals.add(r, 1, || {
@@ -400,8 +398,10 @@ fn translate_metric(
     }
 }
 
-type Admit<'a> =
-    dyn FnMut(Point<'_>, &mut Refusals) -> Option<(i64, Vec<(String, String)>, bool)> + 'a;
+/// An admitted point: its timestamp (ms), base labels and staleness.
+type Admitted = (i64, Vec<(String, String)>, bool);
+
+type Admit<'a> = dyn FnMut(Point<'_>, &mut Refusals) -> Option<Admitted> + 'a;
 
 fn number_points(
     points: &[opentelemetry_proto::tonic::metrics::v1::NumberDataPoint],

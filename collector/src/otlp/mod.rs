@@ -46,15 +46,12 @@ pub async fn export_metrics(
         .map_err(|e| PushError::Unavailable(format!("translation task: {e}")))?;
     push.metrics
         .refuse(protocol, Signal::Metrics, &out.refusals);
-    if !out.series.is_empty() || !out.metadata.is_empty() {
-        if let Err(e) = push.write_samples(protocol, out.series, out.metadata).await {
-            push.metrics.refuse_request(
-                protocol,
-                Signal::Metrics,
-                crate::push::Reason::Unavailable,
-            );
-            return Err(e);
-        }
+    if (!out.series.is_empty() || !out.metadata.is_empty())
+        && let Err(e) = push.write_samples(protocol, out.series, out.metadata).await
+    {
+        push.metrics
+            .refuse_request(protocol, Signal::Metrics, crate::push::Reason::Unavailable);
+        return Err(e);
     }
     Ok(PartialSuccess {
         rejected: out.refusals.total() as i64,

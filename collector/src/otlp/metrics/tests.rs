@@ -424,7 +424,7 @@ fn target_info_covers_the_span_of_points() {
             vec![metric("g", "", Data::Gauge(Gauge { data_points: pts }))],
         ),
         &PushLimits::default(),
-        NOW - 0,
+        NOW,
     );
     let ti = out
         .series
