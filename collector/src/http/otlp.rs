@@ -260,3 +260,152 @@ async fn logs(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Resp
 pub fn partial(p: &PartialSuccess) -> Option<(i64, String)> {
     (p.rejected > 0).then(|| (p.rejected, p.message.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use crate::store::{Matcher, Queryable};
+
+    /// A whole collector in-process on port 0, with its data in `dir`.
+    async fn collector(dir: &std::path::Path) -> crate::run::Running {
+        crate::actions::ensure_crypto_provider();
+        let config = crate::config::Settings {
+            data_dir: Some(dir.to_path_buf()),
+            self_scrape_interval: Some(vigil_common::Duration::from_secs(0)),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        crate::run::start(
+            &config,
+            http,
+            grpc,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn now_ns() -> i64 {
+        crate::push::now_ns()
+    }
+
+    #[tokio::test]
+    async fn otlp_json_bodies_as_the_specification_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = collector(dir.path()).await;
+        let base = format!("http://{}", c.http_addr);
+        let t = now_ns() - 1_000_000_000;
+        // int64 fields as strings or numbers, enums as integers, ids in hex
+        let metrics = format!(
+            r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json-svc"}}}}]}},
+            "scopeMetrics":[{{"scope":{{"name":"t"}},"metrics":[
+              {{"name":"json.requests","unit":"1","sum":{{"aggregationTemporality":2,"isMonotonic":true,
+                "dataPoints":[{{"asInt":"12","timeUnixNano":"{t}","attributes":[{{"key":"code","value":{{"intValue":"200"}}}}]}}]}}}},
+              {{"name":"json.temp","unit":"Cel","gauge":{{"dataPoints":[{{"asDouble":21.5,"timeUnixNano":{t}}}]}}}},
+              {{"name":"json.delta","sum":{{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{{"asInt":"1","timeUnixNano":"{t}"}}]}}}}
+            ]}}]}}]}}"#
+        );
+        let client = reqwest::Client::new();
+        let r = client
+            .post(format!("{base}/v1/metrics"))
+            .header("content-type", "application/json")
+            .body(metrics)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "application/json"
+        );
+        let v: serde_json::Value = r.json().await.unwrap();
+        let rejected = &v["partialSuccess"]["rejectedDataPoints"];
+        assert!(rejected == "1" || rejected == 1, "{v}");
+        assert!(
+            v["partialSuccess"]["errorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("json.delta"),
+            "{v}"
+        );
+        let got = c
+            .state
+            .store
+            .select(&[Matcher::equal("job", "json-svc")], 0, i64::MAX);
+        let mut got: Vec<(String, f64)> = got
+            .iter()
+            .map(|s| (s.labels.to_string(), s.samples[0].1))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            vec![
+                (
+                    r#"json_requests_total{code="200",job="json-svc"}"#.into(),
+                    12.0
+                ),
+                (r#"json_temp_celsius{job="json-svc"}"#.into(), 21.5),
+            ]
+        );
+
+        // logs, gzip'd JSON
+        let logs = format!(
+            r#"{{"resourceLogs":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json-svc"}}}}]}},
+            "scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{t}","severityNumber":9,"body":{{"stringValue":"hello json"}},
+              "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+              "attributes":[{{"key":"k","value":{{"stringValue":"v w"}}}}]}}]}}]}}]}}"#
+        );
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(logs.as_bytes()).unwrap();
+        let r = client
+            .post(format!("{base}/v1/logs"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(z.finish().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let ls = c.state.logs.clone().unwrap();
+        let streams = ls.matching_streams(&[Matcher::equal("service_name", "json-svc")]);
+        assert_eq!(streams.len(), 1);
+        assert_eq!(
+            streams[0].1.get("detected_level"),
+            Some("info"),
+            "{:?}",
+            streams[0].1
+        );
+        let mut lines = Vec::new();
+        ls.scan(streams[0].0, 0, i64::MAX, &mut |ts, l| {
+            lines.push((ts, l.to_string()))
+        })
+        .unwrap();
+        assert_eq!(
+            lines,
+            vec![(
+                t,
+                "hello json k=\"v w\" trace_id=5b8efff798038103d269b633813fc60c span_id=eee19b7ec3c1b174"
+                    .to_string()
+            )]
+        );
+
+        // protobuf answers in protobuf; an empty export is fine
+        let r = client
+            .post(format!("{base}/v1/metrics"))
+            .header("content-type", "application/x-protobuf")
+            .body(Vec::new())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "application/x-protobuf"
+        );
+        c.stop().await.unwrap();
+    }
+}
