@@ -12,6 +12,7 @@
 //!   Loki push — translated and made durable like agent batches.
 //! - [`wal`]: the write-ahead log in `--data-dir`, replayed at start.
 //! - [`store`]: series and samples in memory, as the queries need them.
+//! - [`net`]: accepting connections on both listeners, within limits.
 //! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
 //! - [`rules`]: alerting and recording rules (Prometheus' format), the
 //!   alert state machine, `check rules` / `test rules`.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod ingest;
 pub mod logs;
 pub mod metadata;
+pub mod net;
 pub mod notify;
 pub mod otlp;
 pub mod promql;

@@ -21,19 +21,19 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use vigil_common::Labels;
 
-/// Limits every push is held to (see `docs/push.md`).
+use crate::config::SeriesLimits;
+
+/// Limits every push is held to (see `docs/push.md`): the series limits
+/// every sender shares, and the push receivers' own.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PushLimits {
     /// Largest body, as sent and once decompressed.
     pub max_body_bytes: usize,
-    /// Most labels per series or stream, the metric name included.
-    pub max_labels: usize,
-    pub max_label_name_length: usize,
-    pub max_label_value_length: usize,
     /// Longest log line.
     pub max_line_bytes: usize,
-    /// How far in the future a timestamp may lie.
-    pub max_future: std::time::Duration,
+    /// Label count and lengths, how far in the future a timestamp may lie;
+    /// applied to log stream labels too.
+    pub series: SeriesLimits,
     /// Samples older than this are refused (the store would drop them).
     pub retention: std::time::Duration,
     /// Log lines older than this are refused (the log store would drop them).
@@ -44,11 +44,8 @@ impl Default for PushLimits {
     fn default() -> Self {
         PushLimits {
             max_body_bytes: 32 << 20,
-            max_labels: 32,
-            max_label_name_length: 1024,
-            max_label_value_length: 2048,
             max_line_bytes: 256 << 10,
-            max_future: std::time::Duration::from_secs(600),
+            series: SeriesLimits::default(),
             retention: std::time::Duration::from_secs(24 * 3600),
             log_retention: std::time::Duration::from_secs(24 * 3600),
         }
@@ -72,7 +69,7 @@ impl Window {
         };
         Window {
             oldest_ns: now_ns.saturating_sub(nanos(keep)),
-            newest_ns: now_ns.saturating_add(nanos(limits.max_future)),
+            newest_ns: now_ns.saturating_add(limits.series.max_future_ms.saturating_mul(1_000_000)),
         }
     }
 
@@ -416,39 +413,40 @@ pub fn valid_label_name(s: &str) -> bool {
 /// Checks a label set against the count and length limits; the error says
 /// which limit and which label.
 pub fn check_labels(labels: &Labels, limits: &PushLimits) -> Result<(), (Reason, String)> {
-    if labels.len() > limits.max_labels {
+    let limits = &limits.series;
+    if labels.len() > limits.max_label_names {
         return Err((
             Reason::TooManyLabels,
             format!(
-                "{} has {} labels, more than the limit of {} (push_max_labels)",
+                "{} has {} labels, more than the limit of {} (max_label_names_per_series)",
                 brief(labels),
                 labels.len(),
-                limits.max_labels
+                limits.max_label_names
             ),
         ));
     }
     for (k, v) in labels.iter() {
-        if k.len() > limits.max_label_name_length {
+        if k.len() > limits.max_name_length {
             return Err((
                 Reason::LabelNameTooLong,
                 format!(
-                    "{}: label name {:?}… is {} bytes, longer than the limit of {} (push_max_label_name_length)",
+                    "{}: label name {:?}… is {} bytes, longer than the limit of {} (max_label_name_length)",
                     brief(labels),
                     head(k),
                     k.len(),
-                    limits.max_label_name_length
+                    limits.max_name_length
                 ),
             ));
         }
-        if v.len() > limits.max_label_value_length {
+        if v.len() > limits.max_value_length {
             return Err((
                 Reason::LabelValueTooLong,
                 format!(
-                    "{}: the value of label {:?} is {} bytes, longer than the limit of {} (push_max_label_value_length)",
+                    "{}: the value of label {:?} is {} bytes, longer than the limit of {} (max_label_value_length)",
                     brief(labels),
                     head(k),
                     v.len(),
-                    limits.max_label_value_length
+                    limits.max_value_length
                 ),
             ));
         }
@@ -529,15 +527,18 @@ mod tests {
     #[test]
     fn label_limits_name_the_limit() {
         let limits = PushLimits {
-            max_labels: 2,
-            max_label_name_length: 5,
-            max_label_value_length: 3,
+            series: SeriesLimits {
+                max_label_names: 2,
+                max_name_length: 5,
+                max_value_length: 3,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let l = Labels::new([("a", "1"), ("b", "2"), ("c", "3")]);
         let (r, m) = check_labels(&l, &limits).unwrap_err();
         assert_eq!(r, Reason::TooManyLabels);
-        assert!(m.contains("push_max_labels"), "{m}");
+        assert!(m.contains("max_label_names_per_series"), "{m}");
         let l = Labels::new([("abcdef", "1")]);
         assert_eq!(
             check_labels(&l, &limits).unwrap_err().0,
@@ -555,7 +556,10 @@ mod tests {
     fn window_and_refusals() {
         let limits = PushLimits {
             retention: std::time::Duration::from_secs(10),
-            max_future: std::time::Duration::from_secs(5),
+            series: SeriesLimits {
+                max_future_ms: 5_000,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let w = Window::at(&limits, 100_000_000_000, false);

@@ -213,6 +213,10 @@ pub async fn start(
     state.actions = actions.clone();
     state.ingest = Some(core.clone());
     state.push = Some(push.clone());
+    state.queries = crate::http::gate::QueryGate::new(config.query);
+    state.queries.register(&mut telemetry.registry.lock());
+    state.remote_write_receiver = config.remote_write_receiver;
+    state.series_limits = config.series_limits;
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
     let mut tasks = Vec::new();
@@ -235,8 +239,32 @@ pub async fn start(
             )
             .context("TLS configuration")?;
     }
+    let net = Arc::new(crate::net::NetMetrics::default());
+    net.register(&mut telemetry.registry.lock());
+    // connection slots stay below the open-file limit, with room for the
+    // WAL, log segments, checkpoints and outgoing connections
+    let nofile = crate::net::raise_nofile_limit();
+    let mut grpc_limits = config.grpc_limits;
+    let room = nofile
+        .saturating_sub(1024)
+        .saturating_sub(config.http_limits.max_connections as u64)
+        .max(16);
+    if grpc_limits.max_connections as u64 > room {
+        tracing::warn!(
+            configured = grpc_limits.max_connections,
+            nofile,
+            using = room,
+            "grpc_max_connections lowered to stay below the open-file limit"
+        );
+        grpc_limits.max_connections = room as usize;
+    }
     let sd = shutdown.clone();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let incoming = crate::net::incoming(crate::net::Limited::new(
+        grpc,
+        grpc_limits,
+        "grpc",
+        net.clone(),
+    ));
     let (otlp_metrics, otlp_logs) =
         crate::otlp::grpc::servers(push.clone(), config.max_message_bytes);
     let auth = crate::ingest::service::bearer(config.token.clone(), telemetry.clone());
@@ -263,15 +291,13 @@ pub async fn start(
 
     // HTTP
     let app = crate::http::router(state.clone());
-    let sd = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app)
-            .with_graceful_shutdown(sd.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    let http = crate::net::Limited::new(http, config.http_limits, "http", net);
+    tasks.push(tokio::spawn(crate::net::serve_http(
+        http,
+        app,
+        shutdown.clone(),
+        config.shutdown_timeout,
+    )));
 
     // checkpoints and retention
     let (c, dd, sd, logs) = (
@@ -384,6 +410,8 @@ pub fn main(config: Config, _config_file: Option<PathBuf>) -> anyhow::Result<()>
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vigil-collector")
+        // deep (bounded) queries recurse; see promql::MAX_DEPTH
+        .thread_stack_size(crate::promql::THREAD_STACK_BYTES)
         .build()
         .context("tokio runtime")?;
     rt.block_on(async move {

@@ -18,6 +18,7 @@ use crate::store::Store;
 
 pub mod actions_api;
 pub mod api;
+pub mod gate;
 pub mod loki;
 pub mod loki_push;
 pub mod otlp;
@@ -44,6 +45,13 @@ pub struct AppState {
     pub logs: Option<Arc<crate::logs::LogStore>>,
     /// The durable path of pushes (OTLP, Loki push); without it they answer 503.
     pub push: Option<Arc<crate::ingest::push::PushIngest>>,
+    /// Concurrency and cancellation of PromQL and LogQL queries.
+    pub queries: Arc<gate::QueryGate>,
+    /// Whether `POST /api/v1/write` accepts data.
+    pub remote_write_receiver: bool,
+    /// What a series and sample must respect (remote write checks them
+    /// before the WAL).
+    pub series_limits: crate::config::SeriesLimits,
 }
 
 impl AppState {
@@ -58,6 +66,9 @@ impl AppState {
             rules: None,
             logs: None,
             push: None,
+            queries: gate::QueryGate::new(Default::default()),
+            remote_write_receiver: true,
+            series_limits: Default::default(),
         }
     }
 }

@@ -381,7 +381,8 @@ mod tests {
         );
         let mut lines = Vec::new();
         ls.scan(streams[0].0, 0, i64::MAX, &mut |ts, l| {
-            lines.push((ts, l.to_string()))
+            lines.push((ts, l.to_string()));
+            std::ops::ControlFlow::Continue(())
         })
         .unwrap();
         assert_eq!(

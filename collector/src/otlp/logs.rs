@@ -195,7 +195,7 @@ pub fn translate(req: ExportLogsServiceRequest, limits: &PushLimits, now_ns: i64
                 if let Err(reason) = window.check(ts) {
                     out.refusals.add(reason, 1, || {
                         format!(
-                            "log record at {ts} ns is outside the accepted window (log_retention, push_max_future)"
+                            "log record at {ts} ns is outside the accepted window (log_retention, max_future_skew)"
                         )
                     });
                     continue;

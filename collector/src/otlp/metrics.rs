@@ -314,7 +314,7 @@ fn translate_metric(
         if let Err(r) = window.check(ts_ns) {
             refusals.add(r, 1, || {
                 format!(
-                    "metric {:?}: a point at {} ns is outside the accepted window (retention, push_max_future)",
+                    "metric {:?}: a point at {} ns is outside the accepted window (retention, max_future_skew)",
                     m.name, p.time_unix_nano
                 )
             });

@@ -327,7 +327,7 @@ fn refusals_are_counted_per_point_and_the_rest_is_kept() {
                 ),
                 number(
                     T,
-                    vec![s("a", &"x".repeat(3000))],
+                    vec![s("a", &"x".repeat(5000))],
                     number_data_point::Value::AsInt(1),
                 ),
             ],
@@ -438,7 +438,10 @@ fn target_info_covers_the_span_of_points() {
 #[test]
 fn label_limits_apply_to_the_largest_series() {
     let limits = PushLimits {
-        max_labels: 3,
+        series: crate::config::SeriesLimits {
+            max_label_names: 3,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let h = Data::Histogram(Histogram {
