@@ -2,7 +2,8 @@
 # Installs what the tests need, idempotently: the reference programs from
 # Debian's packages (Prometheus, promtool, Alertmanager, node_exporter,
 # VictoriaMetrics), podman set up as testbed.md describes (runc, k8s-file
-# logs, a registry-free busybox image `localhost/bb:1`), and the Rust
+# logs, a registry-free busybox image `localhost/bb:1`), a Python venv with
+# push clients (OpenTelemetry SDK, python-logging-loki), and the Rust
 # components (rustfmt, clippy). Safe to run again; skips what is present.
 set -euo pipefail
 
@@ -44,6 +45,23 @@ if ! podman image exists localhost/bb:1 2>/dev/null; then
   tar -C "$r" -cf "$r.tar" .
   (cd "$r" && podman import "$r.tar" localhost/bb:1 >/dev/null)
   rm -rf "$r" "$r.tar"
+fi
+
+# A Python venv with real push clients for the push tests: the OpenTelemetry
+# SDK with its OTLP exporters (HTTP and gRPC) and python-logging-loki. The
+# tests find it through VIGIL_TEST_VENV (default /opt/vigil-test-venv).
+venv=${VIGIL_TEST_VENV:-/opt/vigil-test-venv}
+py_pkgs=(opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2
+         opentelemetry-exporter-otlp-proto-grpc==1.45.2 python-logging-loki==0.3.1)
+if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc, logging_loki' 2>/dev/null; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  echo "creating the test venv $venv: ${py_pkgs[*]}"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${py_pkgs[@]}"
 fi
 
 command -v rustup >/dev/null 2>&1 && { cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt; }

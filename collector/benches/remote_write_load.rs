@@ -1,11 +1,18 @@
-//! Remote-write ingest rate: the same Prometheus remote-write 1.0 stream
-//! (snappy block + protobuf `WriteRequest`) pushed to VictoriaMetrics,
-//! Prometheus and vigil, each pinned to one core with `taskset`, measuring
-//! samples per second of wall time and per CPU-second the receiver spent.
+//! Remote-write and OTLP ingest rate: the same samples as a Prometheus
+//! remote-write 1.0 stream (snappy block + protobuf `WriteRequest`) pushed
+//! to VictoriaMetrics, Prometheus and vigil, and as OTLP/HTTP protobuf
+//! (`ExportMetricsServiceRequest`, gzip'd or not) pushed to vigil's
+//! `/v1/metrics`, each receiver pinned to one core with `taskset`,
+//! measuring samples per second of wall time and per CPU-second the
+//! receiver spent. (Neither Prometheus 2.42 nor VictoriaMetrics 1.79, the
+//! references installed here, has an OTLP receiver: their remote-write
+//! figures for the same samples are the comparison.)
 //!
 //! ```text
 //! cargo bench -p vigil-collector --bench remote_write_load
-//! RW_TARGETS=victoria-metrics,prometheus,vigil   which receivers (default: all three)
+//! RW_TARGETS=victoria-metrics,prometheus,vigil,vigil-otlp,vigil-otlp-raw
+//!            which receivers (default: all five); vigil-otlp is OTLP/HTTP
+//!            protobuf with Content-Encoding gzip, vigil-otlp-raw without
 //!            url=http://127.0.0.1:9090/api/v1/write[@PID]   any other receiver
 //! RW_SERIES=100000 RW_STEPS=12 RW_BATCH=2000 RW_CONCURRENCY=4 RW_JITTER_MS=0 RW_CPU=0
 //! VIGIL_COLLECTOR_BIN=target/release/vigil-collector   (the `vigil` target; skipped if absent)
@@ -13,6 +20,9 @@
 //!
 //! The stream: `RW_SERIES` cAdvisor-like series (see `common/cadvisor.rs`),
 //! `RW_STEPS` scrapes 10 s apart ending now, `RW_BATCH` samples per request.
+//! An OTLP request carries the same batch: one gauge per metric name, the
+//! other labels as attributes, no resource attributes — so vigil stores
+//! exactly the series remote write makes (no `job`, no `target_info`).
 //! The requests are encoded before any receiver starts, so the generator's
 //! own work is not measured; a scrape's requests go `RW_CONCURRENCY` at a
 //! time, scrapes one after the other (receivers refuse out-of-order samples).
@@ -38,14 +48,97 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Encoded request bodies, one list per scrape.
+/// Encoded request bodies, one list per scrape, per encoding.
 struct Stream {
     steps: Vec<Vec<Vec<u8>>>,
+    /// The same batches as OTLP protobuf, gzip'd and not (empty unless asked).
+    otlp_gzip: Vec<Vec<Vec<u8>>>,
+    otlp_raw: Vec<Vec<Vec<u8>>>,
     samples: u64,
     bytes: u64,
 }
 
-fn build_stream(series: usize, steps: i64, batch: usize, jitter: i64) -> anyhow::Result<Stream> {
+/// How a target is fed.
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    RemoteWrite,
+    OtlpGzip,
+    OtlpRaw,
+}
+
+/// A remote-write batch as an OTLP request: one gauge per metric name.
+fn otlp_body(ts: &[TimeSeries]) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data,
+        number_data_point,
+    };
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for t in ts {
+        let name = t
+            .labels
+            .iter()
+            .find(|l| l.name == "__name__")
+            .map(|l| l.value.clone())
+            .unwrap_or_default();
+        let i = *index.entry(name.clone()).or_insert_with(|| {
+            metrics.push(Metric {
+                name,
+                data: Some(Data::Gauge(Gauge::default())),
+                ..Default::default()
+            });
+            metrics.len() - 1
+        });
+        let Some(Data::Gauge(g)) = metrics[i].data.as_mut() else {
+            continue;
+        };
+        for s in &t.samples {
+            g.data_points.push(NumberDataPoint {
+                attributes: t
+                    .labels
+                    .iter()
+                    .filter(|l| l.name != "__name__")
+                    .map(|l| KeyValue {
+                        key: l.name.clone(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(l.value.clone())),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                time_unix_nano: (s.timestamp as u64) * 1_000_000,
+                value: Some(number_data_point::Value::AsDouble(s.value)),
+                ..Default::default()
+            });
+        }
+    }
+    prost::Message::encode_to_vec(&ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = e.write_all(b);
+    e.finish().unwrap_or_default()
+}
+
+fn build_stream(
+    series: usize,
+    steps: i64,
+    batch: usize,
+    jitter: i64,
+    otlp: bool,
+) -> anyhow::Result<Stream> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_millis() as i64;
@@ -68,12 +161,22 @@ fn build_stream(series: usize, steps: i64, batch: usize, jitter: i64) -> anyhow:
         .collect();
     let mut out = Stream {
         steps: Vec::new(),
+        otlp_gzip: Vec::new(),
+        otlp_raw: Vec::new(),
         samples: 0,
         bytes: 0,
     };
     let mut enc = snap::raw::Encoder::new();
     for step in 0..steps {
         let mut bodies = Vec::new();
+        let (mut raw_bodies, mut gz_bodies) = (Vec::new(), Vec::new());
+        let mut otlp_encode = |ts: &[TimeSeries]| {
+            if otlp {
+                let raw = otlp_body(ts);
+                gz_bodies.push(gzip(&raw));
+                raw_bodies.push(raw);
+            }
+        };
         let mut ts: Vec<TimeSeries> = Vec::with_capacity(batch);
         for (series, rng) in state.iter_mut() {
             let t = t0 + step * STEP_MS + jitter_ms(rng, jitter);
@@ -88,6 +191,7 @@ fn build_stream(series: usize, steps: i64, batch: usize, jitter: i64) -> anyhow:
             }
             if ts.len() >= batch {
                 out.samples += ts.len() as u64;
+                otlp_encode(&ts);
                 let req = WriteRequest {
                     timeseries: std::mem::take(&mut ts),
                     metadata: vec![],
@@ -99,6 +203,7 @@ fn build_stream(series: usize, steps: i64, batch: usize, jitter: i64) -> anyhow:
         }
         if !ts.is_empty() {
             out.samples += ts.len() as u64;
+            otlp_encode(&ts);
             let req = WriteRequest {
                 timeseries: std::mem::take(&mut ts),
                 metadata: vec![],
@@ -108,6 +213,8 @@ fn build_stream(series: usize, steps: i64, batch: usize, jitter: i64) -> anyhow:
             bodies.push(body);
         }
         out.steps.push(bodies);
+        out.otlp_raw.push(raw_bodies);
+        out.otlp_gzip.push(gz_bodies);
     }
     Ok(out)
 }
@@ -147,6 +254,7 @@ fn free_port() -> anyhow::Result<u16> {
 struct Target {
     name: String,
     url: String,
+    encoding: Encoding,
     ready: Option<String>,
     pid: Option<u32>,
     child: Option<Child>,
@@ -200,7 +308,7 @@ fn spawn(name: &str, cpu: u64) -> anyhow::Result<Option<Target>> {
                 .arg("--web.enable-remote-write-receiver");
             (c, format!("{base}/-/ready"))
         }
-        "vigil" => {
+        "vigil" | "vigil-otlp" | "vigil-otlp-raw" => {
             let bin = std::env::var("VIGIL_COLLECTOR_BIN")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| {
@@ -223,9 +331,15 @@ fn spawn(name: &str, cpu: u64) -> anyhow::Result<Option<Target>> {
     };
     let mut cmd = cmd;
     let child = cmd.spawn()?;
+    let (encoding, path) = match name {
+        "vigil-otlp" => (Encoding::OtlpGzip, "/v1/metrics"),
+        "vigil-otlp-raw" => (Encoding::OtlpRaw, "/v1/metrics"),
+        _ => (Encoding::RemoteWrite, "/api/v1/write"),
+    };
     Ok(Some(Target {
         name: name.to_string(),
-        url: format!("{base}/api/v1/write"),
+        url: format!("{base}{path}"),
+        encoding,
         ready: Some(ready),
         pid: Some(child.id()),
         child: Some(child),
@@ -240,6 +354,11 @@ fn external(spec: &str) -> anyhow::Result<Target> {
     };
     Ok(Target {
         name: url.clone(),
+        encoding: if url.ends_with("/v1/metrics") {
+            Encoding::OtlpGzip
+        } else {
+            Encoding::RemoteWrite
+        },
         url,
         ready: None,
         pid,
@@ -265,18 +384,41 @@ async fn push(
     let start = Instant::now();
     let mut failed = 0;
     let mut first_error = None;
-    for bodies in &stream.steps {
+    let steps = match t.encoding {
+        Encoding::RemoteWrite => &stream.steps,
+        Encoding::OtlpGzip => &stream.otlp_gzip,
+        Encoding::OtlpRaw => &stream.otlp_raw,
+    };
+    for bodies in steps {
         let mut results = futures::stream::iter(bodies.iter().cloned())
             .map(|body| async move {
-                let r = client
+                let req = client
                     .post(&t.url)
-                    .header("Content-Encoding", "snappy")
-                    .header("Content-Type", "application/x-protobuf")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .body(body)
-                    .send()
-                    .await;
+                    .header("Content-Type", "application/x-protobuf");
+                let req = match t.encoding {
+                    Encoding::RemoteWrite => req
+                        .header("Content-Encoding", "snappy")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0"),
+                    Encoding::OtlpGzip => req.header("Content-Encoding", "gzip"),
+                    Encoding::OtlpRaw => req,
+                };
+                let r = req.body(body).send().await;
                 match r {
+                    Ok(r) if r.status().is_success() && t.encoding != Encoding::RemoteWrite => {
+                        // an OTLP 200 may still refuse part (partial success)
+                        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+                        let b = r.bytes().await.unwrap_or_default();
+                        match <ExportMetricsServiceResponse as prost::Message>::decode(b.as_ref()) {
+                            Ok(resp) => match resp.partial_success {
+                                Some(p) if p.rejected_data_points > 0 => Err(format!(
+                                    "{} points refused: {}",
+                                    p.rejected_data_points, p.error_message
+                                )),
+                                _ => Ok(()),
+                            },
+                            Err(e) => Err(format!("undecodable OTLP response: {e}")),
+                        }
+                    }
                     Ok(r) if r.status().is_success() => Ok(()),
                     Ok(r) => Err(format!(
                         "{} {}",
@@ -331,8 +473,9 @@ fn main() -> anyhow::Result<()> {
     let concurrency = env("RW_CONCURRENCY", 4) as usize;
     let jitter = env("RW_JITTER_MS", 0) as i64;
     let cpu = env("RW_CPU", 0);
-    let targets =
-        std::env::var("RW_TARGETS").unwrap_or_else(|_| "victoria-metrics,prometheus,vigil".into());
+    let targets = std::env::var("RW_TARGETS")
+        .unwrap_or_else(|_| "victoria-metrics,prometheus,vigil,vigil-otlp,vigil-otlp-raw".into());
+    let otlp = targets.contains("otlp") || targets.contains("/v1/metrics");
 
     // the generator stays off the receivers' core
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
@@ -354,7 +497,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let t = Instant::now();
-    let stream = build_stream(series, steps, batch, jitter)?;
+    let stream = build_stream(series, steps, batch, jitter, otlp)?;
     println!(
         "remote-write stream: {} series x {} scrapes = {} samples in {} requests ({:.1} MiB snappy, {:.1} B/sample on the wire), encoded in {:.2?}",
         series.div_ceil(SERIES_PER_CONTAINER) * SERIES_PER_CONTAINER,
@@ -365,6 +508,18 @@ fn main() -> anyhow::Result<()> {
         stream.bytes as f64 / stream.samples as f64,
         t.elapsed()
     );
+    if otlp {
+        let mib = |v: &Vec<Vec<Vec<u8>>>| {
+            v.iter().flatten().map(Vec::len).sum::<usize>() as f64 / 1048576.0
+        };
+        println!(
+            "the same as OTLP/HTTP protobuf: {:.1} MiB ({:.1} B/sample), {:.1} MiB gzip'd ({:.1} B/sample)",
+            mib(&stream.otlp_raw),
+            mib(&stream.otlp_raw) * 1048576.0 / stream.samples as f64,
+            mib(&stream.otlp_gzip),
+            mib(&stream.otlp_gzip) * 1048576.0 / stream.samples as f64,
+        );
+    }
     println!(
         "receivers pinned to CPU {cpu}; {concurrency} requests in flight; {batch} samples per request\n"
     );

@@ -237,6 +237,18 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_future_skew: Option<Duration>,
 
+    /// Largest push body (OTLP over HTTP, Loki push), both as sent and once
+    /// decompressed; larger ones are refused with 413 [default: 32MiB].
+    #[arg(long, env = "VIGIL_PUSH_MAX_BODY_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_max_body_bytes: Option<ByteSize>,
+
+    /// Longest pushed log line, in bytes; longer entries are refused
+    /// [default: 256KiB].
+    #[arg(long, env = "VIGIL_PUSH_MAX_LINE_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_max_line_bytes: Option<ByteSize>,
+
     /// Rule files or globs in Prometheus' format (repeatable; comma-separated
     /// in the environment). Reloaded on SIGHUP, `POST /-/reload` and change.
     #[arg(
@@ -327,6 +339,7 @@ pub struct Config {
     pub max_series_per_agent: usize,
     pub memory_budget: u64,
     pub out_of_order_window: std::time::Duration,
+    pub push: crate::push::PushLimits,
     pub http_limits: crate::net::ConnLimits,
     pub grpc_limits: crate::net::ConnLimits,
     pub query: QueryLimits,
@@ -585,6 +598,35 @@ impl Settings {
             }
             external_labels.insert(k.to_string(), v.to_string());
         }
+        let push = crate::push::PushLimits {
+            max_body_bytes: self
+                .push_max_body_bytes
+                .map(|b| b.0)
+                .unwrap_or(32 << 20)
+                .try_into()
+                .unwrap_or(usize::MAX),
+            max_line_bytes: self
+                .push_max_line_bytes
+                .map(|b| b.0)
+                .unwrap_or(256 << 10)
+                .try_into()
+                .unwrap_or(usize::MAX),
+            series: series_limits,
+            retention,
+            log_retention: self
+                .log_retention
+                .unwrap_or(Duration::from_secs(24 * 3600))
+                .as_std(),
+        };
+        if push.max_body_bytes < 1024 {
+            return Err(invalid(format!(
+                "push_max_body_bytes {} is below 1KiB",
+                push.max_body_bytes
+            )));
+        }
+        if push.max_line_bytes == 0 {
+            return Err(invalid("push_max_line_bytes must be above 0".into()));
+        }
         let external_url = match self.external_url {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
                 u.trim_end_matches('/').to_string()
@@ -624,6 +666,7 @@ impl Settings {
                 .out_of_order_window
                 .map(|d| d.as_std())
                 .unwrap_or_default(),
+            push,
             http_limits,
             grpc_limits,
             query,

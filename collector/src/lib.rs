@@ -8,6 +8,8 @@
 //! - [`config`]: settings (YAML, `VIGIL_*`, flags) validated into [`config::Config`].
 //! - [`ingest`]: the `vigil.v1` gRPC service — authentication, per-stream
 //!   interning, deduplication by sequence, ack after durability.
+//! - [`otlp`], [`push`]: pushes — OpenTelemetry (OTLP) metrics and logs,
+//!   Loki push — translated and made durable like agent batches.
 //! - [`wal`]: the write-ahead log in `--data-dir`, replayed at start.
 //! - [`store`]: series and samples in memory, as the queries need them.
 //! - [`net`]: accepting connections on both listeners, within limits.
@@ -27,7 +29,9 @@ pub mod logs;
 pub mod metadata;
 pub mod net;
 pub mod notify;
+pub mod otlp;
 pub mod promql;
+pub mod push;
 pub mod rules;
 pub mod run;
 pub mod selfscrape;

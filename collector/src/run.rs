@@ -1,5 +1,5 @@
 //! Wires the collector together: recover (checkpoint + WAL replay), then
-//! serve gRPC ingest and HTTP, checkpoint periodically, trim retention, and
+//! serve gRPC ingest (agents, OTLP) and HTTP (APIs, pushes), checkpoint periodically, trim retention, and
 //! stop gracefully. [`start`] takes bound listeners and a shutdown token so
 //! tests and benchmarks run a whole collector in-process on port 0.
 
@@ -204,6 +204,11 @@ pub async fn start(
         Some(m)
     };
 
+    let push_metrics = Arc::new(crate::push::PushMetrics::default());
+    push_metrics.register(&mut telemetry.registry.lock());
+    let push =
+        crate::ingest::push::PushIngest::start(core.clone(), config.push.clone(), push_metrics);
+
     let mut state = AppState::new(store.clone());
     state.rules = rules.clone();
     state.logs = Some(logs.clone());
@@ -211,6 +216,7 @@ pub async fn start(
     state.metadata = metadata.clone();
     state.actions = actions.clone();
     state.ingest = Some(core.clone());
+    state.push = Some(push.clone());
     state.queries = crate::http::gate::QueryGate::new(config.query);
     state.queries.register(&mut telemetry.registry.lock());
     state.remote_write_receiver = config.remote_write_receiver;
@@ -273,7 +279,21 @@ pub async fn start(
         "grpc",
         net.clone(),
     ));
-    let router = builder.add_service(svc);
+    let (otlp_metrics, otlp_logs) =
+        crate::otlp::grpc::servers(push.clone(), config.max_message_bytes);
+    let auth = crate::ingest::service::bearer(config.token.clone(), telemetry.clone());
+    let router = builder
+        .add_service(svc)
+        .add_service(crate::otlp::grpc::Counted::new(
+            tonic::service::interceptor::InterceptedService::new(otlp_metrics, auth.clone()),
+            push.metrics.clone(),
+            crate::push::Signal::Metrics,
+        ))
+        .add_service(crate::otlp::grpc::Counted::new(
+            tonic::service::interceptor::InterceptedService::new(otlp_logs, auth),
+            push.metrics.clone(),
+            crate::push::Signal::Logs,
+        ));
     tasks.push(tokio::spawn(async move {
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())

@@ -226,6 +226,21 @@ pub fn http(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), String> {
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|ct| ("Content-Type", ct))
+        .into_iter()
+        .collect();
+    http_with_headers(method, addr, path, &headers, body)
+}
+
+/// Like [`http`], with any request headers.
+pub fn http_with_headers(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
@@ -233,8 +248,8 @@ pub fn http(
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
@@ -253,6 +268,16 @@ pub fn http(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line {head:?}"))?;
     Ok((status, buf[split + 4..].to_vec()))
+}
+
+/// Percent-encodes a query parameter value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// GET returning (status, body as text).

@@ -501,10 +501,33 @@ async fn exemplars() -> Response {
     success("[]".to_string())
 }
 
-/// No metric metadata (HELP/TYPE) is kept by the store yet: an empty object,
-/// which Grafana accepts.
-async fn metadata() -> Response {
-    success("{}".to_string())
+/// Metric family metadata (HELP/TYPE/unit) as agents and pushes sent it,
+/// in Prometheus's shape: `{"<family>": [{"type","help","unit"}]}`;
+/// `metric` picks one family, `limit` caps the number of families.
+async fn metadata(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let p = Params::new(raw, &HeaderMap::new(), &[]);
+    let limit = p
+        .get("limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .filter(|l| *l > 0)
+        .map(|l| l as usize)
+        .unwrap_or(usize::MAX);
+    let items = match p.get("metric") {
+        Some(m) => s.metadata.get(m).into_iter().collect(),
+        None => s.metadata.all(),
+    };
+    let mut data = serde_json::Map::new();
+    for m in items.into_iter().take(limit) {
+        data.insert(
+            m.family.clone(),
+            serde_json::json!([{
+                "type": crate::metadata::Metadata::type_name(&m),
+                "help": m.help,
+                "unit": m.unit,
+            }]),
+        );
+    }
+    success(serde_json::Value::Object(data).to_string())
 }
 
 async fn buildinfo() -> Response {

@@ -1,5 +1,5 @@
 //! The HTTP side: `/metrics`, health, and (from sub-modules) the Prometheus
-//! and Loki HTTP APIs. [`router`] builds the whole app from an [`AppState`] so
+//! and Loki HTTP APIs and the push receivers (remote write, OTLP, Loki push). [`router`] builds the whole app from an [`AppState`] so
 //! tests can serve it on `127.0.0.1:0` or call it with `oneshot`.
 //!
 //! Each sub-module exposes `fn routes() -> Router<AppState>`; [`router`]
@@ -21,6 +21,8 @@ pub mod api;
 pub mod auth;
 pub mod gate;
 pub mod loki;
+pub mod loki_push;
+pub mod otlp;
 pub mod remote_write;
 pub mod rules_api;
 
@@ -42,6 +44,8 @@ pub struct AppState {
     pub rules: Option<Arc<crate::rules::RuleManager>>,
     /// The log store (the Loki API).
     pub logs: Option<Arc<crate::logs::LogStore>>,
+    /// The durable path of pushes (OTLP, Loki push); without it they answer 503.
+    pub push: Option<Arc<crate::ingest::push::PushIngest>>,
     /// Concurrency and cancellation of PromQL and LogQL queries.
     pub queries: Arc<gate::QueryGate>,
     /// Whether `POST /api/v1/write` accepts data.
@@ -64,6 +68,7 @@ impl AppState {
             ingest: None,
             rules: None,
             logs: None,
+            push: None,
             queries: gate::QueryGate::new(Default::default()),
             remote_write_receiver: true,
             series_limits: Default::default(),
@@ -84,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         .merge(remote_write::routes())
         .merge(rules_api::routes())
         .merge(loki::routes())
+        .merge(loki_push::routes())
+        .merge(otlp::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             auth::middleware,

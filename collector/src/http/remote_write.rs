@@ -231,7 +231,7 @@ async fn write(
                 )
             })
             .collect();
-        return match core.write_external(series, &tenant).await {
+        return match core.write_external(series, Vec::new(), &tenant).await {
             Ok(o) => refusal_answer(&o),
             // not durable: the sender must retry
             Err(e) => (

@@ -476,13 +476,18 @@ impl IngestCore {
     /// against `tenant`'s budget. Series over the label limits, and samples
     /// the store would refuse (too far in the future, out of order, a
     /// different value at a stored timestamp) are left out of the WAL and
-    /// reported, so only what is stored is durable (and forwarded).
+    /// reported, so only what is stored is durable (and forwarded). The
+    /// families' `metadata` is made durable with them.
     pub async fn write_external(
         &self,
         series: Vec<(Labels, Vec<(i64, f64)>)>,
+        metadata: Vec<pb::MetricMetadata>,
         tenant: &str,
     ) -> Result<ExternalOutcome, crate::wal::WalError> {
         let mut out = ExternalOutcome::default();
+        if series.is_empty() && metadata.is_empty() {
+            return Ok(out);
+        }
         let mut uses = Vec::with_capacity(series.len());
         let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
         let mut samples = Vec::new();
@@ -534,7 +539,7 @@ impl IngestCore {
                 });
             }
         }
-        if samples.is_empty() {
+        if samples.is_empty() && metadata.is_empty() {
             return Ok(out);
         }
         let mut blocks: Vec<WalBlock> = blocks.into_values().collect();
@@ -552,13 +557,14 @@ impl IngestCore {
                     blocks,
                     logs: Vec::new(),
                     events: Vec::new(),
-                    metadata: Vec::new(),
+                    metadata: metadata.clone(),
                     tenant: tenant.to_string(),
                 },
                 uses,
             })
             .await?;
         let summary = self.store.append_batch(&samples);
+        self.metadata.update(&metadata);
         drop(gate);
         // refused between the check and the append (a concurrent writer)
         self.count_summary(&summary);

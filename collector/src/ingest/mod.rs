@@ -9,6 +9,7 @@ use vigil_common::Labels;
 
 pub mod checkpoint;
 pub mod core;
+pub mod push;
 pub mod service;
 
 /// A log record as ingest resolved it (interned refs replaced by values).

@@ -50,23 +50,32 @@ impl IngestService {
             .send_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
-        let expected = token.map(|t| format!("Bearer {t}"));
-        tonic::service::interceptor::InterceptedService::new(server, move |req: Request<()>| {
-            let Some(expected) = &expected else {
-                return Ok(req);
-            };
-            let given = req
-                .metadata()
-                .get("authorization")
-                .map(|v| v.as_bytes())
-                .unwrap_or(b"");
-            if ct_eq(given, expected.as_bytes()) {
-                Ok(req)
-            } else {
-                telemetry.auth_failures.inc();
-                Err(Status::unauthenticated("missing or wrong bearer token"))
-            }
-        })
+        tonic::service::interceptor::InterceptedService::new(server, bearer(token, telemetry))
+    }
+}
+
+/// The interceptor that checks `authorization: Bearer <token>` when a
+/// token is configured (every service on the gRPC port uses it).
+pub fn bearer(
+    token: Option<String>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
+) -> impl tonic::service::Interceptor + Clone {
+    let expected = token.map(|t| format!("Bearer {t}"));
+    move |req: Request<()>| {
+        let Some(expected) = &expected else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        if ct_eq(given, expected.as_bytes()) {
+            Ok(req)
+        } else {
+            telemetry.auth_failures.inc();
+            Err(Status::unauthenticated("missing or wrong bearer token"))
+        }
     }
 }
 
