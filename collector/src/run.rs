@@ -143,6 +143,7 @@ pub async fn start(
         data_dir.display()
     );
     let wal = Wal::start(&checkpoint::wal_dir(&data_dir))?;
+    wal.set_checkpointed(recovered.replay_from);
     let core = Arc::new(IngestCore::new(
         store.clone(),
         wal,

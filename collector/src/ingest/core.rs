@@ -345,6 +345,7 @@ impl IngestCore {
                     logs: wal_logs,
                     events: wal_events,
                     metadata: b.metadata.clone(),
+                    cut: false,
                 },
                 uses,
             },
@@ -410,6 +411,7 @@ impl IngestCore {
                     logs: Vec::new(),
                     events: Vec::new(),
                     metadata: Vec::new(),
+                    cut: false,
                 },
                 uses,
             })
