@@ -198,6 +198,7 @@ pub async fn start(
         if let Some(a) = &actions {
             m.set_alert_sink(Arc::new(crate::actions::engine::RuleTriggers(a.clone())));
         }
+        m.set_output(core.clone());
         Some(m)
     };
 

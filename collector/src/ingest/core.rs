@@ -109,6 +109,38 @@ pub struct Resolved {
     pub sample_count: u64,
 }
 
+/// The WAL record of samples that came without an agent (agent id empty):
+/// remote write, the self-scrape and rule output.
+fn external_record(series: Vec<(Labels, Vec<(i64, f64)>)>) -> Append {
+    let mut uses = Vec::with_capacity(series.len());
+    let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
+    for (labels, points) in series {
+        let id = labels.stable_hash();
+        for (t, v) in points {
+            let b = blocks.entry(t).or_insert_with(|| WalBlock {
+                timestamp_ms: t,
+                ids: Vec::new(),
+                values: Vec::new(),
+            });
+            b.ids.push(id);
+            b.values.push(v);
+        }
+        uses.push(SeriesUse {
+            id,
+            labels: Arc::new(labels),
+        });
+    }
+    let mut blocks: Vec<WalBlock> = blocks.into_values().collect();
+    blocks.sort_by_key(|b| b.timestamp_ms);
+    Append {
+        record: WalRecord {
+            blocks,
+            ..Default::default()
+        },
+        uses,
+    }
+}
+
 /// Shared by every stream.
 pub struct IngestCore {
     pub store: Arc<Store>,
@@ -358,18 +390,16 @@ impl IngestCore {
     }
 
     /// Writes samples that arrived without an agent stream (Prometheus
-    /// remote write) through the same WAL, so they are as durable as an
-    /// agent's once this returns. Returns (appended, refused).
+    /// remote write, the self-scrape) through the same WAL, so they are as
+    /// durable as an agent's once this returns. Returns (appended, refused).
     pub async fn write_external(
         &self,
         series: Vec<(Labels, Vec<(i64, f64)>)>,
     ) -> Result<(u64, u64), crate::wal::WalError> {
-        let mut uses = Vec::with_capacity(series.len());
-        let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
         let mut samples = Vec::new();
         let mut refused = 0u64;
+        let mut flat = Vec::with_capacity(series.len());
         for (labels, points) in series {
-            let id = labels.stable_hash();
             let sref = match self.store.get_or_create_for(REMOTE_WRITE_TENANT, &labels) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -378,44 +408,16 @@ impl IngestCore {
                     None
                 }
             };
-            uses.push(SeriesUse {
-                id,
-                labels: Arc::new(labels),
-            });
-            for (t, v) in points {
-                let b = blocks.entry(t).or_insert_with(|| WalBlock {
-                    timestamp_ms: t,
-                    ids: Vec::new(),
-                    values: Vec::new(),
-                });
-                b.ids.push(id);
-                b.values.push(v);
-                if let Some(r) = sref {
-                    samples.push((r, t, v));
-                }
+            if let Some(r) = sref {
+                samples.extend(points.iter().map(|(t, v)| (r, *t, *v)));
             }
+            flat.push((labels, points));
         }
-        let mut blocks: Vec<WalBlock> = blocks.into_values().collect();
-        blocks.sort_by_key(|b| b.timestamp_ms);
         // apply in time order so a request carrying several samples of one
         // series is not refused as out of order
         samples.sort_by_key(|s| s.1);
         let gate = self.gate.read().await;
-        self.wal
-            .append(Append {
-                record: WalRecord {
-                    agent_id: String::new(),
-                    seq: 0,
-                    series: Vec::new(),
-                    blocks,
-                    logs: Vec::new(),
-                    events: Vec::new(),
-                    metadata: Vec::new(),
-                    cut: false,
-                },
-                uses,
-            })
-            .await?;
+        self.wal.append(external_record(flat)).await?;
         let summary = self.store.append_batch(&samples);
         drop(gate);
         if summary.out_of_order > 0 {
@@ -429,6 +431,24 @@ impl IngestCore {
         }
         self.telemetry.samples.inc_by(summary.appended);
         Ok((summary.appended, refused + summary.out_of_order))
+    }
+
+    /// Writes samples the store already holds (recording-rule output,
+    /// `ALERTS`, staleness markers) to the WAL, so they are replayed after a
+    /// crash and forwarded. The caller holds [`Self::gate`] from before it
+    /// wrote them to the store.
+    pub async fn log_applied(
+        &self,
+        samples: Vec<(Labels, i64, f64)>,
+    ) -> Result<(), crate::wal::WalError> {
+        let mut by_series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        for (l, t, v) in samples {
+            by_series.entry(l).or_default().push((t, v));
+        }
+        self.wal
+            .append(external_record(by_series.into_iter().collect()))
+            .await
+            .map(|_| ())
     }
 
     fn refused(&self, e: &AppendError, n: u64) {
