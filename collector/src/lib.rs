@@ -9,6 +9,8 @@
 //! - [`ingest`]: the `vigil.v1` gRPC service — authentication, per-stream
 //!   interning, deduplication by sequence, ack after durability.
 //! - [`wal`]: the write-ahead log in `--data-dir`, replayed at start.
+//! - [`forward`]: the WAL tailed per endpoint and sent on — remote write,
+//!   Loki push, OTLP — each with a persisted cursor.
 //! - [`store`]: series and samples in memory, as the queries need them.
 //! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
 //! - [`rules`]: alerting and recording rules (Prometheus' format), the
@@ -20,6 +22,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod logs;

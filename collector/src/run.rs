@@ -328,6 +328,20 @@ pub async fn start(
         }));
     }
 
+    // forwarding: after the WAL started, before the first checkpoint
+    if !config.forward.is_empty() {
+        let f = crate::forward::start(
+            &config.forward,
+            &core.wal,
+            metadata.clone(),
+            &data_dir,
+            &mut telemetry.registry.lock(),
+            shutdown.clone(),
+        )
+        .context("forwarding")?;
+        tasks.extend(f.tasks);
+    }
+
     state.ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, grpc = %grpc_addr, "vigil-collector ready");
     Ok(Running {

@@ -233,6 +233,8 @@ struct Shared {
     checkpointed: AtomicU64,
     /// Most bytes kept below the checkpoint for holds.
     hold_budget: AtomicU64,
+    /// One release at a time (the checkpoint and forwarding both call it).
+    releasing: parking_lot::Mutex<()>,
 }
 
 /// Handle of the WAL writer.
@@ -673,6 +675,7 @@ impl Wal {
     /// Deletes what neither recovery nor a hold needs, and past the hold
     /// budget the oldest held segments (see [`retain`]).
     pub fn release(&self) -> Result<retain::Released, WalError> {
+        let _one = self.shared.releasing.lock();
         let holds = self.shared.holds.lock().clone();
         let r = retain::release(
             &self.dir,

@@ -102,6 +102,29 @@ pub(crate) fn read_defs(
     Ok(true)
 }
 
+/// WAL bytes from `from` up to the durable end `to` (how far a reader is
+/// behind).
+pub fn bytes_between(dir: &Path, from: Position, to: Position) -> u64 {
+    if to <= from {
+        return 0;
+    }
+    if from.segment == to.segment {
+        return to.offset - from.offset;
+    }
+    let len = |s: u64| {
+        std::fs::metadata(segment_path(dir, s))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let mut n = len(from.segment).saturating_sub(from.offset);
+    for s in segments(dir).unwrap_or_default() {
+        if s > from.segment && s < to.segment {
+            n += len(s);
+        }
+    }
+    n + to.offset
+}
+
 impl Reader {
     /// A reader positioned at `at`, with the definitions it needs there.
     /// `hold`, if given, is told which segment the reader has open (so the
