@@ -1,87 +1,249 @@
-//! An endpoint's place in the WAL. The [`Tracker`] knows, for every record
-//! read and not yet fully delivered, how many of its items are still out;
-//! its low watermark — the start of the oldest record with something
-//! outstanding — is the position from which nothing has been lost. That
-//! watermark is persisted in `<data_dir>/forward/<name>.cursor` (JSON,
-//! written atomically) about once a second and at shutdown, and a start
-//! resumes there: what was delivered after it is delivered again (at least
-//! once), nothing before it is needed. Not here: reading or sending.
+//! An endpoint's place in the WAL, kept so that a restart — or a `kill -9`
+//! — neither loses nor mixes anything.
+//!
+//! An item (sample or log record) is addressed by an [`ItemPos`]: the start
+//! of its WAL record and its index among the items of that record that go
+//! to its shard. Per shard the cursor keeps a [`Frontier`]: where its
+//! undelivered items start (`at`) and where the request it has in flight
+//! ends (`inflight_end`). A shard makes that durable *before* it sends a
+//! request, so after a crash it first resends exactly the request that was
+//! in flight — alone: a receiver that stores nothing of a request with an
+//! old sample in it (Prometheus rolls the whole request back) either took
+//! all of it before, or takes it now — and then goes on. Reading resumes at
+//! the oldest record with anything undelivered ([`Tracker::watermark`]).
+//!
+//! The file `<data_dir>/forward/<name>.cursor` holds two slots written in
+//! turn (checksummed, generation-numbered), so one `fdatasync` makes an
+//! update durable and a torn write leaves the other slot. Updates are
+//! written by one task per endpoint; shards wait for it (group commit).
+//! Not here: reading or sending.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use prost::Message;
 
 use crate::wal::Position;
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct CursorFile {
-    segment: u64,
-    offset: u64,
+/// An item: its record's start and its index in the record's part for its
+/// shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ItemPos {
+    pub record: Position,
+    pub index: u64,
 }
+
+/// One shard's delivery state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    /// Everything before this was delivered.
+    pub at: ItemPos,
+    /// The request in flight covers `at..inflight_end` (equal: none).
+    pub inflight_end: ItemPos,
+}
+
+/// What is persisted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub watermark: Position,
+    /// Identifies the shard layout (count, relabeling) the frontiers are for.
+    pub fingerprint: u64,
+    pub frontiers: Vec<Frontier>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PbPos {
+    #[prost(uint64, tag = "1")]
+    segment: u64,
+    #[prost(uint64, tag = "2")]
+    offset: u64,
+    #[prost(uint64, tag = "3")]
+    index: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PbFrontier {
+    #[prost(message, optional, tag = "1")]
+    at: Option<PbPos>,
+    #[prost(message, optional, tag = "2")]
+    inflight_end: Option<PbPos>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PbCursor {
+    #[prost(uint64, tag = "1")]
+    generation: u64,
+    #[prost(message, optional, tag = "2")]
+    watermark: Option<PbPos>,
+    #[prost(uint64, tag = "3")]
+    fingerprint: u64,
+    #[prost(message, repeated, tag = "4")]
+    frontiers: Vec<PbFrontier>,
+}
+
+fn pb(p: ItemPos) -> PbPos {
+    PbPos {
+        segment: p.record.segment,
+        offset: p.record.offset,
+        index: p.index,
+    }
+}
+
+fn unpb(p: Option<PbPos>) -> ItemPos {
+    let p = p.unwrap_or_default();
+    ItemPos {
+        record: Position {
+            segment: p.segment,
+            offset: p.offset,
+        },
+        index: p.index,
+    }
+}
+
+const MAGIC: &[u8; 4] = b"VFC1";
 
 pub fn cursor_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.cursor"))
 }
 
-/// The saved cursor, if there is one (a corrupt file is an error: the
-/// caller decides, and says so).
-pub fn load(path: &Path) -> io::Result<Option<Position>> {
-    match std::fs::read(path) {
-        Ok(b) => {
-            let c: CursorFile = serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            Ok(Some(Position {
-                segment: c.segment,
-                offset: c.offset,
-            }))
+/// The two-slot cursor file.
+pub struct CursorFile {
+    path: PathBuf,
+    file: File,
+    generation: u64,
+    slot_bytes: u64,
+}
+
+fn decode_slot(b: &[u8]) -> Option<PbCursor> {
+    if b.len() < 12 || &b[..4] != MAGIC {
+        return None;
+    }
+    let len = u32::from_le_bytes(b[4..8].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(b[8..12].try_into().ok()?);
+    let body = b.get(12..12 + len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    PbCursor::decode(body).ok()
+}
+
+impl CursorFile {
+    /// Opens (creating) the file and reads the newest intact slot.
+    pub fn open(path: &Path, max_shards: usize) -> io::Result<(CursorFile, Option<Saved>)> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let bytes = std::fs::read(path)?;
+        let mut best: Option<PbCursor> = None;
+        if !bytes.is_empty() {
+            let half = bytes.len() / 2;
+            for slot in [&bytes[..half], &bytes[half..]] {
+                if let Some(c) = decode_slot(slot)
+                    && best.as_ref().is_none_or(|b| c.generation > b.generation)
+                {
+                    best = Some(c);
+                }
+            }
+            if best.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: no intact cursor slot", path.display()),
+                ));
+            }
+        }
+        let slot_bytes = (64 + 80 * max_shards as u64).max(bytes.len() as u64 / 2);
+        let generation = best.as_ref().map(|b| b.generation).unwrap_or(0);
+        let saved = best.map(|c| Saved {
+            watermark: unpb(c.watermark).record,
+            fingerprint: c.fingerprint,
+            frontiers: c
+                .frontiers
+                .into_iter()
+                .map(|f| Frontier {
+                    at: unpb(f.at),
+                    inflight_end: unpb(f.inflight_end),
+                })
+                .collect(),
+        });
+        Ok((
+            CursorFile {
+                path: path.to_path_buf(),
+                file,
+                generation,
+                slot_bytes,
+            },
+            saved,
+        ))
+    }
+
+    /// Writes `s` to the older slot and makes it durable.
+    pub fn save(&mut self, s: &Saved) -> io::Result<()> {
+        self.generation += 1;
+        let body = PbCursor {
+            generation: self.generation,
+            watermark: Some(pb(ItemPos {
+                record: s.watermark,
+                index: 0,
+            })),
+            fingerprint: s.fingerprint,
+            frontiers: s
+                .frontiers
+                .iter()
+                .map(|f| PbFrontier {
+                    at: Some(pb(f.at)),
+                    inflight_end: Some(pb(f.inflight_end)),
+                })
+                .collect(),
+        }
+        .encode_to_vec();
+        let mut slot = Vec::with_capacity(self.slot_bytes as usize);
+        slot.extend_from_slice(MAGIC);
+        slot.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        slot.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        slot.extend_from_slice(&body);
+        if slot.len() as u64 > self.slot_bytes {
+            return Err(io::Error::other(format!(
+                "{}: cursor of {} bytes does not fit its slot of {}",
+                self.path.display(),
+                slot.len(),
+                self.slot_bytes
+            )));
+        }
+        slot.resize(self.slot_bytes as usize, 0);
+        let at = (self.generation % 2) * self.slot_bytes;
+        self.file.write_all_at(&slot, at)?;
+        self.file.sync_data()
     }
 }
 
-/// Writes the cursor atomically: temp file, fsync, rename, folder fsync.
-/// (A stopgap until `vigil_common::fs` lands with the shared helper.)
-pub fn save(path: &Path, p: Position) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("cursor.tmp");
-    let body = serde_json::to_vec(&CursorFile {
-        segment: p.segment,
-        offset: p.offset,
-    })
-    .map_err(io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&body)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Records read and not yet delivered, oldest first.
+/// Records read and not yet delivered, oldest first, and the shards'
+/// frontiers.
 #[derive(Debug)]
 pub struct Tracker {
-    /// Where reading started (the watermark while nothing is outstanding
-    /// before the first record).
     base: Position,
-    /// (record number, where the record starts, items outstanding)
+    /// (record number, record start, items outstanding)
     records: VecDeque<(u64, Position, usize)>,
     first_no: u64,
     next_no: u64,
-    /// Where the record after the last one read starts.
     read_to: Position,
     pending: usize,
+    pub fingerprint: u64,
+    pub frontiers: Vec<Frontier>,
+    /// Bumped by every change worth persisting.
+    pub version: u64,
 }
 
 impl Tracker {
-    pub fn new(at: Position) -> Self {
+    pub fn new(at: Position, fingerprint: u64, frontiers: Vec<Frontier>) -> Self {
         Tracker {
             base: at,
             records: VecDeque::new(),
@@ -89,6 +251,9 @@ impl Tracker {
             next_no: 0,
             read_to: at,
             pending: 0,
+            fingerprint,
+            frontiers,
+            version: 0,
         }
     }
 
@@ -125,6 +290,7 @@ impl Tracker {
     }
 
     fn pop_done(&mut self) {
+        let before = self.base;
         while let Some(&(_, _, 0)) = self.records.front() {
             self.records.pop_front();
             self.first_no += 1;
@@ -133,6 +299,35 @@ impl Tracker {
             Some(&(_, start, _)) => start,
             None => self.read_to,
         };
+        if self.base != before {
+            self.version += 1;
+        }
+    }
+
+    /// Shard `shard` is about to send `at..end`; returns the version to
+    /// wait for before sending.
+    pub fn intent(&mut self, shard: usize, at: ItemPos, end: ItemPos) -> u64 {
+        if let Some(f) = self.frontiers.get_mut(shard) {
+            *f = Frontier {
+                at,
+                inflight_end: end,
+            };
+        }
+        self.version += 1;
+        self.version
+    }
+
+    /// Shard `shard` delivered everything before `at`.
+    pub fn delivered(&mut self, shard: usize, at: ItemPos) {
+        if let Some(f) = self.frontiers.get_mut(shard)
+            && f.at != at
+        {
+            *f = Frontier {
+                at,
+                inflight_end: at,
+            };
+            self.version += 1;
+        }
     }
 
     /// Everything before this is delivered.
@@ -143,6 +338,14 @@ impl Tracker {
     /// Items read and not yet delivered.
     pub fn pending(&self) -> usize {
         self.pending
+    }
+
+    pub fn snapshot(&self) -> Saved {
+        Saved {
+            watermark: self.base,
+            fingerprint: self.fingerprint,
+            frontiers: self.frontiers.clone(),
+        }
     }
 }
 
@@ -159,7 +362,7 @@ mod tests {
 
     #[test]
     fn the_watermark_waits_for_the_oldest_record() {
-        let mut t = Tracker::new(p(0));
+        let mut t = Tracker::new(p(0), 0, vec![]);
         let a = t.read(p(0), p(10), 2);
         let b = t.read(p(10), p(20), 1);
         let _empty = t.read(p(20), p(30), 0);
@@ -179,13 +382,41 @@ mod tests {
     }
 
     #[test]
-    fn saved_cursors_load_back() {
+    fn slots_survive_a_torn_write_and_keep_the_newest() {
         let d = tempfile::tempdir().unwrap();
         let f = cursor_path(d.path(), "rw");
-        assert_eq!(load(&f).unwrap(), None);
-        save(&f, p(42)).unwrap();
-        assert_eq!(load(&f).unwrap(), Some(p(42)));
-        std::fs::write(&f, "garbage").unwrap();
-        assert!(load(&f).is_err());
+        let (mut c, saved) = CursorFile::open(&f, 4).unwrap();
+        assert_eq!(saved, None);
+        let s = |o| Saved {
+            watermark: p(o),
+            fingerprint: 7,
+            frontiers: vec![Frontier {
+                at: ItemPos {
+                    record: p(o),
+                    index: 2,
+                },
+                inflight_end: ItemPos {
+                    record: p(o + 5),
+                    index: 1,
+                },
+            }],
+        };
+        c.save(&s(10)).unwrap();
+        c.save(&s(20)).unwrap();
+        drop(c);
+        let (mut c, saved) = CursorFile::open(&f, 4).unwrap();
+        assert_eq!(saved, Some(s(20)));
+        c.save(&s(30)).unwrap();
+        // tear the newest slot: the one before it is read
+        let mut bytes = std::fs::read(&f).unwrap();
+        let half = bytes.len() / 2;
+        bytes[half + 14] ^= 0xff;
+        std::fs::write(&f, &bytes).unwrap();
+        let (_, saved) = CursorFile::open(&f, 4).unwrap();
+        assert_eq!(saved, Some(s(20)));
+        // both torn: an error, not a silent restart from zero
+        bytes[14] ^= 0xff;
+        std::fs::write(&f, &bytes).unwrap();
+        assert!(CursorFile::open(&f, 4).is_err());
     }
 }

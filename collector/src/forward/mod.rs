@@ -138,6 +138,20 @@ impl Items {
         }
     }
 
+    /// Splits into the first `m` items and the rest (two parts, in order).
+    pub fn split_at(self, m: usize) -> Vec<Items> {
+        match self {
+            Items::Samples(mut v) => {
+                let rest = v.split_off(m.min(v.len()));
+                vec![Items::Samples(v), Items::Samples(rest)]
+            }
+            Items::Logs(mut v) => {
+                let rest = v.split_off(m.min(v.len()));
+                vec![Items::Logs(v), Items::Logs(rest)]
+            }
+        }
+    }
+
     /// The newest timestamp held, in seconds (0 when empty).
     pub fn newest_secs(&self) -> f64 {
         let ms = match self {
@@ -417,17 +431,33 @@ pub fn start(
         .and_then(|s| s.first().copied())
         .unwrap_or(durable.segment);
     for ep in eps {
-        let file = cursor::cursor_path(&dir, &ep.name);
-        let start = match cursor::load(&file) {
-            Ok(Some(p)) => p,
+        let path = cursor::cursor_path(&dir, &ep.name);
+        let opened = cursor::CursorFile::open(&path, ep.queue.max_shards);
+        let (file, saved, start) = match opened {
+            Ok((f, Some(s))) => {
+                let w = s.watermark;
+                (f, Some(s), w)
+            }
             // a new endpoint sends what arrives from now on
-            Ok(None) => durable,
+            Ok((f, None)) => (f, None, durable),
             Err(e) => {
                 tracing::warn!(endpoint = %ep.name, error = %e, "unreadable cursor: resending from the oldest WAL segment kept");
-                Position {
-                    segment: oldest,
-                    offset: 0,
-                }
+                let _ = std::fs::remove_file(&path);
+                let (f, _) =
+                    cursor::CursorFile::open(&path, ep.queue.max_shards).map_err(|source| {
+                        ForwardError::Io {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                (
+                    f,
+                    None,
+                    Position {
+                        segment: oldest,
+                        offset: 0,
+                    },
+                )
             }
         };
         tracing::info!(endpoint = %ep.name, url = %ep.url, segment = start.segment, offset = start.offset, "forwarding");
@@ -457,6 +487,7 @@ pub fn start(
             hold,
             start,
             cursor_file: file,
+            saved,
         };
         tasks.push(tokio::spawn(p.run(stop.clone())));
     }

@@ -19,18 +19,19 @@
 //! made durable. Not here: encodings (sibling modules).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use vigil_common::Labels;
 use vigil_common::relabel;
 
-use super::cursor::{self, Tracker};
+use super::cursor::{CursorFile, Frontier, ItemPos, Saved, Tracker};
 use super::send::{Endpoint, Verdict};
 use super::{Items, Kind, LogItem, SampleItem};
 use crate::wal::reader::{Reader, Step, bytes_between};
@@ -94,11 +95,12 @@ pub fn desired_shards(current: usize, min: usize, max: usize, i: ShardInputs) ->
     }
 }
 
-/// Items of one record for one shard.
+/// Items `first..first + len` of one record's part for one shard.
 struct Chunk {
     record: u64,
+    start: Position,
+    first: u64,
     items: Items,
-    room: OwnedSemaphorePermit,
 }
 
 /// Per-interval figures the shards add to.
@@ -114,6 +116,10 @@ struct Shared {
     tracker: Mutex<Tracker>,
     interval: Mutex<Interval>,
     stop: CancellationToken,
+    /// Wakes the cursor writer.
+    dirty: Notify,
+    /// The tracker version last made durable.
+    durable: watch::Receiver<u64>,
 }
 
 struct Shard {
@@ -122,12 +128,15 @@ struct Shard {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn spawn_shards(sh: &Arc<Shared>, n: usize) -> Vec<Shard> {
+/// Starts `n` shards; `cuts[i]`: shard i first sends exactly up to there
+/// (the request it had in flight before a restart).
+fn spawn_shards(sh: &Arc<Shared>, n: usize, cuts: Vec<Option<ItemPos>>) -> Vec<Shard> {
     (0..n)
-        .map(|_| {
+        .map(|i| {
             let (tx, rx) = mpsc::unbounded_channel();
             let room = Arc::new(Semaphore::new(sh.ep.queue.capacity));
-            let task = tokio::spawn(run_shard(sh.clone(), rx));
+            let cut = cuts.get(i).copied().flatten();
+            let task = tokio::spawn(run_shard(sh.clone(), i, rx, room.clone(), cut));
             Shard { tx, room, task }
         })
         .collect()
@@ -148,67 +157,245 @@ async fn drain(shards: Vec<Shard>) {
     }
 }
 
-async fn run_shard(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Chunk>) {
+/// A run of held items from one chunk.
+struct Run {
+    record: u64,
+    start: Position,
+    first: u64,
+    n: usize,
+}
+
+/// What a shard holds, in order, with where each item came from.
+struct Held {
+    items: Items,
+    runs: VecDeque<Run>,
+}
+
+impl Held {
+    fn push(&mut self, c: Chunk) {
+        self.runs.push_back(Run {
+            record: c.record,
+            start: c.start,
+            first: c.first,
+            n: c.items.len(),
+        });
+        self.items.append(c.items);
+    }
+
+    /// The position of the item after the first `m`.
+    fn pos_after(&self, m: usize) -> ItemPos {
+        let mut acc = 0;
+        for r in &self.runs {
+            if m < acc + r.n {
+                return ItemPos {
+                    record: r.start,
+                    index: r.first + (m - acc) as u64,
+                };
+            }
+            acc += r.n;
+        }
+        self.runs
+            .back()
+            .map(|r| ItemPos {
+                record: r.start,
+                index: r.first + r.n as u64,
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many held items come before `p`.
+    fn count_before(&self, p: ItemPos) -> usize {
+        let mut acc = 0;
+        for r in &self.runs {
+            let (a, b) = (
+                ItemPos {
+                    record: r.start,
+                    index: r.first,
+                },
+                ItemPos {
+                    record: r.start,
+                    index: r.first + r.n as u64,
+                },
+            );
+            if p <= a {
+                return acc;
+            }
+            if p < b {
+                return acc + (p.index - r.first) as usize;
+            }
+            acc += r.n;
+        }
+        acc
+    }
+
+    /// Takes the first `m` items; their runs are reported to `t` as done.
+    fn take(&mut self, m: usize, kind: Kind) -> (Items, Vec<(u64, usize)>) {
+        let all = std::mem::replace(&mut self.items, Items::empty(kind));
+        let mut parts = all.split_at(m);
+        self.items = parts.pop().unwrap_or_else(|| Items::empty(kind));
+        let front = parts.pop().unwrap_or_else(|| Items::empty(kind));
+        let mut done = Vec::new();
+        let mut left = m;
+        while left > 0 {
+            let Some(r) = self.runs.front_mut() else {
+                break;
+            };
+            let k = left.min(r.n);
+            done.push((r.record, k));
+            r.n -= k;
+            r.first += k as u64;
+            left -= k;
+            if r.n == 0 {
+                self.runs.pop_front();
+            }
+        }
+        (front, done)
+    }
+}
+
+async fn run_shard(
+    sh: Arc<Shared>,
+    index: usize,
+    mut rx: mpsc::UnboundedReceiver<Chunk>,
+    room: Arc<Semaphore>,
+    mut cut: Option<ItemPos>,
+) {
     let q = &sh.ep.queue;
-    let max = q.max_samples_per_send;
-    let mut batch = Items::empty(sh.ep.kind);
-    let mut owed: Vec<(u64, usize)> = Vec::new();
-    let mut rooms: Vec<OwnedSemaphorePermit> = Vec::new();
+    let kind = sh.ep.kind;
+    let mut held = Held {
+        items: Items::empty(kind),
+        runs: VecDeque::new(),
+    };
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let flush = tokio::select! {
+        // how many to send now (0: keep collecting)
+        let send = tokio::select! {
             biased;
             _ = sh.stop.cancelled() => return,
             c = rx.recv() => match c {
                 Some(c) => {
-                    if batch.is_empty() {
+                    if held.items.is_empty() {
                         deadline = Some(tokio::time::Instant::now() + q.batch_send_deadline.as_std());
                     }
-                    owed.push((c.record, c.items.len()));
-                    batch.append(c.items);
-                    rooms.push(c.room);
-                    batch.len() >= max
-                }
-                None => {
-                    if !batch.is_empty() {
-                        deliver_all(&sh, &mut batch).await;
-                        finish(&sh, &mut owed);
+                    held.push(c);
+                    match cut {
+                        // after a restart the request that was in flight
+                        // goes alone, exactly as before
+                        Some(e) if held.pos_after(held.items.len()) >= e => {
+                            cut = None;
+                            held.count_before(e)
+                        }
+                        Some(_) => 0,
+                        None if held.items.len() >= q.max_samples_per_send => held.items.len(),
+                        None => 0,
                     }
-                    return;
                 }
+                None => held.items.len(),
             },
-            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => true,
-        };
-        if flush {
-            if !deliver_all(&sh, &mut batch).await {
-                return;
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
+                cut = None;
+                held.items.len()
             }
-            finish(&sh, &mut owed);
-            rooms.clear();
+        };
+        if send > 0 && !flush(&sh, index, &mut held, send, &room).await {
+            return;
+        }
+        if send > 0 && held.items.is_empty() {
             deadline = None;
         }
-    }
-}
-
-fn finish(sh: &Shared, owed: &mut Vec<(u64, usize)>) {
-    let mut t = sh.tracker.lock();
-    for (rec, n) in owed.drain(..) {
-        t.done(rec, n);
-    }
-    sh.ep.metrics.pending.set(t.pending() as i64);
-}
-
-/// Sends `batch` in requests of at most `max_samples_per_send`; false when
-/// stopped before it was all delivered or refused.
-async fn deliver_all(sh: &Shared, batch: &mut Items) -> bool {
-    let max = sh.ep.queue.max_samples_per_send;
-    let all = std::mem::replace(batch, Items::empty(sh.ep.kind));
-    for part in all.split(max) {
-        if !deliver(sh, &part).await {
-            return false;
+        if rx.is_closed() && rx.is_empty() && held.items.is_empty() {
+            return;
         }
     }
+}
+
+/// Sends the first `n` held items in requests of at most
+/// `max_samples_per_send`, each announced in the cursor first; false when
+/// stopped.
+async fn flush(sh: &Shared, index: usize, held: &mut Held, n: usize, room: &Semaphore) -> bool {
+    let max = sh.ep.queue.max_samples_per_send;
+    let mut left = n;
+    while left > 0 {
+        let m = left.min(max);
+        let at = held.pos_after(0);
+        let end = held.pos_after(m);
+        let v = sh.tracker.lock().intent(index, at, end);
+        sh.dirty.notify_one();
+        let mut durable = sh.durable.clone();
+        tokio::select! {
+            _ = sh.stop.cancelled() => return false,
+            r = durable.wait_for(|d| *d >= v) => if r.is_err() { return false; },
+        }
+        let (items, done) = held.take(m, sh.ep.kind);
+        if !deliver(sh, &items).await {
+            return false;
+        }
+        {
+            let mut t = sh.tracker.lock();
+            for (rec, k) in done {
+                t.done(rec, k);
+            }
+            t.delivered(index, end);
+            sh.ep.metrics.pending.set(t.pending() as i64);
+        }
+        room.add_permits(m);
+        left -= m;
+    }
     true
+}
+
+/// Writes the cursor whenever a shard announces a request (and once a
+/// second when the watermark moved), telling the shards what is durable.
+async fn write_cursor(
+    sh: Arc<Shared>,
+    mut file: CursorFile,
+    durable: watch::Sender<u64>,
+    hold: Arc<Hold>,
+) -> CursorFile {
+    let mut last = 0u64;
+    loop {
+        tokio::select! {
+            _ = sh.stop.cancelled() => return file,
+            _ = sh.dirty.notified() => {}
+            _ = tokio::time::sleep(CURSOR_EVERY) => {}
+        }
+        let (v, snap) = {
+            let t = sh.tracker.lock();
+            (t.version, t.snapshot())
+        };
+        if v == last {
+            continue;
+        }
+        let (f, r) = match tokio::task::spawn_blocking(move || {
+            let r = file.save(&snap);
+            (file, r.map(|_| snap.watermark))
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => {
+                tracing::error!(endpoint = %sh.ep.name, "cursor writer failed");
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+        };
+        file = f;
+        match r {
+            Ok(wm) => {
+                last = v;
+                durable.send_replace(v);
+                hold.set_needed(wm.segment);
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %sh.ep.name, error = %e, "cannot save the cursor; sending waits");
+                tokio::select! {
+                    _ = sh.stop.cancelled() => return file,
+                    _ = tokio::time::sleep(CURSOR_EVERY) => {}
+                }
+                sh.dirty.notify_one();
+            }
+        }
+    }
 }
 
 fn backoff(q: &super::config::QueueConfig) -> impl Iterator<Item = Duration> {
@@ -344,7 +531,17 @@ impl ReadState {
                     } else {
                         next.offset
                     };
-                    let mut per: HashMap<u64, Items, IdHash> = HashMap::with_hasher(IdHash);
+                    // per series, in first-seen order (deterministic: a
+                    // restart must split a record the same way)
+                    let mut slot: HashMap<u64, usize, IdHash> = HashMap::with_hasher(IdHash);
+                    let mut per: Vec<(u64, Items)> = Vec::new();
+                    let kind = self.kind;
+                    let mut entry = |id: u64, per: &mut Vec<(u64, Items)>| -> usize {
+                        *slot.entry(id).or_insert_with(|| {
+                            per.push((id, Items::empty(kind)));
+                            per.len() - 1
+                        })
+                    };
                     let (mut dropped, mut unknown, mut newest) = (0u64, 0u64, i64::MIN);
                     match self.kind {
                         Kind::Samples => {
@@ -355,13 +552,12 @@ impl ReadState {
                                         Some(None) => dropped += 1,
                                         Some(Some(series)) => {
                                             newest = newest.max(b.timestamp_ms);
-                                            per.entry(*id)
-                                                .or_insert_with(|| Items::empty(Kind::Samples))
-                                                .push_sample(SampleItem {
-                                                    series,
-                                                    t: b.timestamp_ms,
-                                                    v: *v,
-                                                });
+                                            let i = entry(*id, &mut per);
+                                            per[i].1.push_sample(SampleItem {
+                                                series,
+                                                t: b.timestamp_ms,
+                                                v: *v,
+                                            });
                                         }
                                     }
                                 }
@@ -375,13 +571,12 @@ impl ReadState {
                                     Some(None) => dropped += 1,
                                     Some(Some(stream)) => {
                                         newest = newest.max(l.timestamp_ns / 1_000_000);
-                                        per.entry(l.stream_id)
-                                            .or_insert_with(|| Items::empty(Kind::Logs))
-                                            .push_log(LogItem {
-                                                stream,
-                                                t_ns: l.timestamp_ns,
-                                                line: l.line,
-                                            });
+                                        let i = entry(l.stream_id, &mut per);
+                                        per[i].1.push_log(LogItem {
+                                            stream,
+                                            t_ns: l.timestamp_ns,
+                                            line: l.line,
+                                        });
                                     }
                                 }
                             }
@@ -391,7 +586,7 @@ impl ReadState {
                         start,
                         next,
                         bytes,
-                        items: per.into_iter().collect(),
+                        items: per,
                         newest_secs: if newest == i64::MIN {
                             0.0
                         } else {
@@ -420,8 +615,23 @@ pub struct Pipeline {
     pub ep: Arc<Endpoint>,
     pub wal: Wal,
     pub hold: Arc<Hold>,
+    /// Where reading starts when there is no saved cursor.
     pub start: Position,
-    pub cursor_file: PathBuf,
+    pub cursor_file: CursorFile,
+    pub saved: Option<Saved>,
+}
+
+/// Identifies a shard layout: a restart reuses saved frontiers only for the
+/// same shard count, relabeling and kind (else it resends from the
+/// watermark).
+fn fingerprint(ep: &Endpoint, shards: usize) -> u64 {
+    let rules: Vec<_> = ep.relabel.iter().map(|r| r.config().clone()).collect();
+    let text = format!(
+        "{shards}|{:?}|{}",
+        ep.kind,
+        serde_json::to_string(&rules).unwrap_or_default()
+    );
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
 impl Pipeline {
@@ -433,7 +643,43 @@ impl Pipeline {
             hold,
             start,
             cursor_file,
+            saved,
         } = self;
+        let q = ep.queue.clone();
+        // a saved cursor for this layout: its frontiers and in-flight
+        // requests; else everything from the watermark
+        let (start, n, frontiers) = match saved {
+            Some(s)
+                if (q.min_shards..=q.max_shards).contains(&s.frontiers.len())
+                    && s.fingerprint == fingerprint(&ep, s.frontiers.len()) =>
+            {
+                let n = s.frontiers.len();
+                (s.watermark, n, s.frontiers)
+            }
+            Some(s) => {
+                let at = ItemPos {
+                    record: s.watermark,
+                    index: 0,
+                };
+                let f = Frontier {
+                    at,
+                    inflight_end: at,
+                };
+                (s.watermark, q.min_shards, vec![f; q.min_shards])
+            }
+            None => {
+                let at = ItemPos {
+                    record: start,
+                    index: 0,
+                };
+                let f = Frontier {
+                    at,
+                    inflight_end: at,
+                };
+                (start, q.min_shards, vec![f; q.min_shards])
+            }
+        };
+        hold.set_needed(start.segment);
         let dir = wal.dir().to_path_buf();
         let (d, dur, h) = (dir.clone(), wal.durable(), hold.clone());
         let reader = match tokio::task::spawn_blocking(move || {
@@ -454,19 +700,33 @@ impl Pipeline {
             relabel: ep.relabel.clone(),
             kind: ep.kind,
         });
+        let (durable_tx, durable_rx) = watch::channel(0u64);
         let sh = Arc::new(Shared {
             ep: ep.clone(),
-            tracker: Mutex::new(Tracker::new(start)),
+            tracker: Mutex::new(Tracker::new(start, fingerprint(&ep, n), frontiers.clone())),
             interval: Mutex::new(Interval::default()),
             stop: stop.clone(),
+            dirty: Notify::new(),
+            durable: durable_rx,
         });
-        let q = ep.queue.clone();
-        let mut shards = spawn_shards(&sh, q.min_shards);
+        let writer = tokio::spawn(write_cursor(
+            sh.clone(),
+            cursor_file,
+            durable_tx,
+            hold.clone(),
+        ));
+        // items a shard delivered before the restart are skipped once more
+        let skip: Vec<ItemPos> = frontiers.iter().map(|f| f.at).collect();
+        let skip_until = skip.iter().max().copied().unwrap_or_default();
+        let cuts = frontiers
+            .iter()
+            .map(|f| (f.inflight_end > f.at).then_some(f.inflight_end))
+            .collect();
+        let mut shards = spawn_shards(&sh, n, cuts);
         ep.metrics.shards.set(shards.len() as i64);
         ep.metrics.shards_desired.set(shards.len() as i64);
         let mut durable = wal.durable();
-        let mut saved = start;
-        let mut last_save = Instant::now();
+        let mut last_tick = Instant::now();
         let mut last_reshard = Instant::now();
         let mut read_pos = start;
         let (mut bytes_read, mut items_read) = (0u64, 0u64);
@@ -474,7 +734,7 @@ impl Pipeline {
         let dropped_relabel = ep.metrics.dropped("relabel");
         let dropped_unknown = ep.metrics.dropped("unknown_series");
         let dropped_budget = ep.metrics.dropped("wal_budget");
-        loop {
+        'read: loop {
             if stop.is_cancelled() {
                 break;
             }
@@ -527,59 +787,76 @@ impl Pipeline {
                         if unknown > 0 {
                             tracing::warn!(endpoint = %ep.name, items = unknown, "WAL items of a series without definition: dropped");
                         }
-                        let total: usize = items.iter().map(|(_, i)| i.len()).sum();
                         bytes_read += bytes;
-                        items_read += total as u64;
                         read_pos = next;
                         super::telemetry::EndpointMetrics::raise(
                             &ep.metrics.highest_in,
                             newest_secs,
                         );
+                        // per shard, in record order, minus what was
+                        // delivered before a restart
+                        let n = shards.len();
+                        let mut parts: Vec<Items> = (0..n).map(|_| Items::empty(ep.kind)).collect();
+                        for (id, its) in items {
+                            parts[(id % n as u64) as usize].append(its);
+                        }
+                        let mut firsts = vec![0u64; n];
+                        if start <= skip_until.record {
+                            for (i, part) in parts.iter_mut().enumerate() {
+                                let Some(s) = skip.get(i) else { continue };
+                                let k = if start < s.record {
+                                    part.len()
+                                } else if start == s.record {
+                                    (s.index as usize).min(part.len())
+                                } else {
+                                    0
+                                };
+                                if k > 0 {
+                                    let p = std::mem::replace(part, Items::empty(ep.kind));
+                                    let mut halves = p.split_at(k);
+                                    *part = halves.pop().unwrap_or_else(|| Items::empty(ep.kind));
+                                    firsts[i] = k as u64;
+                                }
+                            }
+                        }
+                        let total: usize = parts.iter().map(Items::len).sum();
+                        items_read += total as u64;
                         let no = {
                             let mut t = sh.tracker.lock();
                             let no = t.read(start, next, total);
                             ep.metrics.pending.set(t.pending() as i64);
                             no
                         };
-                        // per shard, in record order
-                        let n = shards.len();
-                        let mut per_shard: Vec<Items> =
-                            (0..n).map(|_| Items::empty(ep.kind)).collect();
-                        for (id, its) in items {
-                            per_shard[(id % n as u64) as usize].append(its);
-                        }
-                        for (i, its) in per_shard.into_iter().enumerate() {
+                        for (i, its) in parts.into_iter().enumerate() {
+                            let mut first = firsts[i];
                             for part in its.split(q.capacity) {
-                                let room = tokio::select! {
-                                    _ = stop.cancelled() => None,
-                                    p = shards[i].room.clone().acquire_many_owned(part.len() as u32) => p.ok(),
+                                if part.is_empty() {
+                                    continue;
+                                }
+                                let len = part.len();
+                                let ok = tokio::select! {
+                                    _ = stop.cancelled() => false,
+                                    p = shards[i].room.acquire_many(len as u32) => match p {
+                                        Ok(p) => { p.forget(); true }
+                                        Err(_) => false,
+                                    },
                                 };
-                                let Some(room) = room else { break };
+                                if !ok {
+                                    break 'read;
+                                }
                                 let _ = shards[i].tx.send(Chunk {
                                     record: no,
+                                    start,
+                                    first,
                                     items: part,
-                                    room,
                                 });
+                                first += len as u64;
                             }
                         }
                     }
                 }
             }
-            // the cursor
-            if last_save.elapsed() >= CURSOR_EVERY {
-                let wm = sh.tracker.lock().watermark();
-                if wm != saved {
-                    match cursor::save(&cursor_file, wm) {
-                        Ok(()) => {
-                            saved = wm;
-                            hold.set_needed(wm.segment);
-                        }
-                        Err(e) => {
-                            tracing::warn!(endpoint = %ep.name, error = %e, "cannot save the cursor")
-                        }
-                    }
-                }
-                last_save = Instant::now();
+            if last_tick.elapsed() >= CURSOR_EVERY {
                 let dropped = match ep.kind {
                     Kind::Samples => hold
                         .dropped_samples
@@ -589,6 +866,7 @@ impl Pipeline {
                         .load(std::sync::atomic::Ordering::Relaxed),
                 };
                 follow(&dropped_budget, dropped);
+                last_tick = Instant::now();
             }
             // the shard count
             if last_reshard.elapsed() >= RESHARD_EVERY {
@@ -610,7 +888,28 @@ impl Pipeline {
                 if want != shards.len() {
                     tracing::info!(endpoint = %ep.name, from = shards.len(), to = want, backlog_bytes = backlog, "resharding");
                     drain(std::mem::take(&mut shards)).await;
-                    shards = spawn_shards(&sh, want);
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    // everything read is delivered: every shard starts here
+                    let at = ItemPos {
+                        record: read_pos,
+                        index: 0,
+                    };
+                    {
+                        let mut t = sh.tracker.lock();
+                        t.frontiers = vec![
+                            Frontier {
+                                at,
+                                inflight_end: at,
+                            };
+                            want
+                        ];
+                        t.fingerprint = fingerprint(&ep, want);
+                        t.version += 1;
+                    }
+                    sh.dirty.notify_one();
+                    shards = spawn_shards(&sh, want, Vec::new());
                     ep.metrics.shards.set(shards.len() as i64);
                 }
                 backlog_before = backlog;
@@ -619,23 +918,24 @@ impl Pipeline {
                 last_reshard = Instant::now();
             }
             if idle {
-                let wait = CURSOR_EVERY.min(RESHARD_EVERY);
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = durable.changed() => {}
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep(CURSOR_EVERY) => {}
                 }
             }
         }
         // stop: shards end (what they had stays in the WAL), then the cursor
         drain(shards).await;
-        let wm = sh.tracker.lock().watermark();
-        if wm != saved
-            && let Err(e) = cursor::save(&cursor_file, wm)
-        {
+        let mut file = match writer.await {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        let snap = sh.tracker.lock().snapshot();
+        if let Err(e) = file.save(&snap) {
             tracing::warn!(endpoint = %ep.name, error = %e, "cannot save the cursor at shutdown");
         }
-        hold.set_needed(wm.segment);
+        hold.set_needed(snap.watermark.segment);
     }
 }
 
