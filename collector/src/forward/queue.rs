@@ -338,6 +338,9 @@ async fn flush(sh: &Shared, index: usize, held: &mut Held, n: usize, room: &Sema
             t.delivered(index, end);
             sh.ep.metrics.pending.set(t.pending() as i64);
         }
+        // written soon, not waited for: a crash before it resends this
+        // request, which the receiver already has (at least once)
+        sh.dirty.notify_one();
         room.add_permits(m);
         left -= m;
     }
