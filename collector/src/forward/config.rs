@@ -68,9 +68,16 @@ impl<'de> Deserialize<'de> for EndpointName {
 }
 
 /// Request headers set by the user. Headers the protocols reserve are refused.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Headers(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for Headers {
+    // values may be API keys: names only
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
 
 const RESERVED_HEADERS: &[&str] = &[
     "authorization",
@@ -107,7 +114,7 @@ impl<'de> Deserialize<'de> for Headers {
 }
 
 /// `authorization:` — a credential sent as `Authorization: <type> <credentials>`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, try_from = "RawAuthorization")]
 pub struct Authorization {
     #[serde(rename = "type")]
@@ -152,7 +159,7 @@ impl TryFrom<RawAuthorization> for Authorization {
 }
 
 /// `basic_auth:`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, try_from = "RawBasicAuth")]
 pub struct BasicAuth {
     pub username: String,
@@ -181,6 +188,30 @@ impl TryFrom<RawBasicAuth> for BasicAuth {
             password: r.password,
             password_file: r.password_file,
         })
+    }
+}
+
+// secrets stay out of `check config` output and logs
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorization")
+            .field("type", &self.kind)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<secret>"),
+            )
+            .field("credentials_file", &self.credentials_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .field("password_file", &self.password_file)
+            .finish()
     }
 }
 
@@ -821,6 +852,19 @@ mod tests {
             default_name("rw", "http://a/"),
             default_name("rw", "http://a/")
         );
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let d = parse(
+            "remote_write:\n  - url: http://x/\n    basic_auth: {username: u, password: hunter2}\n",
+        )
+        .unwrap();
+        assert!(!format!("{d:?}").contains("hunter2"));
+        let d =
+            parse("remote_write:\n  - url: http://x/\n    authorization: {credentials: tok3n}\n")
+                .unwrap();
+        assert!(!format!("{d:?}").contains("tok3n"));
     }
 
     #[test]
