@@ -182,16 +182,30 @@ fn main() {
             let t = Instant::now();
             let mut stats = Stats::default();
             found = match &q {
-                Query::Log(sel) => {
-                    logql::select_logs(&st, sel, base_ns, end, 100, Direction::Backward, &mut stats)
-                        .expect("query")
-                        .iter()
-                        .map(|s| s.entries.len())
-                        .sum()
-                }
-                Query::Metric(e) => logql::eval_metric(&st, e, end - 1, end - 1, 1, &mut stats)
-                    .expect("query")
-                    .len(),
+                Query::Log(sel) => logql::select_logs(
+                    &st,
+                    sel,
+                    (base_ns, end),
+                    100,
+                    Direction::Backward,
+                    &mut stats,
+                    &logql::Control::unbounded(),
+                )
+                .expect("query")
+                .iter()
+                .map(|s| s.entries.len())
+                .sum(),
+                Query::Metric(e) => logql::eval_metric(
+                    &st,
+                    e,
+                    end - 1,
+                    end - 1,
+                    1,
+                    &mut stats,
+                    &logql::Control::unbounded(),
+                )
+                .expect("query")
+                .len(),
             };
             times.push(t.elapsed());
             scanned = stats.bytes_processed;

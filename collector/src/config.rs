@@ -96,6 +96,87 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_of_order_window: Option<Duration>,
 
+    /// Most HTTP connections open at once; beyond it new ones wait in the
+    /// kernel's backlog [default: 512].
+    #[arg(long, env = "VIGIL_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_max_connections: Option<usize>,
+
+    /// Most gRPC connections (agents) open at once; kept below the process'
+    /// open-file limit [default: 10000].
+    #[arg(long, env = "VIGIL_GRPC_MAX_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_max_connections: Option<usize>,
+
+    /// A connection on either port on which nothing moves for this long is
+    /// closed (agents' streams carry keepalive pings every 30s) [default: 5m].
+    #[arg(long, env = "VIGIL_CONNECTION_IDLE_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_idle_timeout: Option<Duration>,
+
+    /// A new connection must send its first request (HTTP/1 headers, the
+    /// HTTP/2 preface or a TLS hello) within this, and an HTTP/1 request's
+    /// headers must all arrive within it [default: 30s].
+    #[arg(long, env = "VIGIL_HEADER_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<Duration>,
+
+    /// Most PromQL and LogQL queries evaluated at once; more wait for a slot
+    /// (for at most their timeout) [default: 20].
+    #[arg(long, env = "VIGIL_QUERY_MAX_CONCURRENCY", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_max_concurrency: Option<usize>,
+
+    /// Longest a query may run; a request's `timeout` parameter can only
+    /// shorten it [default: 2m].
+    #[arg(long, env = "VIGIL_QUERY_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_timeout: Option<Duration>,
+
+    /// Most samples one PromQL query may hold in memory at once
+    /// (Prometheus' --query.max-samples) [default: 50000000].
+    #[arg(long, env = "VIGIL_QUERY_MAX_SAMPLES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_max_samples: Option<usize>,
+
+    /// Accept Prometheus remote write at POST /api/v1/write [default: true].
+    #[arg(long, env = "VIGIL_REMOTE_WRITE_RECEIVER", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_write_receiver: Option<bool>,
+
+    /// Most series in one remote-write request [default: 50000].
+    #[arg(
+        long,
+        env = "VIGIL_REMOTE_WRITE_MAX_SERIES_PER_REQUEST",
+        value_name = "N"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_write_max_series_per_request: Option<usize>,
+
+    /// Most labels (the metric name included) one series may have; series
+    /// with more are refused and counted, from agents and remote write alike
+    /// [default: 40].
+    #[arg(long, env = "VIGIL_MAX_LABEL_NAMES_PER_SERIES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_label_names_per_series: Option<usize>,
+
+    /// Longest label name, in bytes [default: 1024].
+    #[arg(long, env = "VIGIL_MAX_LABEL_NAME_LENGTH", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_label_name_length: Option<usize>,
+
+    /// Longest label value, in bytes [default: 4096].
+    #[arg(long, env = "VIGIL_MAX_LABEL_VALUE_LENGTH", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_label_value_length: Option<usize>,
+
+    /// Samples stamped further ahead of the collector's clock than this are
+    /// refused and counted (a forged future sample would otherwise freeze
+    /// its series) [default: 10m].
+    #[arg(long, env = "VIGIL_MAX_FUTURE_SKEW", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_future_skew: Option<Duration>,
+
     /// Rule files or globs in Prometheus' format (repeatable; comma-separated
     /// in the environment). Reloaded on SIGHUP, `POST /-/reload` and change.
     #[arg(
@@ -244,6 +325,11 @@ pub struct Config {
     pub max_series_per_agent: usize,
     pub memory_budget: u64,
     pub out_of_order_window: std::time::Duration,
+    pub http_limits: crate::net::ConnLimits,
+    pub grpc_limits: crate::net::ConnLimits,
+    pub query: QueryLimits,
+    pub remote_write_receiver: bool,
+    pub series_limits: SeriesLimits,
     pub rules: Vec<String>,
     pub alertmanagers: Vec<String>,
     pub evaluation_interval: std::time::Duration,
@@ -255,6 +341,48 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: Option<String>,
     pub forward: ForwardConfig,
+}
+
+/// Limits of the query APIs (PromQL and LogQL).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub max_concurrency: usize,
+    pub timeout: std::time::Duration,
+    pub max_samples: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_concurrency: 20,
+            timeout: std::time::Duration::from_secs(120),
+            max_samples: 50_000_000,
+        }
+    }
+}
+
+/// What a series and a sample must respect to be stored, whoever sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesLimits {
+    pub max_label_names: usize,
+    pub max_name_length: usize,
+    pub max_value_length: usize,
+    /// Milliseconds a timestamp may be ahead of the collector's clock.
+    pub max_future_ms: i64,
+    /// Series per remote-write request.
+    pub max_series_per_request: usize,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        SeriesLimits {
+            max_label_names: 40,
+            max_name_length: 1024,
+            max_value_length: 4096,
+            max_future_ms: 10 * 60 * 1000,
+            max_series_per_request: 50_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +450,80 @@ impl Settings {
             return Err(invalid("max_series must be at least 1".into()));
         }
         let max_series_per_agent = self.max_series_per_agent.unwrap_or(1_000_000);
+        let positive = |key: &str, v: Option<usize>, d: usize| -> Result<usize, ConfigError> {
+            match v.unwrap_or(d) {
+                0 => Err(invalid(format!("{key} must be at least 1"))),
+                n => Ok(n),
+            }
+        };
+        let idle = self
+            .connection_idle_timeout
+            .unwrap_or(Duration::from_secs(300))
+            .as_std();
+        let header = self
+            .header_timeout
+            .unwrap_or(Duration::from_secs(30))
+            .as_std();
+        if idle.is_zero() || header.is_zero() {
+            return Err(invalid(
+                "connection_idle_timeout and header_timeout must be above 0".into(),
+            ));
+        }
+        let limits = |max| crate::net::ConnLimits {
+            max_connections: max,
+            handshake_timeout: header,
+            idle_timeout: idle,
+        };
+        let http_limits = limits(positive(
+            "http_max_connections",
+            self.http_max_connections,
+            512,
+        )?);
+        let grpc_limits = limits(positive(
+            "grpc_max_connections",
+            self.grpc_max_connections,
+            10_000,
+        )?);
+        let dq = QueryLimits::default();
+        let query = QueryLimits {
+            max_concurrency: positive(
+                "query_max_concurrency",
+                self.query_max_concurrency,
+                dq.max_concurrency,
+            )?,
+            timeout: self.query_timeout.map(|d| d.as_std()).unwrap_or(dq.timeout),
+            max_samples: positive("query_max_samples", self.query_max_samples, dq.max_samples)?,
+        };
+        if query.timeout.is_zero() {
+            return Err(invalid("query_timeout must be above 0".into()));
+        }
+        let ds = SeriesLimits::default();
+        let series_limits = SeriesLimits {
+            max_label_names: positive(
+                "max_label_names_per_series",
+                self.max_label_names_per_series,
+                ds.max_label_names,
+            )?,
+            max_name_length: positive(
+                "max_label_name_length",
+                self.max_label_name_length,
+                ds.max_name_length,
+            )?,
+            max_value_length: positive(
+                "max_label_value_length",
+                self.max_label_value_length,
+                ds.max_value_length,
+            )?,
+            max_future_ms: self
+                .max_future_skew
+                .map(|d| d.as_std().as_millis().min(i64::MAX as u128) as i64)
+                .unwrap_or(ds.max_future_ms),
+            max_series_per_request: positive(
+                "remote_write_max_series_per_request",
+                self.remote_write_max_series_per_request,
+                ds.max_series_per_request,
+            )?,
+        };
         let evaluation_interval = self
             .evaluation_interval
             .unwrap_or(Duration::from_secs(60))
@@ -413,6 +615,11 @@ impl Settings {
                 .out_of_order_window
                 .map(|d| d.as_std())
                 .unwrap_or_default(),
+            http_limits,
+            grpc_limits,
+            query,
+            remote_write_receiver: self.remote_write_receiver.unwrap_or(true),
+            series_limits,
             rules: self.rules,
             alertmanagers: self.alertmanager,
             evaluation_interval,

@@ -12,6 +12,7 @@
 //! - [`forward`]: the WAL tailed per endpoint and sent on — remote write,
 //!   Loki push, OTLP — each with a persisted cursor.
 //! - [`store`]: series and samples in memory, as the queries need them.
+//! - [`net`]: accepting connections on both listeners, within limits.
 //! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
 //! - [`rules`]: alerting and recording rules (Prometheus' format), the
 //!   alert state machine, `check rules` / `test rules`.
@@ -27,6 +28,7 @@ pub mod http;
 pub mod ingest;
 pub mod logs;
 pub mod metadata;
+pub mod net;
 pub mod notify;
 pub mod promql;
 pub mod rules;

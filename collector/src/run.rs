@@ -76,6 +76,7 @@ pub async fn start(
         max_series_per_tenant: config.max_series_per_agent,
         max_bytes: config.memory_budget,
         out_of_order_window_ms: config.out_of_order_window.as_millis() as i64,
+        max_future_ms: config.series_limits.max_future_ms,
         ..Default::default()
     }));
     telemetry.watch_store(store.clone());
@@ -144,15 +145,18 @@ pub async fn start(
     );
     let wal = Wal::start(&checkpoint::wal_dir(&data_dir))?;
     wal.set_checkpointed(recovered.replay_from);
-    let core = Arc::new(IngestCore::new(
-        store.clone(),
-        wal,
-        telemetry.clone(),
-        metadata.clone(),
-        Some(logs.clone() as Arc<dyn crate::ingest::LogSink>),
-        events,
-        recovered.durable,
-    ));
+    let core = Arc::new(
+        IngestCore::new(
+            store.clone(),
+            wal,
+            telemetry.clone(),
+            metadata.clone(),
+            Some(logs.clone() as Arc<dyn crate::ingest::LogSink>),
+            events,
+            recovered.durable,
+        )
+        .with_limits(config.series_limits),
+    );
 
     // rules and Alertmanager
     let external_labels = vigil_common::Labels::new(
@@ -209,6 +213,10 @@ pub async fn start(
     state.metadata = metadata.clone();
     state.actions = actions.clone();
     state.ingest = Some(core.clone());
+    state.queries = crate::http::gate::QueryGate::new(config.query);
+    state.queries.register(&mut telemetry.registry.lock());
+    state.remote_write_receiver = config.remote_write_receiver;
+    state.series_limits = config.series_limits;
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
     let mut tasks = Vec::new();
@@ -231,8 +239,32 @@ pub async fn start(
             )
             .context("TLS configuration")?;
     }
+    let net = Arc::new(crate::net::NetMetrics::default());
+    net.register(&mut telemetry.registry.lock());
+    // connection slots stay below the open-file limit, with room for the
+    // WAL, log segments, checkpoints and outgoing connections
+    let nofile = crate::net::raise_nofile_limit();
+    let mut grpc_limits = config.grpc_limits;
+    let room = nofile
+        .saturating_sub(1024)
+        .saturating_sub(config.http_limits.max_connections as u64)
+        .max(16);
+    if grpc_limits.max_connections as u64 > room {
+        tracing::warn!(
+            configured = grpc_limits.max_connections,
+            nofile,
+            using = room,
+            "grpc_max_connections lowered to stay below the open-file limit"
+        );
+        grpc_limits.max_connections = room as usize;
+    }
     let sd = shutdown.clone();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let incoming = crate::net::incoming(crate::net::Limited::new(
+        grpc,
+        grpc_limits,
+        "grpc",
+        net.clone(),
+    ));
     let router = builder.add_service(svc);
     tasks.push(tokio::spawn(async move {
         if let Err(e) = router
@@ -245,15 +277,13 @@ pub async fn start(
 
     // HTTP
     let app = crate::http::router(state.clone());
-    let sd = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app)
-            .with_graceful_shutdown(sd.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    let http = crate::net::Limited::new(http, config.http_limits, "http", net);
+    tasks.push(tokio::spawn(crate::net::serve_http(
+        http,
+        app,
+        shutdown.clone(),
+        config.shutdown_timeout,
+    )));
 
     // checkpoints and retention
     let (c, dd, sd, logs) = (
@@ -380,6 +410,8 @@ pub fn main(config: Config, _config_file: Option<PathBuf>) -> anyhow::Result<()>
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vigil-collector")
+        // deep (bounded) queries recurse; see promql::MAX_DEPTH
+        .thread_stack_size(crate::promql::THREAD_STACK_BYTES)
         .build()
         .context("tokio runtime")?;
     rt.block_on(async move {

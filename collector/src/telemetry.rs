@@ -392,6 +392,7 @@ impl Telemetry {
         for (r, v) in [
             ("out_of_order", st.refused_out_of_order),
             ("duplicate", st.refused_duplicate),
+            ("too_far_in_future", st.refused_future),
             ("too_old", st.refused_too_old),
             ("series_limit", st.refused_series_limit),
             ("agent_series_limit", st.refused_tenant_limit),

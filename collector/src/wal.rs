@@ -108,9 +108,14 @@ pub struct WalRecord {
     pub events: Vec<WalEvent>,
     #[prost(message, repeated, tag = "7")]
     pub metadata: Vec<vigil_proto::v1::MetricMetadata>,
+    /// For data that came without an agent stream (remote write, pushes):
+    /// whose series budget new series count against. Empty in agent
+    /// records (the agent id is their tenant).
+    #[prost(string, tag = "8")]
+    pub tenant: String,
     /// A marker that starts a segment after a cut: no series is defined
     /// before it (for readers; replay ignores it).
-    #[prost(bool, tag = "8")]
+    #[prost(bool, tag = "9")]
     pub cut: bool,
 }
 

@@ -418,12 +418,11 @@ impl ActionsConfig {
             });
         }
         let alertmanager_token = match raw.global.alertmanager_token_file {
-            Some(f) => {
-                let f = base.join(f);
-                let t = std::fs::read_to_string(&f)
-                    .map_err(|e| err(format!("alertmanager_token_file {}: {e}", f.display())))?;
-                Some(t.trim().to_string()).filter(|t| !t.is_empty())
-            }
+            // an empty or unreadable file is an error, never open access
+            Some(f) => Some(
+                crate::config::read_token(&base.join(f))
+                    .map_err(|e| err(format!("alertmanager_token_file: {e}")))?,
+            ),
             None => None,
         };
         Ok(ActionsConfig {
@@ -506,5 +505,22 @@ autoscale:
                 .to_string();
             assert!(e.contains("/x/a.yml") && e.contains(want), "{y}: {e}");
         }
+    }
+
+    #[test]
+    fn an_empty_or_missing_alertmanager_token_file_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("a.yml");
+        let y = "global: {alertmanager_token_file: tok}\n";
+        // missing
+        let e = ActionsConfig::parse(y, &cfg).unwrap_err().to_string();
+        assert!(e.contains("alertmanager_token_file"), "{e}");
+        // empty (or only blanks): never open access
+        std::fs::write(d.path().join("tok"), " \n").unwrap();
+        let e = ActionsConfig::parse(y, &cfg).unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+        std::fs::write(d.path().join("tok"), "s3cret\n").unwrap();
+        let c = ActionsConfig::parse(y, &cfg).unwrap();
+        assert_eq!(c.alertmanager_token.as_deref(), Some("s3cret"));
     }
 }

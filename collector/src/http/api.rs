@@ -210,15 +210,66 @@ fn parse_duration_ms(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
-fn engine_for(p: &Params) -> Result<Engine, ApiError> {
-    let mut opts = EngineOptions::default();
+/// Engine options for one request: the collector's limits, a `timeout`
+/// parameter that can only shorten the configured one.
+fn engine_options(s: &AppState, p: &Params) -> Result<EngineOptions, ApiError> {
+    let limits = s.queries.limits();
+    let mut opts = EngineOptions {
+        timeout: limits.timeout,
+        max_samples: limits.max_samples,
+        ..EngineOptions::default()
+    };
     if let Some(t) = p.get("timeout") {
         let ms = parse_duration_ms(t).map_err(|e| ApiError::param("timeout", e))?;
         if ms > 0 {
             opts.timeout = opts.timeout.min(Duration::from_millis(ms as u64));
         }
     }
-    Ok(Engine::new(opts))
+    Ok(opts)
+}
+
+/// Runs a PromQL evaluation through the query gate: waits for a slot
+/// (within the query's timeout, which the wait counts against), evaluates
+/// on a blocking thread, and cancels the evaluation if the client goes.
+async fn gated(
+    s: &AppState,
+    mut opts: EngineOptions,
+    f: impl FnOnce(Engine) -> Result<Value, QueryError> + Send + 'static,
+) -> Result<Value, ApiError> {
+    let started = std::time::Instant::now();
+    let timeout = opts.timeout;
+    let r = s
+        .queries
+        .run(
+            "promql",
+            timeout,
+            move |cancel| {
+                opts.timeout = timeout.saturating_sub(started.elapsed());
+                opts.cancel = Some(cancel);
+                f(Engine::new(opts))
+            },
+            |r| match r {
+                Ok(_) => "ok",
+                Err(QueryError::Timeout) => "timeout",
+                Err(QueryError::Canceled) => "canceled",
+                Err(_) => "error",
+            },
+        )
+        .await;
+    match r {
+        Ok(v) => Ok(v?),
+        Err(super::gate::GateError::QueueTimeout(d)) => Err(ApiError {
+            kind: "timeout",
+            msg: format!(
+                "query timed out waiting for one of the {} query slots ({d:?})",
+                s.queries.limits().max_concurrency
+            ),
+        }),
+        Err(super::gate::GateError::Panicked(m)) => Err(ApiError {
+            kind: "internal",
+            msg: format!("query evaluation failed: {m}"),
+        }),
+    }
 }
 
 fn parse_query(p: &Params) -> Result<Expr, ApiError> {
@@ -249,9 +300,12 @@ async fn query(
         Some(t) => parse_time(t).map_err(|e| ApiError::param("time", e))?,
         None => now_ms(),
     };
-    let engine = engine_for(&p)?;
+    let opts = engine_options(&s, &p)?;
     let store: Arc<Store> = s.store.clone();
-    let v = blocking(move || Ok(engine.instant_expr(store.as_ref(), &expr, t)?)).await?;
+    let v = gated(&s, opts, move |engine| {
+        engine.instant_expr(store.as_ref(), &expr, t)
+    })
+    .await?;
     Ok(success(encode_value(&v)))
 }
 
@@ -285,10 +339,12 @@ async fn query_range(
         ));
     }
     let expr = parse_query(&p)?;
-    let engine = engine_for(&p)?;
+    let opts = engine_options(&s, &p)?;
     let store: Arc<Store> = s.store.clone();
-    let v =
-        blocking(move || Ok(engine.range_expr(store.as_ref(), &expr, start, end, step)?)).await?;
+    let v = gated(&s, opts, move |engine| {
+        engine.range_expr(store.as_ref(), &expr, start, end, step)
+    })
+    .await?;
     Ok(success(encode_value(&v)))
 }
 
@@ -300,7 +356,7 @@ fn parse_matchers(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiEr
     }
     let mut out = Vec::new();
     for m in raw {
-        let e = promql_parser::parser::parse(m).map_err(|e| ApiError::param("match[]", e))?;
+        let e = crate::promql::parse(m).map_err(|e| ApiError::param("match[]", e))?;
         let Expr::VectorSelector(vs) = e else {
             return Err(ApiError::param(
                 "match[]",

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::Params;
 use crate::logs::LogStore;
-use crate::logs::logql::{self, Direction, Query, QueryError, Stats};
+use crate::logs::logql::{self, Control, Direction, Query, QueryError, Stats};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -180,7 +180,7 @@ struct Req {
     instant: bool,
 }
 
-fn run_query(st: &LogStore, q: &Query, r: Req) -> Result<Value, QueryError> {
+fn run_query(st: &LogStore, q: &Query, r: Req, ctl: &Control) -> Result<Value, QueryError> {
     let Req {
         start,
         end,
@@ -193,7 +193,7 @@ fn run_query(st: &LogStore, q: &Query, r: Req) -> Result<Value, QueryError> {
     let mut stats = Stats::default();
     let data = match q {
         Query::Log(sel) => {
-            let streams = logql::select_logs(st, sel, start, end, limit, dir, &mut stats)?;
+            let streams = logql::select_logs(st, sel, (start, end), limit, dir, &mut stats, ctl)?;
             let result: Vec<Value> = streams
                 .into_iter()
                 .map(|s| {
@@ -208,7 +208,7 @@ fn run_query(st: &LogStore, q: &Query, r: Req) -> Result<Value, QueryError> {
             json!({"resultType": "streams", "result": result, "stats": stats_json(&stats, started)})
         }
         Query::Metric(e) => {
-            let series = logql::eval_metric(st, e, start, end, step, &mut stats)?;
+            let series = logql::eval_metric(st, e, start, end, step, &mut stats, ctl)?;
             if instant {
                 let result: Vec<Value> = series
                     .into_iter()
@@ -244,7 +244,65 @@ fn query_error(e: QueryError) -> Response {
             format!("reading the log store: {e}"),
         )
             .into_response(),
+        QueryError::Timeout => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "query timed out".to_string(),
+        )
+            .into_response(),
+        QueryError::Canceled => (
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            "query was canceled".to_string(),
+        )
+            .into_response(),
         other => bad(other.to_string()),
+    }
+}
+
+/// Runs a log query through the query gate (a slot, the configured
+/// timeout, cancellation when the client goes).
+async fn gated(s: &AppState, st: std::sync::Arc<LogStore>, q: Query, req: Req) -> Response {
+    let timeout = s.queries.limits().timeout;
+    let deadline = std::time::Instant::now() + timeout;
+    let r = s
+        .queries
+        .run(
+            "logql",
+            timeout,
+            move |cancel| {
+                run_query(
+                    &st,
+                    &q,
+                    req,
+                    &Control {
+                        deadline,
+                        cancel: Some(cancel),
+                    },
+                )
+            },
+            |r| match r {
+                Ok(_) => "ok",
+                Err(QueryError::Timeout) => "timeout",
+                Err(QueryError::Canceled) => "canceled",
+                Err(_) => "error",
+            },
+        )
+        .await;
+    match r {
+        Ok(Ok(v)) => ok(v),
+        Ok(Err(e)) => query_error(e),
+        Err(super::gate::GateError::QueueTimeout(d)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "query timed out waiting for one of the {} query slots ({d:?})",
+                s.queries.limits().max_concurrency
+            ),
+        )
+            .into_response(),
+        Err(super::gate::GateError::Panicked(m)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("query evaluation failed: {m}"),
+        )
+            .into_response(),
     }
 }
 
@@ -278,26 +336,20 @@ async fn query(
         (Ok(l), Ok(d)) => (l, d),
         (Err(e), _) | (_, Err(e)) => return bad(e),
     };
-    match tokio::task::spawn_blocking(move || {
-        run_query(
-            &st,
-            &q,
-            Req {
-                start: t,
-                end: t,
-                step: 1,
-                limit: lim,
-                dir,
-                instant: true,
-            },
-        )
-    })
+    gated(
+        &s,
+        st,
+        q,
+        Req {
+            start: t,
+            end: t,
+            step: 1,
+            limit: lim,
+            dir,
+            instant: true,
+        },
+    )
     .await
-    {
-        Ok(Ok(v)) => ok(v),
-        Ok(Err(e)) => query_error(e),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
 }
 
 async fn query_range(
@@ -330,26 +382,20 @@ async fn query_range(
         (Ok(l), Ok(d)) => (l, d),
         (Err(e), _) | (_, Err(e)) => return bad(e),
     };
-    match tokio::task::spawn_blocking(move || {
-        run_query(
-            &st,
-            &q,
-            Req {
-                start,
-                end,
-                step,
-                limit: lim,
-                dir,
-                instant: false,
-            },
-        )
-    })
+    gated(
+        &s,
+        st,
+        q,
+        Req {
+            start,
+            end,
+            step,
+            limit: lim,
+            dir,
+            instant: false,
+        },
+    )
     .await
-    {
-        Ok(Ok(v)) => ok(v),
-        Ok(Err(e)) => query_error(e),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
 }
 
 async fn labels(

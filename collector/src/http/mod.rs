@@ -18,6 +18,7 @@ use crate::store::Store;
 
 pub mod actions_api;
 pub mod api;
+pub mod gate;
 pub mod loki;
 pub mod remote_write;
 pub mod rules_api;
@@ -40,6 +41,13 @@ pub struct AppState {
     pub rules: Option<Arc<crate::rules::RuleManager>>,
     /// The log store (the Loki API).
     pub logs: Option<Arc<crate::logs::LogStore>>,
+    /// Concurrency and cancellation of PromQL and LogQL queries.
+    pub queries: Arc<gate::QueryGate>,
+    /// Whether `POST /api/v1/write` accepts data.
+    pub remote_write_receiver: bool,
+    /// What a series and sample must respect (remote write checks them
+    /// before the WAL).
+    pub series_limits: crate::config::SeriesLimits,
 }
 
 impl AppState {
@@ -53,6 +61,9 @@ impl AppState {
             ingest: None,
             rules: None,
             logs: None,
+            queries: gate::QueryGate::new(Default::default()),
+            remote_write_receiver: true,
+            series_limits: Default::default(),
         }
     }
 }

@@ -3,9 +3,13 @@
 //! vmagent or an OpenTelemetry collector can push into the store.
 //!
 //! Status codes as the spec documents them: 204 on success, 400 for a body
-//! that cannot be decoded (the sender must not retry it). Samples the store
-//! refuses (out of order, series limit) do not fail the request — retrying
-//! would not help — they are logged with counts.
+//! that cannot be decoded or breaks a request limit (the sender must not
+//! retry it), 503 when the samples cannot be made durable (retry). Samples
+//! the store refuses (label limits, series budget, too far in the future,
+//! out of order, a different value at a stored timestamp) are left out and
+//! the rest stored; the answer is then 400 with the reasons (see
+//! [`refusal_answer`]). Each client (by address) has its own series budget.
+//! The receiver can be switched off (`remote_write_receiver: false`).
 //!
 //! Not here: remote write 2.0, native histograms, exemplars, metadata
 //! storage (decoded and ignored).
@@ -19,6 +23,7 @@ use axum::routing::post;
 use vigil_common::Labels;
 
 use super::AppState;
+use crate::ingest::core::{ExternalOutcome, REMOTE_WRITE_TENANT};
 use crate::store::{AppendError, Store};
 
 /// Largest decompressed request accepted (Prometheus' default is 32 MiB).
@@ -171,13 +176,40 @@ pub fn routes() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-async fn write(State(s): State<AppState>, body: Bytes) -> Response {
+async fn write(
+    State(s): State<AppState>,
+    peer: Option<axum::Extension<crate::net::Peer>>,
+    body: Bytes,
+) -> Response {
+    if !s.remote_write_receiver {
+        return (
+            StatusCode::NOT_FOUND,
+            "the remote-write receiver is switched off (remote_write_receiver: false)\n",
+        )
+            .into_response();
+    }
     let req = match decode(&body) {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "remote write: bad request");
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
+    };
+    let max_series = s.series_limits.max_series_per_request;
+    if req.timeseries.len() > max_series {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} series in one request, more than the limit of {max_series} (remote_write_max_series_per_request)\n",
+                req.timeseries.len()
+            ),
+        )
+            .into_response();
+    }
+    // each client has its own series budget; its address names it
+    let tenant = match &peer {
+        Some(p) => format!("{REMOTE_WRITE_TENANT}/{}", p.0.0.ip()),
+        None => REMOTE_WRITE_TENANT.to_string(),
     };
     if let Some(core) = s.ingest.clone() {
         let series: Vec<(Labels, Vec<(i64, f64)>)> = req
@@ -199,13 +231,8 @@ async fn write(State(s): State<AppState>, body: Bytes) -> Response {
                 )
             })
             .collect();
-        return match core.write_external(series).await {
-            Ok((_, refused)) => {
-                if refused > 0 {
-                    tracing::warn!(refused, "remote write: samples refused by the store");
-                }
-                StatusCode::NO_CONTENT.into_response()
-            }
+        return match core.write_external(series, &tenant).await {
+            Ok(o) => refusal_answer(&o),
             // not durable: the sender must retry
             Err(e) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -234,6 +261,35 @@ async fn write(State(s): State<AppState>, body: Bytes) -> Response {
         );
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// 204 when everything was stored. When some samples were refused, the
+/// others are stored and the answer is 400 naming each refusal reason and
+/// the first refused series, the way Mimir answers partial refusals: the
+/// sender must not retry what cannot succeed, and nothing it sent is
+/// silently lost. Refusals are also counted in
+/// `vigil_collector_samples_refused_total{reason}`.
+fn refusal_answer(o: &ExternalOutcome) -> Response {
+    let refused = o.refused_total();
+    if refused == 0 {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let reasons: Vec<String> = o.refused.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    tracing::debug!(
+        refused,
+        appended = o.appended,
+        "remote write: samples refused"
+    );
+    (
+        StatusCode::BAD_REQUEST,
+        format!(
+            "{refused} samples refused ({}), {} stored; first: {}\n",
+            reasons.join(", "),
+            o.appended,
+            o.first_error.as_deref().unwrap_or("")
+        ),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

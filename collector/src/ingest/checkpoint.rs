@@ -251,10 +251,12 @@ pub fn recover(
                         .map(|c| (c[0].clone(), c[1].clone())),
                 );
                 let sref = if labels.metric_name().is_some() {
-                    let tenant = if r.agent_id.is_empty() {
-                        super::core::REMOTE_WRITE_TENANT
-                    } else {
+                    let tenant = if !r.agent_id.is_empty() {
                         r.agent_id.as_str()
+                    } else if !r.tenant.is_empty() {
+                        r.tenant.as_str()
+                    } else {
+                        super::core::REMOTE_WRITE_TENANT
                     };
                     store.get_or_create_for(tenant, &labels).ok()
                 } else {

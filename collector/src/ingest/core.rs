@@ -79,8 +79,102 @@ fn slot<T: Clone>(v: &mut Vec<Option<T>>, r: u32) -> Result<&mut Option<T>, Batc
     Ok(&mut v[i])
 }
 
-/// The tenant (for per-tenant series limits) of remote-written series.
+/// The tenant (for per-tenant series limits) of remote-written series
+/// whose record names none (written before tenants were recorded), and
+/// the prefix of per-client tenants.
 pub const REMOTE_WRITE_TENANT: &str = "remote_write";
+
+/// Why a series is refused before it reaches the store, whoever sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelLimitError {
+    #[error("{count} labels, more than the limit of {limit} (max_label_names_per_series)")]
+    TooMany { count: usize, limit: usize },
+    #[error(
+        "label name of {len} bytes starting {prefix:?} is longer than {limit} (max_label_name_length)"
+    )]
+    NameTooLong {
+        len: usize,
+        limit: usize,
+        prefix: String,
+    },
+    #[error("value of label {name:?} is {len} bytes, longer than {limit} (max_label_value_length)")]
+    ValueTooLong {
+        name: String,
+        len: usize,
+        limit: usize,
+    },
+}
+
+impl LabelLimitError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LabelLimitError::TooMany { .. } => "label_count_limit",
+            LabelLimitError::NameTooLong { .. } => "label_name_length_limit",
+            LabelLimitError::ValueTooLong { .. } => "label_value_length_limit",
+        }
+    }
+}
+
+/// Checks a label set against the limits (count, name and value length).
+pub fn check_label_limits(
+    pairs: &[(&str, &str)],
+    limits: &crate::config::SeriesLimits,
+) -> Result<(), LabelLimitError> {
+    if pairs.len() > limits.max_label_names {
+        return Err(LabelLimitError::TooMany {
+            count: pairs.len(),
+            limit: limits.max_label_names,
+        });
+    }
+    for (k, v) in pairs {
+        if k.len() > limits.max_name_length {
+            return Err(LabelLimitError::NameTooLong {
+                len: k.len(),
+                limit: limits.max_name_length,
+                prefix: k.chars().take(32).collect(),
+            });
+        }
+        if v.len() > limits.max_value_length {
+            return Err(LabelLimitError::ValueTooLong {
+                name: k.chars().take(64).collect(),
+                len: v.len(),
+                limit: limits.max_value_length,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What [`IngestCore::write_external`] did with a request's samples.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExternalOutcome {
+    /// Samples made durable and stored.
+    pub appended: u64,
+    /// Refused samples by reason (`series_limit`, `out_of_order`,
+    /// `duplicate`, `too_far_in_future`, `label_count_limit`, …).
+    pub refused: Vec<(&'static str, u64)>,
+    /// The first refusal, worded for the client.
+    pub first_error: Option<String>,
+}
+
+impl ExternalOutcome {
+    pub fn refused_total(&self) -> u64 {
+        self.refused.iter().map(|r| r.1).sum()
+    }
+
+    fn refuse(&mut self, reason: &'static str, n: u64, msg: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        match self.refused.iter_mut().find(|r| r.0 == reason) {
+            Some(r) => r.1 += n,
+            None => self.refused.push((reason, n)),
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some(msg());
+        }
+    }
+}
 
 fn valid_label_name(s: &str) -> bool {
     let mut c = s.chars();
@@ -157,6 +251,8 @@ pub struct IngestCore {
     /// Held (shared) from WAL append to apply; a checkpoint takes it
     /// exclusively to cut the WAL where everything before is applied.
     pub gate: tokio::sync::RwLock<()>,
+    /// Label limits every series must respect, whoever sends it.
+    pub limits: crate::config::SeriesLimits,
 }
 
 impl IngestCore {
@@ -185,7 +281,14 @@ impl IngestCore {
                     .collect(),
             ),
             gate: tokio::sync::RwLock::new(()),
+            limits: Default::default(),
         }
+    }
+
+    /// Sets the label limits (the default is [`crate::config::SeriesLimits::default`]).
+    pub fn with_limits(mut self, limits: crate::config::SeriesLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn agent(&self, id: &str) -> Arc<tokio::sync::Mutex<u64>> {
@@ -238,7 +341,17 @@ impl IngestCore {
                     reason: "no labels".into(),
                 });
             }
-            let store = if labels.metric_name().is_some() {
+            let over_limits = {
+                let pairs: Vec<(&str, &str)> = labels.iter().collect();
+                check_label_limits(&pairs, &self.limits).err()
+            };
+            let store = if let Some(e) = over_limits {
+                // the series is refused, not the batch: the agent must not
+                // retry it forever
+                self.count_refused(e.reason(), 1);
+                tracing::debug!(agent = agent_id, error = %e, "series refused");
+                None
+            } else if labels.metric_name().is_some() {
                 match self.store.get_or_create_for(agent_id, &labels) {
                     Ok(r) => Some(r),
                     Err(e) => {
@@ -377,6 +490,7 @@ impl IngestCore {
                     logs: wal_logs,
                     events: wal_events,
                     metadata: b.metadata.clone(),
+                    tenant: String::new(),
                     cut: false,
                 },
                 uses,
@@ -390,47 +504,127 @@ impl IngestCore {
     }
 
     /// Writes samples that arrived without an agent stream (Prometheus
-    /// remote write, the self-scrape) through the same WAL, so they are as
-    /// durable as an agent's once this returns. Returns (appended, refused).
+    /// remote write, pushes, the self-scrape) through the same WAL, so they
+    /// are as durable as an agent's once this returns. New series count
+    /// against `tenant`'s budget. Series over the label limits, and samples
+    /// the store would refuse (too far in the future, out of order, a
+    /// different value at a stored timestamp) are left out of the WAL and
+    /// reported, so only what is stored is durable (and forwarded).
     pub async fn write_external(
         &self,
         series: Vec<(Labels, Vec<(i64, f64)>)>,
-    ) -> Result<(u64, u64), crate::wal::WalError> {
+        tenant: &str,
+    ) -> Result<ExternalOutcome, crate::wal::WalError> {
+        let mut out = ExternalOutcome::default();
+        let mut uses = Vec::with_capacity(series.len());
+        let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
         let mut samples = Vec::new();
-        let mut refused = 0u64;
-        let mut flat = Vec::with_capacity(series.len());
-        for (labels, points) in series {
-            let sref = match self.store.get_or_create_for(REMOTE_WRITE_TENANT, &labels) {
-                Ok(r) => Some(r),
+        for (labels, mut points) in series {
+            let pairs: Vec<(&str, &str)> = labels.iter().collect();
+            if let Err(e) = check_label_limits(&pairs, &self.limits) {
+                self.count_refused(e.reason(), points.len() as u64);
+                out.refuse(e.reason(), points.len() as u64, || {
+                    format!("series {}: {e}", labels_excerpt(&labels))
+                });
+                continue;
+            }
+            let sref = match self.store.get_or_create_for(tenant, &labels) {
+                Ok(r) => r,
                 Err(e) => {
                     self.refused(&e, points.len() as u64);
-                    refused += points.len() as u64;
-                    None
+                    out.refuse("series_limit", points.len() as u64, || {
+                        format!("series {}: {e}", labels_excerpt(&labels))
+                    });
+                    continue;
                 }
             };
-            if let Some(r) = sref {
-                samples.extend(points.iter().map(|(t, v)| (r, *t, *v)));
+            points.sort_by_key(|p| p.0);
+            let id = labels.stable_hash();
+            let mut used = false;
+            for (t, v) in points {
+                if let Err(e) = self.store.check(sref, t, v) {
+                    let reason = append_reason(&e);
+                    self.count_refused(reason, 1);
+                    out.refuse(reason, 1, || {
+                        format!("series {}: {e}", labels_excerpt(&labels))
+                    });
+                    continue;
+                }
+                used = true;
+                let b = blocks.entry(t).or_insert_with(|| WalBlock {
+                    timestamp_ms: t,
+                    ids: Vec::new(),
+                    values: Vec::new(),
+                });
+                b.ids.push(id);
+                b.values.push(v);
+                samples.push((sref, t, v));
             }
-            flat.push((labels, points));
+            if used {
+                uses.push(SeriesUse {
+                    id,
+                    labels: Arc::new(labels),
+                });
+            }
         }
+        if samples.is_empty() {
+            return Ok(out);
+        }
+        let mut blocks: Vec<WalBlock> = blocks.into_values().collect();
+        blocks.sort_by_key(|b| b.timestamp_ms);
         // apply in time order so a request carrying several samples of one
         // series is not refused as out of order
         samples.sort_by_key(|s| s.1);
         let gate = self.gate.read().await;
-        self.wal.append(external_record(flat)).await?;
+        self.wal
+            .append(Append {
+                record: WalRecord {
+                    agent_id: String::new(),
+                    seq: 0,
+                    series: Vec::new(),
+                    blocks,
+                    logs: Vec::new(),
+                    events: Vec::new(),
+                    metadata: Vec::new(),
+                    tenant: tenant.to_string(),
+                    cut: false,
+                },
+                uses,
+            })
+            .await?;
         let summary = self.store.append_batch(&samples);
         drop(gate);
-        if summary.out_of_order > 0 {
-            self.refused(
-                &AppendError::OutOfOrder {
-                    timestamp_ms: 0,
-                    newest_ms: 0,
-                },
-                summary.out_of_order,
-            );
-        }
+        // refused between the check and the append (a concurrent writer)
+        self.count_summary(&summary);
+        out.refuse("out_of_order", summary.out_of_order, || {
+            "sample out of order".into()
+        });
+        out.refuse("duplicate", summary.duplicate, || {
+            "duplicate sample for timestamp".into()
+        });
+        out.refuse("too_far_in_future", summary.too_far_in_future, || {
+            "sample too far in the future".into()
+        });
         self.telemetry.samples.inc_by(summary.appended);
-        Ok((summary.appended, refused + summary.out_of_order))
+        out.appended = summary.appended;
+        Ok(out)
+    }
+
+    fn count_summary(&self, summary: &crate::store::AppendSummary) {
+        self.count_refused("out_of_order", summary.out_of_order);
+        self.count_refused("duplicate", summary.duplicate);
+        self.count_refused("too_far_in_future", summary.too_far_in_future);
+    }
+
+    fn count_refused(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.telemetry
+                .samples_refused
+                .get_or_create(&ReasonLabels {
+                    reason: reason.into(),
+                })
+                .inc_by(n);
+        }
     }
 
     /// Writes samples the store already holds (recording-rule output,
@@ -452,17 +646,7 @@ impl IngestCore {
     }
 
     fn refused(&self, e: &AppendError, n: u64) {
-        let reason = match e {
-            AppendError::SeriesLimit { .. } => "series_limit",
-            AppendError::OutOfOrder { .. } => "out_of_order",
-            AppendError::UnknownSeries(_) => "unknown_series",
-        };
-        self.telemetry
-            .samples_refused
-            .get_or_create(&ReasonLabels {
-                reason: reason.into(),
-            })
-            .inc_by(n);
+        self.count_refused(append_reason(e), n);
     }
 
     /// Applies durable data: samples to the store, logs and events to the
@@ -476,15 +660,7 @@ impl IngestCore {
         metadata: &[pb::MetricMetadata],
     ) {
         let summary = self.store.append_batch(samples);
-        if summary.out_of_order > 0 {
-            self.refused(
-                &AppendError::OutOfOrder {
-                    timestamp_ms: 0,
-                    newest_ms: 0,
-                },
-                summary.out_of_order,
-            );
-        }
+        self.count_summary(&summary);
         if let (Some(sink), false) = (&self.logs, logs.is_empty()) {
             sink.append(logs);
         }
@@ -493,4 +669,28 @@ impl IngestCore {
         }
         self.metadata.update(metadata);
     }
+}
+
+/// The refusal reason (a metric label) of a store error.
+fn append_reason(e: &AppendError) -> &'static str {
+    match e {
+        AppendError::SeriesLimit { .. } => "series_limit",
+        AppendError::OutOfOrder { .. } => "out_of_order",
+        AppendError::Duplicate { .. } => "duplicate",
+        AppendError::TooFarInFuture { .. } => "too_far_in_future",
+        AppendError::UnknownSeries(_) => "unknown_series",
+    }
+}
+
+/// A label set for an error message, cut short.
+fn labels_excerpt(l: &Labels) -> String {
+    let s = l.to_string();
+    if s.len() <= 200 {
+        return s;
+    }
+    let mut end = 200;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }

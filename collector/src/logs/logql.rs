@@ -112,9 +112,16 @@ impl Query {
     }
 }
 
+/// The deepest nesting of aggregations and parentheses a metric query may
+/// have. The parser recurses once per level; bounding it keeps a hostile
+/// query (thousands of nested `sum(`) from overflowing the stack. Real
+/// LogQL nests a handful of levels.
+pub const MAX_DEPTH: usize = 64;
+
 struct P<'a> {
     s: &'a str,
     pos: usize,
+    depth: usize,
 }
 
 impl<'a> P<'a> {
@@ -329,6 +336,18 @@ impl<'a> P<'a> {
     }
 
     fn metric(&mut self) -> Result<MetricExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err(format!(
+                "query is too deeply nested (more than {MAX_DEPTH} levels of parentheses or aggregations)"
+            ));
+        }
+        let e = self.metric_inner();
+        self.depth -= 1;
+        e
+    }
+
+    fn metric_inner(&mut self) -> Result<MetricExpr, ParseError> {
         if self.eat("(") {
             let e = self.metric()?;
             self.expect(")")?;
@@ -440,7 +459,11 @@ pub fn parse_duration_ns(s: &str) -> Option<i64> {
 
 /// Parses a query.
 pub fn parse(q: &str) -> Result<Query, ParseError> {
-    let mut p = P { s: q, pos: 0 };
+    let mut p = P {
+        s: q,
+        pos: 0,
+        depth: 0,
+    };
     let out = if p.peek() == Some('{') {
         Query::Log(p.selector()?)
     } else {
@@ -464,7 +487,46 @@ pub enum QueryError {
     Io(#[from] std::io::Error),
     #[error("the query would return more than {0} points; use a larger step")]
     TooManyPoints(usize),
+    #[error("query timed out")]
+    Timeout,
+    #[error("query was canceled")]
+    Canceled,
 }
+
+/// When a query must stop: its deadline, and a flag the caller sets when
+/// nobody waits for the answer any more (the client went away).
+#[derive(Clone, Debug)]
+pub struct Control {
+    pub deadline: std::time::Instant,
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Control {
+    /// No deadline to speak of, no cancellation (tests, benchmarks).
+    pub fn unbounded() -> Self {
+        Control {
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(365 * 86_400),
+            cancel: None,
+        }
+    }
+
+    fn check(&self) -> Result<(), QueryError> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(QueryError::Canceled);
+        }
+        if std::time::Instant::now() > self.deadline {
+            return Err(QueryError::Timeout);
+        }
+        Ok(())
+    }
+}
+
+/// Lines between two looks at the [`Control`] while scanning.
+const CHECK_EVERY: u64 = 4096;
 
 /// A stream and its entries, in the requested direction.
 #[derive(Debug, Clone, PartialEq)]
@@ -487,32 +549,84 @@ pub struct Stats {
 }
 
 /// Log query: at most `limit` entries in `[start, end)`, the newest
-/// (backward) or oldest (forward) ones, grouped by stream.
+/// (backward) or oldest (forward) ones, grouped by stream. Memory is bounded
+/// by `limit` entries whatever the range holds: a heap keeps the best
+/// `limit` seen so far.
 pub fn select_logs(
     store: &LogStore,
     sel: &LogSelector,
-    start_ns: i64,
-    end_ns: i64,
+    (start_ns, end_ns): (i64, i64),
     limit: usize,
     direction: Direction,
     stats: &mut Stats,
+    ctl: &Control,
 ) -> Result<Vec<StreamResult>, QueryError> {
-    let mut all: Vec<(i64, usize, String)> = Vec::new();
+    use std::collections::BinaryHeap;
+    use std::ops::ControlFlow;
+    // ordered so that the heap's top is the entry to evict first
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    struct Kept {
+        key: (i64, usize, u64),
+        line: String,
+    }
+    let rank = |t: i64| match direction {
+        // forward keeps the oldest: evict the newest first
+        Direction::Forward => t,
+        // backward keeps the newest: evict the oldest first
+        Direction::Backward => t.saturating_neg(),
+    };
+    let mut kept: BinaryHeap<Kept> = BinaryHeap::new();
     let streams = store.matching_streams(&sel.matchers);
+    let mut seq = 0u64;
+    let mut stopped = Ok(());
     for (i, (h, _)) in streams.iter().enumerate() {
+        ctl.check()?;
         store.scan(*h, start_ns, end_ns, &mut |t, line| {
             stats.lines_processed += 1;
             stats.bytes_processed += line.len() as u64;
-            if sel.keep(line) {
-                all.push((t, i, line.to_string()));
+            if stats.lines_processed.is_multiple_of(CHECK_EVERY)
+                && let Err(e) = ctl.check()
+            {
+                stopped = Err(e);
+                return ControlFlow::Break(());
             }
+            if limit == 0 || !sel.keep(line) {
+                return ControlFlow::Continue(());
+            }
+            seq += 1;
+            let key = (rank(t), i, seq);
+            if kept.len() < limit {
+                kept.push(Kept {
+                    key,
+                    line: line.to_string(),
+                });
+            } else if kept.peek().is_some_and(|top| key < top.key) {
+                kept.pop();
+                kept.push(Kept {
+                    key,
+                    line: line.to_string(),
+                });
+            }
+            ControlFlow::Continue(())
         })?;
+        stopped?;
+        stopped = Ok(());
     }
+    let mut all: Vec<(i64, usize, String)> = kept
+        .into_sorted_vec()
+        .into_iter()
+        .map(|k| {
+            let t = match direction {
+                Direction::Forward => k.key.0,
+                Direction::Backward => k.key.0.saturating_neg(),
+            };
+            (t, k.key.1, k.line)
+        })
+        .collect();
     match direction {
         Direction::Forward => all.sort_by_key(|e| (e.0, e.1)),
         Direction::Backward => all.sort_by_key(|e| (std::cmp::Reverse(e.0), e.1)),
     }
-    all.truncate(limit);
     let mut by_stream: BTreeMap<usize, Vec<(i64, String)>> = BTreeMap::new();
     for (t, i, l) in all {
         by_stream.entry(i).or_default().push((t, l));
@@ -537,6 +651,7 @@ pub fn eval_metric(
     end_ns: i64,
     step_ns: i64,
     stats: &mut Stats,
+    ctl: &Control,
 ) -> Result<Vec<Series>, QueryError> {
     if step_ns <= 0 {
         return Err(QueryError::Bad(
@@ -553,7 +668,7 @@ pub fn eval_metric(
         return Err(QueryError::TooManyPoints(11_000));
     }
     let steps: Vec<i64> = (0..points as i64).map(|i| start_ns + i * step_ns).collect();
-    eval(store, e, &steps, stats)
+    eval(store, e, &steps, stats, ctl)
 }
 
 fn eval(
@@ -561,6 +676,7 @@ fn eval(
     e: &MetricExpr,
     steps: &[i64],
     stats: &mut Stats,
+    ctl: &Control,
 ) -> Result<Vec<Series>, QueryError> {
     match e {
         MetricExpr::Range {
@@ -575,13 +691,23 @@ fn eval(
             for (h, labels) in store.matching_streams(&selector.matchers) {
                 // (timestamp, bytes) of the kept lines, sorted
                 let mut pts: Vec<(i64, u64)> = Vec::new();
+                let mut stopped = Ok(());
+                ctl.check()?;
                 store.scan(h, first - range_ns + 1, last + 1, &mut |t, line| {
                     stats.lines_processed += 1;
                     stats.bytes_processed += line.len() as u64;
+                    if stats.lines_processed.is_multiple_of(CHECK_EVERY)
+                        && let Err(e) = ctl.check()
+                    {
+                        stopped = Err(e);
+                        return std::ops::ControlFlow::Break(());
+                    }
                     if selector.keep(line) {
                         pts.push((t, line.len() as u64));
                     }
+                    std::ops::ControlFlow::Continue(())
                 })?;
+                stopped?;
                 if pts.is_empty() {
                     continue;
                 }
@@ -622,7 +748,7 @@ fn eval(
             grouping,
             inner,
         } => {
-            let input = eval(store, inner, steps, stats)?;
+            let input = eval(store, inner, steps, stats, ctl)?;
             Ok(aggregate(*op, *param, grouping.as_ref(), input, steps))
         }
     }

@@ -313,13 +313,14 @@ impl LogStore {
     }
 
     /// Calls `f` with every entry of stream `h` in `[start_ns, end_ns)`, in
-    /// timestamp order per chunk (chunks in order of their first entry).
+    /// timestamp order per chunk (chunks in order of their first entry),
+    /// until `f` breaks.
     pub fn scan(
         &self,
         h: u64,
         start_ns: i64,
         end_ns: i64,
-        f: &mut dyn FnMut(i64, &str),
+        f: &mut dyn FnMut(i64, &str) -> std::ops::ControlFlow<()>,
     ) -> io::Result<()> {
         let (chunks, head) = {
             let g = self.inner.read();
@@ -353,13 +354,18 @@ impl LogStore {
                 Err(e) => return Err(e),
             };
             for e in &rec.entries {
-                if e.timestamp_ns >= start_ns && e.timestamp_ns < end_ns {
-                    f(e.timestamp_ns, &e.line);
+                if e.timestamp_ns >= start_ns
+                    && e.timestamp_ns < end_ns
+                    && f(e.timestamp_ns, &e.line).is_break()
+                {
+                    return Ok(());
                 }
             }
         }
         for (t, l) in &head {
-            f(*t, l);
+            if f(*t, l).is_break() {
+                return Ok(());
+            }
         }
         Ok(())
     }

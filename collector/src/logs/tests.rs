@@ -31,11 +31,11 @@ fn lines(st: &LogStore, q: &str) -> Vec<String> {
     logql::select_logs(
         st,
         &sel,
-        0,
-        i64::MAX,
+        (0, i64::MAX),
         10_000,
         Direction::Forward,
         &mut stats,
+        &logql::Control::unbounded(),
     )
     .unwrap()
     .into_iter()
@@ -130,7 +130,16 @@ fn filters_selectors_and_direction() {
         panic!()
     };
     let mut s = Stats::default();
-    let back = logql::select_logs(&st, &sel, 0, 10_000, 3, Direction::Backward, &mut s).unwrap();
+    let back = logql::select_logs(
+        &st,
+        &sel,
+        (0, 10_000),
+        3,
+        Direction::Backward,
+        &mut s,
+        &logql::Control::unbounded(),
+    )
+    .unwrap();
     let ts: Vec<i64> = back[0].entries.iter().map(|e| e.0).collect();
     // [start, end): the newest three before 10 µs
     assert_eq!(ts, vec![9_000, 8_000, 7_000]);
@@ -152,7 +161,7 @@ fn metric_queries() {
             panic!()
         };
         let mut stats = Stats::default();
-        logql::eval_metric(&st, &e, t, t, s, &mut stats).unwrap()
+        logql::eval_metric(&st, &e, t, t, s, &mut stats, &logql::Control::unbounded()).unwrap()
     };
     // (49 s, 59 s]: 10 lines of A, 5 of B
     let r = run(r#"count_over_time({container=~"a|b"}[10s])"#, 59 * s);
@@ -198,6 +207,31 @@ fn parse_errors_name_the_position() {
         let e = logql::parse(q).unwrap_err();
         assert_eq!(e.pos, pos, "{q}: {e}");
     }
+}
+
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    let sel = r#"count_over_time({container="a"}[1m])"#;
+    // the deepest accepted query parses on a 2 MiB stack (tokio's default)
+    let ok = format!(
+        "{}{sel}{}",
+        "sum(".repeat(logql::MAX_DEPTH - 1),
+        ")".repeat(logql::MAX_DEPTH - 1)
+    );
+    let deep = format!("{}{sel}{}", "sum(".repeat(5000), ")".repeat(5000));
+    let parens = format!("{}{sel}{}", "(".repeat(8000), ")".repeat(8000));
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            assert!(logql::parse(&ok).is_ok());
+            for q in [deep, parens] {
+                let e = logql::parse(&q).unwrap_err();
+                assert!(e.msg.contains("too deeply nested"), "{e}");
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }
 
 #[test]

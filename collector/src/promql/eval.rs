@@ -313,6 +313,14 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(super) fn check_deadline(&self) -> Result<()> {
+        if self
+            .opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(QueryError::Canceled);
+        }
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout);
         }

@@ -53,6 +53,9 @@ pub struct EngineOptions {
     /// Step of subqueries written without one (`x[5m:]`); Prometheus uses the
     /// global evaluation interval, 1m by default.
     pub default_subquery_step_ms: i64,
+    /// Raised by the caller when nobody waits for the answer any more; the
+    /// query then fails with [`QueryError::Canceled`] at its next check.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for EngineOptions {
@@ -62,6 +65,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
             default_subquery_step_ms: 60_000,
+            cancel: None,
         }
     }
 }
@@ -144,10 +148,109 @@ impl QueryError {
 /// Parses a query; errors become [`QueryError::BadData`] as Prometheus
 /// words them: `line:col: parse error: …`.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    let depth = nesting_bound(query);
+    if depth > MAX_DEPTH {
+        return Err(QueryError::bad(format!(
+            "query is too deeply nested: {depth} nested operators, parentheses or brackets (the limit is {MAX_DEPTH})"
+        )));
+    }
     promql_parser::parser::parse(query).map_err(|e| {
         let (line, col) = error_position(query, &e);
         QueryError::bad(format!("{line}:{col}: parse error: {e}"))
     })
+}
+
+/// The deepest expression tree [`parse`] accepts, counted by
+/// [`nesting_bound`]. Parsing, evaluating, printing and dropping an
+/// expression recurse once per level of its tree, on whatever thread runs
+/// the query; bounding the depth before the parser builds the tree keeps a
+/// hostile query (`1+1+…+1` with thousands of terms, thousands of nested
+/// parentheses) from overflowing a thread's stack and aborting the process.
+/// The limit is far above what people or Grafana write; a tree this deep
+/// needs about 4 MiB of stack in a debug build (under 1 MiB optimised), so
+/// threads that evaluate queries get [`THREAD_STACK_BYTES`] (see the test).
+pub const MAX_DEPTH: usize = 1000;
+
+/// Stack size of the collector's runtime threads (where queries, rules and
+/// autoscalers evaluate): enough for a query of [`MAX_DEPTH`] with room to
+/// spare. Only touched pages cost memory.
+pub const THREAD_STACK_BYTES: usize = 8 << 20;
+
+/// An upper bound of the depth of the tree `query` parses into, from its
+/// tokens alone: binary and unary operators each add at most one level (a
+/// chain `a+b+c` is a left-deep tree), and so does every unclosed `(`, `[`
+/// or `{` at its deepest point. String literals and comments are skipped.
+/// Cheap (one pass), and never lower than the real depth.
+pub fn nesting_bound(query: &str) -> usize {
+    let b = query.as_bytes();
+    let (mut ops, mut open, mut deepest, mut braces) = (0usize, 0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'' | b'`') => {
+                // a string: skip to its closing quote (backslash escapes,
+                // except in raw backtick strings)
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] == b'\\' && q != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            c @ (b'(' | b'[' | b'{') => {
+                open += 1;
+                deepest = deepest.max(open);
+                braces += usize::from(c == b'{');
+            }
+            c @ (b')' | b']' | b'}') => {
+                open = open.saturating_sub(1);
+                if c == b'}' {
+                    braces = braces.saturating_sub(1);
+                }
+            }
+            // label matchers (`{a!="b"}`) do not nest; `!=`, `==`, `>=`,
+            // `<=`, `=~`, `!~` are one operator each
+            c if is_op(c) => {
+                if braces == 0 {
+                    ops += 1;
+                }
+                if matches!(c, b'!' | b'=' | b'<' | b'>')
+                    && matches!(b.get(i + 1), Some(b'=' | b'~'))
+                {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() => {
+                let start = i;
+                while i + 1 < b.len() && (b[i + 1].is_ascii_alphanumeric() || b[i + 1] == b'_') {
+                    i += 1;
+                }
+                let word = &query[start..=i];
+                if ["and", "or", "unless", "atan2"]
+                    .iter()
+                    .any(|k| word.eq_ignore_ascii_case(k))
+                {
+                    ops += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    ops.saturating_add(deepest)
+}
+
+fn is_op(c: u8) -> bool {
+    matches!(
+        c,
+        b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' | b'~'
+    )
 }
 
 /// Where a parse error is, 1-based line and column. `promql-parser` does not
@@ -269,3 +372,78 @@ pub fn format_float(v: f64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// Runs `f` on a thread with the stack the collector's runtime threads
+    /// have, where queries and rules run.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    fn chain(n: usize) -> String {
+        vec!["1"; n].join("+")
+    }
+
+    #[test]
+    fn the_bound_is_never_below_the_depth() {
+        assert_eq!(nesting_bound("up"), 0);
+        assert_eq!(nesting_bound("1+1+1"), 2);
+        assert_eq!(nesting_bound("((up))"), 2);
+        assert_eq!(nesting_bound("-(-(1))"), 4);
+        // matchers, strings and comments do not nest
+        assert_eq!(nesting_bound(r#"up{a!="(((", b=~"x+"} # ((((("#), 1);
+        assert_eq!(nesting_bound("a >= bool b or c"), 2);
+        assert_eq!(nesting_bound("sum(rate(x[5m])) by (a)"), 3);
+    }
+
+    #[test]
+    fn the_deepest_accepted_query_evaluates_on_a_small_stack() {
+        let q = chain(MAX_DEPTH + 1);
+        assert_eq!(nesting_bound(&q), MAX_DEPTH);
+        let v = on_small_stack(move || {
+            let store = Store::new(StoreOptions::default());
+            let v = Engine::default().instant(&store, &q, 0).unwrap();
+            // printing recurses too (the evaluator prints to plan)
+            let _ = parse(&q).unwrap().to_string();
+            v
+        });
+        assert_eq!(
+            v,
+            Value::Scalar {
+                t: 0,
+                v: (MAX_DEPTH + 1) as f64
+            }
+        );
+        let nested = format!("{}1{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        let v = on_small_stack(move || {
+            Engine::default()
+                .instant(&Store::new(StoreOptions::default()), &nested, 0)
+                .unwrap()
+        });
+        assert_eq!(v, Value::Scalar { t: 0, v: 1.0 });
+    }
+
+    #[test]
+    fn deeper_queries_are_refused_with_a_clear_error() {
+        for q in [
+            chain(4000),
+            chain(20_000),
+            format!("{}1{}", "(".repeat(8000), ")".repeat(8000)),
+            format!("{}up{}", "sum(".repeat(5000), ")".repeat(5000)),
+            format!("{}1", "-".repeat(5000)),
+        ] {
+            let e = on_small_stack(move || parse(&q).unwrap_err());
+            assert_eq!(e.error_type(), "bad_data");
+            assert!(e.to_string().contains("too deeply nested"), "{e}");
+        }
+    }
+}

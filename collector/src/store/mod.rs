@@ -66,6 +66,18 @@ pub enum AppendError {
     SeriesLimit { limit: usize },
     #[error("sample at {timestamp_ms} is older than the series' newest sample at {newest_ms}")]
     OutOfOrder { timestamp_ms: i64, newest_ms: i64 },
+    /// A different value at a timestamp the series already has (Prometheus:
+    /// "duplicate sample for timestamp").
+    #[error("duplicate sample for timestamp {timestamp_ms} with a different value")]
+    Duplicate { timestamp_ms: i64 },
+    #[error(
+        "sample at {timestamp_ms} is too far in the future (more than {max_future_ms} ms ahead of {now_ms})"
+    )]
+    TooFarInFuture {
+        timestamp_ms: i64,
+        now_ms: i64,
+        max_future_ms: i64,
+    },
     #[error("unknown series reference {0:?}")]
     UnknownSeries(SeriesRef),
 }
@@ -74,7 +86,10 @@ pub enum AppendError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AppendSummary {
     pub appended: u64,
+    /// Out of order or older than retention.
     pub out_of_order: u64,
+    pub duplicate: u64,
+    pub too_far_in_future: u64,
     pub unknown: u64,
 }
 
@@ -211,6 +226,10 @@ pub struct StoreOptions {
     /// samples, when smaller, by [`Store::trim`] and [`Store::compact`];
     /// 0 keeps XOR chunks as they are.
     pub block_samples: u32,
+    /// A sample stamped more than this ahead of the wall clock is refused
+    /// (a forged future sample would make every later one out of order).
+    /// 0 = no limit.
+    pub max_future_ms: i64,
 }
 
 impl Default for StoreOptions {
@@ -224,6 +243,7 @@ impl Default for StoreOptions {
             chunk_samples: 120,
             chunk_span_ms: 2 * 3600 * 1000,
             block_samples: 720,
+            max_future_ms: 0,
         }
     }
 }
@@ -244,6 +264,8 @@ pub struct StoreStats {
     pub appended: u64,
     pub refused_out_of_order: u64,
     pub refused_duplicate: u64,
+    /// Too far ahead of the wall clock.
+    pub refused_future: u64,
     /// Older than the retention cut.
     pub refused_too_old: u64,
     pub refused_series_limit: u64,
@@ -283,6 +305,7 @@ struct Counters {
     appended: AtomicU64,
     ooo: AtomicU64,
     dup: AtomicU64,
+    future: AtomicU64,
     too_old: AtomicU64,
     series_limit: AtomicU64,
     tenant_limit: AtomicU64,
@@ -591,18 +614,76 @@ impl Store {
         Ok(())
     }
 
-    /// Appends one sample. A sample at the newest timestamp replaces it; an
-    /// older one within [`StoreOptions::out_of_order_window_ms`] is inserted
-    /// (the same value at a stored timestamp is a no-op, a different one is
-    /// refused as a duplicate); anything older is refused. Refusals are
-    /// counted in [`StoreStats`] and returned as [`AppendError::OutOfOrder`].
+    /// Appends one sample. The same value at a stored timestamp is a no-op
+    /// (a retry, a replay); a different one is refused as
+    /// [`AppendError::Duplicate`], as Prometheus does. A sample older than the
+    /// series' newest is inserted when within
+    /// [`StoreOptions::out_of_order_window_ms`], otherwise refused as
+    /// [`AppendError::OutOfOrder`]; one further ahead of the wall clock than
+    /// [`StoreOptions::max_future_ms`] as [`AppendError::TooFarInFuture`].
+    /// Refusals are counted in [`StoreStats`].
     pub fn append(&self, r: SeriesRef, timestamp_ms: i64, value: f64) -> Result<(), AppendError> {
-        let res = self.append_one(r, timestamp_ms, value);
+        let res = self.append_one(r, timestamp_ms, value, self.future_limit());
         self.enforce_budget();
         res
     }
 
-    fn append_one(&self, r: SeriesRef, t: i64, v: f64) -> Result<(), AppendError> {
+    /// The newest timestamp accepted now (`i64::MAX` without a limit).
+    fn future_limit(&self) -> i64 {
+        if self.opts.max_future_ms <= 0 {
+            return i64::MAX;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        now.saturating_add(self.opts.max_future_ms)
+    }
+
+    /// Whether `append` would accept this sample now, without appending
+    /// (for callers that must refuse a request before making it durable).
+    /// A concurrent append can still change the answer.
+    pub fn check(&self, r: SeriesRef, t: i64, v: f64) -> Result<(), AppendError> {
+        let limit = self.future_limit();
+        if t > limit {
+            return Err(self.future_error(t, limit));
+        }
+        if t < self.cutoff.load(Ordering::Relaxed) {
+            return Err(AppendError::OutOfOrder {
+                timestamp_ms: t,
+                newest_ms: self.cutoff.load(Ordering::Relaxed),
+            });
+        }
+        let window = self.opts.out_of_order_window_ms;
+        self.with_series(r.0, |s| {
+            let d = s.data.lock();
+            if d.dead {
+                return Ok(());
+            }
+            d.check(t, v, window)
+        })
+        .ok_or(AppendError::UnknownSeries(r))?
+    }
+
+    fn future_error(&self, t: i64, limit: i64) -> AppendError {
+        AppendError::TooFarInFuture {
+            timestamp_ms: t,
+            now_ms: limit - self.opts.max_future_ms,
+            max_future_ms: self.opts.max_future_ms,
+        }
+    }
+
+    fn append_one(
+        &self,
+        r: SeriesRef,
+        t: i64,
+        v: f64,
+        future_limit: i64,
+    ) -> Result<(), AppendError> {
+        if t > future_limit {
+            self.counters.future.fetch_add(1, Ordering::Relaxed);
+            return Err(self.future_error(t, future_limit));
+        }
         let cutoff = self.cutoff.load(Ordering::Relaxed);
         if t < cutoff {
             self.counters.too_old.fetch_add(1, Ordering::Relaxed);
@@ -637,7 +718,7 @@ impl Store {
                 self.max_time.fetch_max(t, Ordering::Relaxed);
                 Ok(())
             }
-            Step::Done(Outcome::Replaced | Outcome::Unchanged) => Ok(()),
+            Step::Done(Outcome::Unchanged) => Ok(()),
             Step::Done(Outcome::OutOfOrder { newest }) => {
                 self.counters.ooo.fetch_add(1, Ordering::Relaxed);
                 Err(AppendError::OutOfOrder {
@@ -645,26 +726,26 @@ impl Store {
                     newest_ms: newest,
                 })
             }
-            Step::Done(Outcome::Duplicate { newest }) => {
+            Step::Done(Outcome::Duplicate) => {
                 self.counters.dup.fetch_add(1, Ordering::Relaxed);
-                Err(AppendError::OutOfOrder {
-                    timestamp_ms: t,
-                    newest_ms: newest,
-                })
+                Err(AppendError::Duplicate { timestamp_ms: t })
             }
             // resurrected, yet dead again: retention removed it meanwhile
             Step::Dead => Err(AppendError::UnknownSeries(r)),
         }
     }
 
-    /// Appends many samples. Refused ones are counted in the summary
-    /// (duplicates and too-old samples as out of order, limits as unknown).
+    /// Appends many samples. Refused ones are counted in the summary by
+    /// reason (limits and vanished series as unknown).
     pub fn append_batch(&self, samples: &[(SeriesRef, i64, f64)]) -> AppendSummary {
         let mut sum = AppendSummary::default();
+        let limit = self.future_limit();
         for &(r, t, v) in samples {
-            match self.append_one(r, t, v) {
+            match self.append_one(r, t, v, limit) {
                 Ok(()) => sum.appended += 1,
                 Err(AppendError::OutOfOrder { .. }) => sum.out_of_order += 1,
+                Err(AppendError::Duplicate { .. }) => sum.duplicate += 1,
+                Err(AppendError::TooFarInFuture { .. }) => sum.too_far_in_future += 1,
                 Err(_) => sum.unknown += 1,
             }
         }
@@ -715,6 +796,7 @@ impl Store {
             appended: l(&c.appended),
             refused_out_of_order: l(&c.ooo),
             refused_duplicate: l(&c.dup),
+            refused_future: l(&c.future),
             refused_too_old: l(&c.too_old),
             refused_series_limit: l(&c.series_limit),
             refused_tenant_limit: l(&c.tenant_limit),
@@ -1112,12 +1194,12 @@ impl Store {
                 for c in &sealed {
                     if let Ok(samples) = c.samples() {
                         for (t, v) in samples {
-                            let _ = self.append_one(r, t, v);
+                            let _ = self.append_one(r, t, v, i64::MAX);
                         }
                     }
                 }
                 for (t, v) in head.samples() {
-                    let _ = self.append_one(r, t, v);
+                    let _ = self.append_one(r, t, v, i64::MAX);
                 }
             }
         }

@@ -15,16 +15,12 @@ pub(crate) enum Outcome {
     Appended,
     /// Same timestamp and bits as a stored sample: nothing to do.
     Unchanged,
-    /// Replaced the newest sample's value.
-    Replaced,
     /// Older than the newest by more than the out-of-order window.
     OutOfOrder {
         newest: i64,
     },
-    /// A different value at a timestamp already stored (not the newest).
-    Duplicate {
-        newest: i64,
-    },
+    /// A different value at a timestamp already stored.
+    Duplicate,
 }
 
 /// Cut rules for the head chunk.
@@ -100,6 +96,38 @@ impl SeriesData {
         (out, d)
     }
 
+    /// What [`SeriesData::append`] would answer, without changing anything.
+    pub(crate) fn check(
+        &self,
+        t: i64,
+        v: f64,
+        ooo_window_ms: i64,
+    ) -> Result<(), super::AppendError> {
+        if self.head.is_empty() {
+            return Ok(());
+        }
+        let newest = self.head.maxt();
+        if t > newest {
+            return Ok(());
+        }
+        if i128::from(newest) - i128::from(t) > i128::from(ooo_window_ms) {
+            return Err(super::AppendError::OutOfOrder {
+                timestamp_ms: t,
+                newest_ms: newest,
+            });
+        }
+        let samples = match self.sealed.iter().find(|c| c.maxt >= t) {
+            Some(c) => c.samples().unwrap_or_default(),
+            None => self.head.samples(),
+        };
+        match samples.binary_search_by_key(&t, |s| s.0) {
+            Ok(i) if samples[i].1.to_bits() != v.to_bits() => {
+                Err(super::AppendError::Duplicate { timestamp_ms: t })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn append_inner(&mut self, t: i64, v: f64, rules: CutRules) -> Outcome {
         if self.head.is_empty() {
             // only a fresh series has an empty head
@@ -121,12 +149,7 @@ impl SeriesData {
             if self.head.last_value().to_bits() == v.to_bits() {
                 return Outcome::Unchanged;
             }
-            let mut samples = self.head.samples();
-            if let Some(last) = samples.last_mut() {
-                last.1 = v;
-            }
-            self.head = HeadChunk::from_samples(&samples);
-            return Outcome::Replaced;
+            return Outcome::Duplicate;
         }
         if i128::from(newest) - i128::from(t) > i128::from(rules.ooo_window_ms) {
             return Outcome::OutOfOrder { newest };
@@ -149,7 +172,7 @@ impl SeriesData {
         };
         match samples.binary_search_by_key(&t, |s| s.0) {
             Ok(i) if samples[i].1.to_bits() == v.to_bits() => Outcome::Unchanged,
-            Ok(_) => Outcome::Duplicate { newest },
+            Ok(_) => Outcome::Duplicate,
             Err(i) => {
                 samples.insert(i, (t, v));
                 match pos {
@@ -363,27 +386,36 @@ mod tests {
     }
 
     #[test]
-    fn same_timestamp_replaces_only_the_newest() {
+    fn a_different_value_at_a_stored_timestamp_is_a_duplicate() {
         let mut s = SeriesData::default();
         s.append(1000, 1.0, RULES);
         s.append(2000, 2.0, RULES);
         assert_eq!(s.append(2000, 2.0, RULES).0, Outcome::Unchanged);
-        assert_eq!(s.append(2000, 5.0, RULES).0, Outcome::Replaced);
-        assert_eq!(all(&s), vec![(1000, 1.0), (2000, 5.0)]);
+        assert!(s.check(2000, 2.0, 0).is_ok());
+        // the newest sample is not replaced (Prometheus refuses it too)
+        assert_eq!(s.append(2000, 5.0, RULES).0, Outcome::Duplicate);
+        assert!(matches!(
+            s.check(2000, 5.0, 0),
+            Err(crate::store::AppendError::Duplicate { timestamp_ms: 2000 })
+        ));
+        assert_eq!(all(&s), vec![(1000, 1.0), (2000, 2.0)]);
         assert_eq!(
             s.append(1000, 9.0, RULES).0,
             Outcome::OutOfOrder { newest: 2000 }
         );
+        assert!(matches!(
+            s.check(1000, 9.0, 0),
+            Err(crate::store::AppendError::OutOfOrder { .. })
+        ));
         let wide = CutRules {
             ooo_window_ms: 10_000,
             ..RULES
         };
-        assert_eq!(
-            s.append(1000, 9.0, wide).0,
-            Outcome::Duplicate { newest: 2000 }
-        );
+        assert_eq!(s.append(1000, 9.0, wide).0, Outcome::Duplicate);
+        assert!(s.check(1000, 9.0, 10_000).is_err());
+        assert!(s.check(1500, 9.0, 10_000).is_ok());
         assert_eq!(s.append(1000, 1.0, wide).0, Outcome::Unchanged);
-        assert_eq!(all(&s), vec![(1000, 1.0), (2000, 5.0)]);
+        assert_eq!(all(&s), vec![(1000, 1.0), (2000, 2.0)]);
     }
 
     #[test]

@@ -260,17 +260,52 @@ fn out_of_order_window_inserts_and_counts_refusals() {
     s.append(r, 380_000, 28.0).unwrap();
     // a different value at a stored, not-newest timestamp: duplicate
     assert!(s.append(r, 380_000, 5.0).is_err());
-    // the newest may be replaced
-    s.append(r, 390_000, 99.0).unwrap();
+    // the newest is not replaced either (Prometheus refuses it too)
+    assert!(matches!(
+        s.append(r, 390_000, 99.0),
+        Err(AppendError::Duplicate {
+            timestamp_ms: 390_000
+        })
+    ));
     let st = s.stats();
     assert_eq!(st.refused_out_of_order, 1);
-    assert_eq!(st.refused_duplicate, 1);
+    assert_eq!(st.refused_duplicate, 2);
     let got = &s.select(&[], 0, i64::MAX)[0].samples;
     assert_eq!(got.len(), 31);
     assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
     assert!(got.contains(&(345_000, -1.0)));
-    assert_eq!(got.last(), Some(&(390_000, 99.0)));
+    assert_eq!(got.last(), Some(&(390_000, 29.0)));
     assert!(got.contains(&(380_000, 28.0)));
+}
+
+#[test]
+fn samples_too_far_in_the_future_are_refused_and_counted() {
+    let s = Store::new(StoreOptions {
+        max_future_ms: 60_000,
+        ..Default::default()
+    });
+    let r = s.get_or_create(&l("m", "a")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    s.append(r, now, 1.0).unwrap();
+    s.append(r, now + 30_000, 2.0).unwrap();
+    let ten_years = now + 10 * 365 * 86_400_000;
+    assert!(matches!(
+        s.append(r, ten_years, 3.0),
+        Err(AppendError::TooFarInFuture { .. })
+    ));
+    assert!(matches!(
+        s.check(r, ten_years, 3.0),
+        Err(AppendError::TooFarInFuture { .. })
+    ));
+    let sum = s.append_batch(&[(r, now + 40_000, 4.0), (r, ten_years, 5.0)]);
+    assert_eq!((sum.appended, sum.too_far_in_future), (1, 1));
+    assert_eq!(s.stats().refused_future, 2);
+    // the forged sample did not freeze the series: later samples still go in
+    s.append(r, now + 50_000, 6.0).unwrap();
+    assert_eq!(s.select(&[], 0, i64::MAX)[0].samples.len(), 4);
 }
 
 #[test]
@@ -747,7 +782,7 @@ mod props {
                 match newest {
                     None => { prop_assert!(res.is_ok()); model.insert(t, v.to_bits()); }
                     Some(n) if t > n => { prop_assert!(res.is_ok()); model.insert(t, v.to_bits()); }
-                    Some(n) if t == n => { prop_assert!(res.is_ok()); model.insert(t, v.to_bits()); }
+                    Some(n) if t == n => prop_assert_eq!(res.is_ok(), model[&t] == v.to_bits()),
                     Some(n) if n - t > window => prop_assert!(res.is_err()),
                     Some(_) => match model.get(&t) {
                         Some(b) if *b == v.to_bits() => prop_assert!(res.is_ok()),
