@@ -12,6 +12,10 @@ use vigil_common::config::ConfigError;
 use vigil_common::logging::LogFormat;
 use vigil_common::{ByteSize, Duration};
 
+use crate::forward::config::{
+    ForwardConfig, HttpUrl, LokiPushConfig, OtlpExportConfig, RemoteWriteConfig,
+};
+
 /// Raw settings as given by flags, environment and YAML file.
 #[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
@@ -320,6 +324,65 @@ pub struct Settings {
     #[arg(long, env = "VIGIL_LOG_LEVEL", value_name = "LEVEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+
+    /// Prometheus remote-write URLs to forward every sample to, with the
+    /// default queue settings (repeatable; comma-separated in the
+    /// environment). The YAML `remote_write:` list takes Prometheus's full
+    /// entries (see docs/forwarding.md).
+    #[arg(
+        long = "remote-write-url",
+        env = "VIGIL_REMOTE_WRITE_URLS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_write_url: Vec<String>,
+
+    /// Loki push URLs (`http://loki:3100/loki/api/v1/push`) to forward every
+    /// log line to (repeatable; comma-separated in the environment). The
+    /// YAML `loki_push:` list takes tenant, auth and TLS.
+    #[arg(
+        long = "loki-push-url",
+        env = "VIGIL_LOKI_PUSH_URLS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loki_push_url: Vec<String>,
+
+    /// OTLP/HTTP base URLs (`http://otel-collector:4318`) to export metrics
+    /// and logs to (repeatable; comma-separated in the environment). The
+    /// YAML `otlp_export:` list takes headers, TLS and compression.
+    #[arg(
+        long = "otlp-export-url",
+        env = "VIGIL_OTLP_EXPORT_URLS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub otlp_export_url: Vec<String>,
+
+    /// Most bytes of write-ahead log kept past the last checkpoint for
+    /// forwarding cursors that lag (an endpoint down); past it the oldest
+    /// segments go and what they held is counted as dropped [default: 10GiB].
+    #[arg(long, env = "VIGIL_FORWARD_WAL_MAX_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_wal_max_bytes: Option<ByteSize>,
+
+    /// `remote_write:` entries (YAML only), in Prometheus's shape.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_write: Vec<RemoteWriteConfig>,
+
+    /// `loki_push:` entries (YAML only).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loki_push: Vec<LokiPushConfig>,
+
+    /// `otlp_export:` entries (YAML only).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub otlp_export: Vec<OtlpExportConfig>,
 }
 
 /// Validated runtime configuration.
@@ -355,6 +418,7 @@ pub struct Config {
     pub shutdown_timeout: std::time::Duration,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
+    pub forward: ForwardConfig,
 }
 
 /// Limits of the query APIs (PromQL and LogQL).
@@ -643,6 +707,33 @@ impl Settings {
                 format!("http://{host}:{}", http_listen.port())
             }
         };
+        let mut forward = ForwardConfig {
+            remote_write: self.remote_write,
+            loki_push: self.loki_push,
+            otlp_export: self.otlp_export,
+            wal_max_bytes: self.forward_wal_max_bytes.map(|b| b.0).unwrap_or(10 << 30),
+        };
+        let url =
+            |key: &str, u: &str| HttpUrl::parse(u).map_err(|e| invalid(format!("{key}: {e}")));
+        for u in &self.remote_write_url {
+            forward
+                .remote_write
+                .push(RemoteWriteConfig::from_url(url("remote_write_url", u)?));
+        }
+        for u in &self.loki_push_url {
+            let mut c: LokiPushConfig = serde_json::from_value(serde_json::json!({ "url": u }))
+                .map_err(|e| invalid(format!("loki_push_url: {e}")))?;
+            c.url = url("loki_push_url", u)?;
+            forward.loki_push.push(c);
+        }
+        for u in &self.otlp_export_url {
+            let mut c: OtlpExportConfig =
+                serde_json::from_value(serde_json::json!({ "endpoint": u }))
+                    .map_err(|e| invalid(format!("otlp_export_url: {e}")))?;
+            c.endpoint = url("otlp_export_url", u)?;
+            forward.otlp_export.push(c);
+        }
+        forward.check_names().map_err(invalid)?;
         Ok(Config {
             http_listen,
             grpc_listen,
@@ -688,6 +779,7 @@ impl Settings {
                 .as_std(),
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level,
+            forward,
         })
     }
 }

@@ -11,6 +11,8 @@
 //! - [`otlp`], [`push`]: pushes — OpenTelemetry (OTLP) metrics and logs,
 //!   Loki push — translated and made durable like agent batches.
 //! - [`wal`]: the write-ahead log in `--data-dir`, replayed at start.
+//! - [`forward`]: the WAL tailed per endpoint and sent on — remote write,
+//!   Loki push, OTLP — each with a persisted cursor.
 //! - [`store`]: series and samples in memory, as the queries need them.
 //! - [`net`]: accepting connections on both listeners, within limits.
 //! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
@@ -23,6 +25,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod logs;

@@ -144,6 +144,7 @@ pub async fn start(
         data_dir.display()
     );
     let wal = Wal::start(&checkpoint::wal_dir(&data_dir))?;
+    wal.set_checkpointed(recovered.replay_from);
     let core = Arc::new(
         IngestCore::new(
             store.clone(),
@@ -201,6 +202,7 @@ pub async fn start(
         if let Some(a) = &actions {
             m.set_alert_sink(Arc::new(crate::actions::engine::RuleTriggers(a.clone())));
         }
+        m.set_output(core.clone());
         Some(m)
     };
 
@@ -392,6 +394,20 @@ pub async fn start(
         tasks.push(tokio::spawn(async move {
             a.run_autoscalers(source, data, sd).await;
         }));
+    }
+
+    // forwarding: after the WAL started, before the first checkpoint
+    if !config.forward.is_empty() {
+        let f = crate::forward::start(
+            &config.forward,
+            &core.wal,
+            metadata.clone(),
+            &data_dir,
+            &mut telemetry.registry.lock(),
+            shutdown.clone(),
+        )
+        .context("forwarding")?;
+        tasks.extend(f.tasks);
     }
 
     state.ready.store(true, Ordering::Release);

@@ -9,8 +9,20 @@
 //! them after a cut, and by a stable 64-bit id (xxh3 of the labels)
 //! afterwards. A cut (made by each checkpoint) forgets what was defined, so
 //! replay from a cut onwards always finds a definition before its use;
-//! rotating to a new segment for size alone does not. Not here: what a record
-//! means (see `ingest::checkpoint::recover`).
+//! rotating to a new segment for size alone does not. The first record of a
+//! segment that starts after a cut is a marker (`cut: true`), so a reader can
+//! find where the definitions it needs begin ([`reader`]).
+//!
+//! Segments below the last checkpoint are not needed for recovery; they are
+//! kept while a [`Hold`] (a forwarding cursor) still needs them, up to a
+//! byte budget, and then deleted oldest first ([`retain`]). The writer
+//! publishes the durable end of the log after every fsync, so readers never
+//! see a record before it is durable.
+//!
+//! Not here: what a record means (see `ingest::checkpoint::recover`).
+
+pub mod reader;
+pub mod retain;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -101,6 +113,10 @@ pub struct WalRecord {
     /// records (the agent id is their tenant).
     #[prost(string, tag = "8")]
     pub tenant: String,
+    /// A marker that starts a segment after a cut: no series is defined
+    /// before it (for readers; replay ignores it).
+    #[prost(bool, tag = "9")]
+    pub cut: bool,
 }
 
 /// A series a record refers to, for the writer to define where needed.
@@ -146,10 +162,12 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-/// Where a record landed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A place in the log: a segment and a byte offset in it (where a record
+/// starts, or the durable end).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     pub segment: u64,
+    pub offset: u64,
 }
 
 /// Why the WAL failed.
@@ -178,6 +196,50 @@ pub struct WalStats {
     pub fsyncs: AtomicU64,
     /// Total fsync time in microseconds.
     pub fsync_micros: AtomicU64,
+    /// Bytes of segments below the last checkpoint, kept for holds.
+    pub held_bytes: AtomicU64,
+    /// Segments (and their bytes) deleted past the hold budget while a hold
+    /// had not read them.
+    pub dropped_segments: AtomicU64,
+    pub dropped_bytes: AtomicU64,
+}
+
+/// A reader's claim on the log (a forwarding cursor): segments from
+/// `needed` on are kept (within the budget). What the budget deleted before
+/// the reader got to it is counted here.
+#[derive(Debug)]
+pub struct Hold {
+    pub name: String,
+    needed: AtomicU64,
+    /// The segment the reader has open; the retainer takes this lock while
+    /// it decides what a deletion takes from the reader.
+    reading: parking_lot::Mutex<u64>,
+    pub dropped_samples: AtomicU64,
+    pub dropped_log_records: AtomicU64,
+    pub dropped_bytes: AtomicU64,
+}
+
+impl Hold {
+    /// Segments below `segment` are no longer needed by this hold.
+    pub fn set_needed(&self, segment: u64) {
+        self.needed.store(segment, Ordering::Release);
+    }
+
+    pub fn needed(&self) -> u64 {
+        self.needed.load(Ordering::Acquire)
+    }
+}
+
+/// State shared by the writer handle, readers and the retainer.
+#[derive(Debug, Default)]
+struct Shared {
+    holds: parking_lot::Mutex<Vec<Arc<Hold>>>,
+    /// Segments below this are covered by a checkpoint.
+    checkpointed: AtomicU64,
+    /// Most bytes kept below the checkpoint for holds.
+    hold_budget: AtomicU64,
+    /// One release at a time (the checkpoint and forwarding both call it).
+    releasing: parking_lot::Mutex<()>,
 }
 
 /// Handle of the WAL writer.
@@ -186,6 +248,8 @@ pub struct Wal {
     tx: std::sync::mpsc::SyncSender<Request>,
     pub stats: Arc<WalStats>,
     dir: PathBuf,
+    durable: tokio::sync::watch::Receiver<Position>,
+    shared: Arc<Shared>,
 }
 
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -209,7 +273,7 @@ pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
-fn io_err(path: &Path) -> impl Fn(io::Error) -> WalError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl Fn(io::Error) -> WalError + '_ {
     move |source| WalError::Io {
         path: path.to_path_buf(),
         source,
@@ -232,56 +296,68 @@ pub enum Tail {
     Torn { offset: u64, reason: String },
 }
 
+/// What reading one framed record gave.
+#[derive(Debug)]
+pub enum Frame {
+    /// A record and its framed length.
+    Record(WalRecord, u64),
+    /// The input ended at a record boundary.
+    End,
+    /// A torn or corrupt record (a crash mid-write, or damage).
+    Torn(String),
+}
+
+/// Reads the framed record at the reader's position. `limit` is how many
+/// bytes may be read (a record past it is reported as the end, not torn:
+/// it is not durable yet). `buf` is scratch space.
+pub fn read_frame(r: &mut impl Read, limit: u64, buf: &mut Vec<u8>) -> io::Result<Frame> {
+    if limit == 0 {
+        return Ok(Frame::End);
+    }
+    let mut head = [0u8; 8];
+    match read_full(r, &mut head)? {
+        0 => return Ok(Frame::End),
+        8 => {}
+        _ if limit < 8 => return Ok(Frame::End),
+        _ => return Ok(Frame::Torn("truncated record header".into())),
+    }
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_RECORD {
+        return Ok(Frame::Torn(format!("record length {len} is implausible")));
+    }
+    if 8 + len as u64 > limit {
+        return Ok(Frame::End);
+    }
+    buf.resize(len, 0);
+    if read_full(r, buf)? != len {
+        return Ok(Frame::Torn("truncated record".into()));
+    }
+    if crc32fast::hash(buf) != crc {
+        return Ok(Frame::Torn("checksum mismatch".into()));
+    }
+    match WalRecord::decode(buf.as_slice()) {
+        Ok(rec) => Ok(Frame::Record(rec, 8 + len as u64)),
+        Err(e) => Ok(Frame::Torn(format!("undecodable record: {e}"))),
+    }
+}
+
 /// Reads every intact record of a segment, stopping at the first torn or
 /// corrupt one.
 pub fn read_segment(path: &Path, mut f: impl FnMut(WalRecord)) -> Result<Tail, WalError> {
     let file = File::open(path).map_err(io_err(path))?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut offset = 0u64;
-    let mut head = [0u8; 8];
     let mut buf = Vec::new();
     loop {
-        match read_full(&mut r, &mut head).map_err(io_err(path))? {
-            0 => return Ok(Tail::Clean),
-            8 => {}
-            _ => {
-                return Ok(Tail::Torn {
-                    offset,
-                    reason: "truncated record header".into(),
-                });
+        match read_frame(&mut r, u64::MAX, &mut buf).map_err(io_err(path))? {
+            Frame::End => return Ok(Tail::Clean),
+            Frame::Torn(reason) => return Ok(Tail::Torn { offset, reason }),
+            Frame::Record(rec, len) => {
+                f(rec);
+                offset += len;
             }
         }
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if len > MAX_RECORD {
-            return Ok(Tail::Torn {
-                offset,
-                reason: format!("record length {len} is implausible"),
-            });
-        }
-        buf.resize(len, 0);
-        if read_full(&mut r, &mut buf).map_err(io_err(path))? != len {
-            return Ok(Tail::Torn {
-                offset,
-                reason: "truncated record".into(),
-            });
-        }
-        if crc32fast::hash(&buf) != crc {
-            return Ok(Tail::Torn {
-                offset,
-                reason: "checksum mismatch".into(),
-            });
-        }
-        match WalRecord::decode(buf.as_slice()) {
-            Ok(rec) => f(rec),
-            Err(e) => {
-                return Ok(Tail::Torn {
-                    offset,
-                    reason: format!("undecodable record: {e}"),
-                });
-            }
-        }
-        offset += 8 + len as u64;
     }
 }
 
@@ -307,6 +383,9 @@ struct Writer {
     stats: Arc<WalStats>,
     buf: Vec<u8>,
     payload: Vec<u8>,
+    /// The next record starts a segment after a cut: write the marker first.
+    marker_due: bool,
+    durable: tokio::sync::watch::Sender<Position>,
 }
 
 impl Writer {
@@ -331,12 +410,31 @@ impl Writer {
         self.size = 0;
         if forget_definitions {
             self.defined.clear();
+            self.marker_due = true;
         }
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
+        self.publish();
         Ok(())
     }
 
+    /// Tells readers how far the log is durable.
+    fn publish(&self) {
+        self.durable.send_replace(Position {
+            segment: self.segment,
+            offset: self.size,
+        });
+    }
+
     fn encode(&mut self, a: Append) {
+        if std::mem::take(&mut self.marker_due) {
+            let marker = WalRecord {
+                cut: true,
+                ..Default::default()
+            };
+            self.payload.clear();
+            let _ = marker.encode(&mut self.payload);
+            frame(&self.payload, &mut self.buf);
+        }
         let mut rec = a.record;
         for u in a.uses {
             if self.defined.insert(u.id) {
@@ -387,6 +485,7 @@ impl Writer {
             }
             let pos = Position {
                 segment: self.segment,
+                offset: self.size,
             };
             for done in waiting {
                 let _ = done.send(result.clone().map(|_| pos));
@@ -421,13 +520,17 @@ impl Writer {
             self.stats
                 .bytes
                 .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+            self.buf.clear();
+            self.publish();
         } else {
-            // a failed write may have left part of the buffer on disk: start a
-            // fresh segment so later records never follow a torn one, and
-            // whatever it defined is defined again
+            // a failed write may have left part of the buffer on disk: cut
+            // it off (best effort; readers stop at the durable size anyway),
+            // start a fresh segment so later records never follow a torn
+            // one, and whatever it defined is defined again
+            self.buf.clear();
+            let _ = self.file.set_len(self.size);
             let _ = self.rotate(true);
         }
-        self.buf.clear();
         r
     }
 }
@@ -451,6 +554,10 @@ impl Wal {
             .segments
             .store(existing.len() as u64 + 1, Ordering::Relaxed);
         let file = Writer::open_segment(dir, next)?;
+        let (durable_tx, durable) = tokio::sync::watch::channel(Position {
+            segment: next,
+            offset: 0,
+        });
         let writer = Writer {
             dir: dir.to_path_buf(),
             segment: next,
@@ -460,6 +567,9 @@ impl Wal {
             stats: stats.clone(),
             buf: Vec::with_capacity(1 << 20),
             payload: Vec::with_capacity(1 << 20),
+            // a new segment after a (re)start defines everything afresh
+            marker_due: true,
+            durable: durable_tx,
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(8192);
         std::thread::Builder::new()
@@ -470,11 +580,49 @@ impl Wal {
             tx,
             stats,
             dir: dir.to_path_buf(),
+            durable,
+            shared: Arc::new(Shared::default()),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The durable end of the log, updated after every fsync and rotation.
+    pub fn durable(&self) -> tokio::sync::watch::Receiver<Position> {
+        self.durable.clone()
+    }
+
+    /// Registers a hold that needs the log from `needed` (a segment) on.
+    pub fn hold(&self, name: &str, needed: u64) -> Arc<Hold> {
+        let h = Arc::new(Hold {
+            name: name.to_string(),
+            needed: AtomicU64::new(needed),
+            reading: parking_lot::Mutex::new(needed),
+            dropped_samples: AtomicU64::new(0),
+            dropped_log_records: AtomicU64::new(0),
+            dropped_bytes: AtomicU64::new(0),
+        });
+        self.shared.holds.lock().push(h.clone());
+        h
+    }
+
+    /// Forgets a hold (its reader stopped for good).
+    pub fn unhold(&self, hold: &Arc<Hold>) {
+        self.shared.holds.lock().retain(|h| !Arc::ptr_eq(h, hold));
+    }
+
+    /// Segments below `segment` are covered by a written checkpoint.
+    pub fn set_checkpointed(&self, segment: u64) {
+        self.shared
+            .checkpointed
+            .fetch_max(segment, Ordering::AcqRel);
+    }
+
+    /// Most bytes kept below the checkpoint for holds (0: keep none).
+    pub fn set_hold_budget(&self, bytes: u64) {
+        self.shared.hold_budget.store(bytes, Ordering::Release);
     }
 
     /// Appends a record; resolves once it is fsync'd.
@@ -522,22 +670,41 @@ impl Wal {
         }
     }
 
-    /// Deletes segments numbered below `n` (covered by a checkpoint).
+    /// Marks segments below `n` as covered by a checkpoint and deletes
+    /// every segment no hold needs (see [`retain`]); returns the bytes freed.
     pub fn remove_before(&self, n: u64) -> Result<u64, WalError> {
-        let mut freed = 0;
-        for s in segments(&self.dir).map_err(io_err(&self.dir))? {
-            if s < n {
-                let p = segment_path(&self.dir, s);
-                freed += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                std::fs::remove_file(&p).map_err(io_err(&p))?;
-                self.stats.segments.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        self.stats.bytes.fetch_sub(
-            freed.min(self.stats.bytes.load(Ordering::Relaxed)),
+        self.set_checkpointed(n);
+        Ok(self.release()?.freed_bytes)
+    }
+
+    /// Deletes what neither recovery nor a hold needs, and past the hold
+    /// budget the oldest held segments (see [`retain`]).
+    pub fn release(&self) -> Result<retain::Released, WalError> {
+        let _one = self.shared.releasing.lock();
+        let holds = self.shared.holds.lock().clone();
+        let r = retain::release(
+            &self.dir,
+            self.shared.checkpointed.load(Ordering::Acquire),
+            self.shared.hold_budget.load(Ordering::Acquire),
+            &holds,
+        )?;
+        self.stats.segments.fetch_sub(
+            r.deleted.min(self.stats.segments.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
-        Ok(freed)
+        self.stats.bytes.fetch_sub(
+            r.freed_bytes.min(self.stats.bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        self.stats.held_bytes.store(r.held_bytes, Ordering::Relaxed);
+        self.stats
+            .dropped_segments
+            .fetch_add(r.dropped.len() as u64, Ordering::Relaxed);
+        self.stats.dropped_bytes.fetch_add(
+            r.dropped.iter().map(|d| d.bytes).sum::<u64>(),
+            Ordering::Relaxed,
+        );
+        Ok(r)
     }
 }
 
@@ -592,7 +759,10 @@ mod tests {
         let mut got = Vec::new();
         for s in segments(d.path()).unwrap() {
             assert_eq!(
-                read_segment(&segment_path(d.path(), s), |r| got.push(r)).unwrap(),
+                read_segment(&segment_path(d.path(), s), |r| if !r.cut {
+                    got.push(r)
+                })
+                .unwrap(),
                 Tail::Clean
             );
         }
@@ -623,7 +793,7 @@ mod tests {
         let fsyncs = wal.stats.fsyncs.load(Ordering::Relaxed);
         assert!(fsyncs < 200, "no group commit: {fsyncs} fsyncs");
         let mut n = 0;
-        read_segment(&segment_path(d.path(), 1), |_| n += 1).unwrap();
+        read_segment(&segment_path(d.path(), 1), |r| n += u64::from(!r.cut)).unwrap();
         assert_eq!(n, 200);
     }
 
@@ -638,7 +808,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&p).unwrap();
         f.set_len(len - 3).unwrap();
         let mut n = 0;
-        let tail = read_segment(&p, |_| n += 1).unwrap();
+        let tail = read_segment(&p, |r| n += u64::from(!r.cut)).unwrap();
         assert_eq!(n, 1);
         let Tail::Torn { offset, .. } = tail else {
             panic!("not torn")

@@ -110,6 +110,7 @@ async fn write_inner(core: &Arc<IngestCore>, data_dir: &Path) -> Result<u64, Che
             path: checkpoint_path(data_dir),
             source: io::Error::other(e.to_string()),
         })??;
+    // segments below the cut go, unless a forwarding cursor still needs them
     let freed = core.wal.remove_before(cut)?;
     tracing::info!(replay_from = cut, freed_bytes = freed, "checkpoint written");
     Ok(cut)
@@ -163,6 +164,9 @@ fn write_file(
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub durable: HashMap<String, u64>,
+    /// The segment replay started from: those below are covered by the
+    /// checkpoint (and kept only for forwarding cursors).
+    pub replay_from: u64,
     pub records: u64,
     pub torn: u64,
 }
@@ -224,6 +228,7 @@ pub fn recover(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => return Err(CheckpointError::Io { path, source }),
     }
+    rec.replay_from = replay_from;
     let wdir = wal_dir(data_dir);
     std::fs::create_dir_all(&wdir).map_err(|source| CheckpointError::Io {
         path: wdir.clone(),

@@ -203,6 +203,38 @@ pub struct Resolved {
     pub sample_count: u64,
 }
 
+/// The WAL record of samples that came without an agent (agent id empty):
+/// remote write, the self-scrape and rule output.
+fn external_record(series: Vec<(Labels, Vec<(i64, f64)>)>) -> Append {
+    let mut uses = Vec::with_capacity(series.len());
+    let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
+    for (labels, points) in series {
+        let id = labels.stable_hash();
+        for (t, v) in points {
+            let b = blocks.entry(t).or_insert_with(|| WalBlock {
+                timestamp_ms: t,
+                ids: Vec::new(),
+                values: Vec::new(),
+            });
+            b.ids.push(id);
+            b.values.push(v);
+        }
+        uses.push(SeriesUse {
+            id,
+            labels: Arc::new(labels),
+        });
+    }
+    let mut blocks: Vec<WalBlock> = blocks.into_values().collect();
+    blocks.sort_by_key(|b| b.timestamp_ms);
+    Append {
+        record: WalRecord {
+            blocks,
+            ..Default::default()
+        },
+        uses,
+    }
+}
+
 /// Shared by every stream.
 pub struct IngestCore {
     pub store: Arc<Store>,
@@ -459,6 +491,7 @@ impl IngestCore {
                     events: wal_events,
                     metadata: b.metadata.clone(),
                     tenant: String::new(),
+                    cut: false,
                 },
                 uses,
             },
@@ -559,6 +592,7 @@ impl IngestCore {
                     events: Vec::new(),
                     metadata: metadata.clone(),
                     tenant: tenant.to_string(),
+                    cut: false,
                 },
                 uses,
             })
@@ -597,6 +631,24 @@ impl IngestCore {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// Writes samples the store already holds (recording-rule output,
+    /// `ALERTS`, staleness markers) to the WAL, so they are replayed after a
+    /// crash and forwarded. The caller holds [`Self::gate`] from before it
+    /// wrote them to the store.
+    pub async fn log_applied(
+        &self,
+        samples: Vec<(Labels, i64, f64)>,
+    ) -> Result<(), crate::wal::WalError> {
+        let mut by_series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        for (l, t, v) in samples {
+            by_series.entry(l).or_default().push((t, v));
+        }
+        self.wal
+            .append(external_record(by_series.into_iter().collect()))
+            .await
+            .map(|_| ())
     }
 
     fn refused(&self, e: &AppendError, n: u64) {

@@ -216,6 +216,7 @@ impl LogWriter {
                     events: Vec::new(),
                     metadata: Vec::new(),
                     tenant: String::new(),
+                    cut: false,
                 },
                 uses: uses.into_values().collect(),
             })

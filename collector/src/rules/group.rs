@@ -126,6 +126,9 @@ pub struct EvalOutcome {
     pub failures: usize,
     /// Results the store refused (out of order, series limit).
     pub append_failures: usize,
+    /// Every sample written to the store (results, `ALERTS`, staleness
+    /// markers), all at the evaluation timestamp: what goes to the WAL.
+    pub written: Vec<(Labels, f64)>,
 }
 
 /// A group of rules.
@@ -258,6 +261,7 @@ impl Group {
             for (labels, v) in samples {
                 match append(env.store, &labels, ts, v) {
                     Ok(()) => {
+                        outcome.written.push((labels.clone(), v));
                         returned.insert(labels);
                     }
                     Err(e) => {
@@ -271,12 +275,16 @@ impl Group {
             }
             for gone in self.prev_series[i].difference(&returned) {
                 // refused when another rule wrote the series at ts: expected
-                let _ = append(env.store, gone, ts, STALE_NAN);
+                if append(env.store, gone, ts, STALE_NAN).is_ok() {
+                    outcome.written.push((gone.clone(), STALE_NAN));
+                }
             }
             self.prev_series[i] = returned;
         }
         for s in std::mem::take(&mut self.stale_series) {
-            let _ = append(env.store, &s, ts, STALE_NAN);
+            if append(env.store, &s, ts, STALE_NAN).is_ok() {
+                outcome.written.push((s, STALE_NAN));
+            }
         }
         self.eval_seconds = started.elapsed().as_secs_f64();
         outcome

@@ -36,6 +36,7 @@ use vigil_common::Labels;
 use super::file;
 use super::group::{EvalEnv, Group, wall_ms};
 use super::state;
+use crate::ingest::core::IngestCore;
 use crate::notify::Notifier;
 use crate::promql::{Engine, EngineOptions};
 use crate::store::{STALE_NAN, Store};
@@ -96,6 +97,7 @@ struct Metrics {
     last_eval: Family<GroupLabels, Gauge>,
     samples: Family<GroupLabels, Gauge>,
     append_failures: Counter,
+    output_failures: Counter,
     reload_ok: Gauge,
     reload_ts: Gauge,
     state_write_failures: Counter,
@@ -124,6 +126,11 @@ pub struct RuleManager {
     loading: Mutex<()>,
     /// Also told about every alert sent (the actions engine).
     alert_sink: RwLock<Option<Arc<dyn AlertSink>>>,
+    /// Where rule output is made durable (the WAL, hence replay and
+    /// forwarding); without it, output is in the store only.
+    output: RwLock<Option<Arc<IngestCore>>>,
+    /// Staleness markers of removed groups, written with the next evaluation.
+    pending_output: Mutex<Vec<(Labels, i64, f64)>>,
 }
 
 /// Something besides Alertmanager that wants the alerts a group sends
@@ -156,7 +163,17 @@ impl RuleManager {
             metrics: Metrics::default(),
             loading: Mutex::new(()),
             alert_sink: RwLock::new(None),
+            output: RwLock::new(None),
+            pending_output: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Makes rule output durable through the ingest WAL: every evaluation's
+    /// samples are appended there (under the checkpoint gate, so a
+    /// checkpoint never holds output the WAL lacks), which replays them
+    /// after a crash and lets forwarding send them.
+    pub fn set_output(&self, core: Arc<IngestCore>) {
+        *self.output.write() = Some(core);
     }
 
     pub fn register(&self, registry: &mut Registry) {
@@ -195,6 +212,11 @@ impl RuleManager {
             "vigil_collector_rule_append_failures",
             "Rule results the store refused (out of order, series limit)",
             m.append_failures.clone(),
+        );
+        registry.register(
+            "vigil_collector_rule_output_wal_failures",
+            "Rule results that could not be written to the WAL (in the store only: not replayed, not forwarded)",
+            m.output_failures.clone(),
         );
         registry.register(
             "vigil_collector_rules_config_last_reload_successful",
@@ -326,8 +348,10 @@ impl RuleManager {
             o.retired.store(true, Ordering::Release);
             let g = o.group.lock();
             for s in g.written_series() {
-                if let Ok(r) = self.store.get_or_create(s) {
-                    let _ = self.store.append(r, now, STALE_NAN);
+                if let Ok(r) = self.store.get_or_create(s)
+                    && self.store.append(r, now, STALE_NAN).is_ok()
+                {
+                    self.pending_output.lock().push((s.clone(), now, STALE_NAN));
                 }
             }
             if let Some(dir) = &self.opts.data_dir {
@@ -342,10 +366,11 @@ impl RuleManager {
 
     /// Evaluates one group at `ts` now (what the scheduler calls each
     /// interval; tests call it directly). Sends due alerts and saves state.
-    pub fn eval_group(&self, slot: &GroupSlot, ts: i64) {
+    /// Returns the samples written to the store (for the WAL).
+    pub fn eval_group(&self, slot: &GroupSlot, ts: i64) -> Vec<(Labels, f64)> {
         let mut g = slot.group.lock();
         if slot.retired.load(Ordering::Acquire) {
-            return;
+            return Vec::new();
         }
         let env = EvalEnv {
             engine: &self.engine,
@@ -401,6 +426,40 @@ impl RuleManager {
                 }
             }
         }
+        outcome.written
+    }
+
+    /// Evaluates a group and makes its output durable in the WAL (when
+    /// [`Self::set_output`] was called). The checkpoint gate is held from
+    /// before the store sees the output until the WAL has it.
+    async fn eval_and_log(self: &Arc<Self>, slot: &Arc<GroupSlot>, ts: i64) {
+        let output = self.output.read().clone();
+        let gate = match &output {
+            Some(core) => Some(core.gate.read().await),
+            None => None,
+        };
+        let (m, s) = (self.clone(), slot.clone());
+        let written = match tokio::task::spawn_blocking(move || m.eval_group(&s, ts)).await {
+            Ok(w) => w,
+            Err(_) => {
+                tracing::error!(group = %slot.key, "rule group evaluation panicked");
+                return;
+            }
+        };
+        let Some(core) = output.as_ref() else {
+            return;
+        };
+        let mut samples: Vec<(Labels, i64, f64)> = std::mem::take(&mut *self.pending_output.lock());
+        samples.extend(written.into_iter().map(|(l, v)| (l, ts, v)));
+        if samples.is_empty() {
+            return;
+        }
+        let n = samples.len();
+        if let Err(e) = core.log_applied(samples).await {
+            self.metrics.output_failures.inc_by(n as u64);
+            tracing::error!(group = %slot.key, error = %e, samples = n, "rule output not written to the WAL (kept in the store only)");
+        }
+        drop(gate);
     }
 
     /// A fingerprint of the rule files: which files the patterns match, their
@@ -508,13 +567,7 @@ impl RuleManager {
                     .inc_by(missed as u64);
                 next += missed * interval;
             }
-            let (m, s, ts) = (self.clone(), slot.clone(), next);
-            if tokio::task::spawn_blocking(move || m.eval_group(&s, ts))
-                .await
-                .is_err()
-            {
-                tracing::error!(group = %slot.key, "rule group evaluation panicked");
-            }
+            self.eval_and_log(&slot, next).await;
             next += interval;
         }
     }
@@ -536,6 +589,56 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, body).unwrap();
         p.display().to_string()
+    }
+
+    #[tokio::test]
+    async fn recording_output_and_alerts_go_through_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "r.yml", RULES);
+        let store = Arc::new(Store::new(StoreOptions::default()));
+        let wal = crate::wal::Wal::start(&dir.path().join("wal")).unwrap();
+        let core = Arc::new(IngestCore::new(
+            store.clone(),
+            wal.clone(),
+            crate::telemetry::Telemetry::new(),
+            Arc::new(crate::metadata::Metadata::default()),
+            None,
+            None,
+            Default::default(),
+        ));
+        let m = RuleManager::new(store, ManagerOptions::default(), None);
+        m.set_output(core);
+        m.load(std::slice::from_ref(&f)).unwrap();
+        let slot = m.groups()[0].clone();
+        m.eval_and_log(&slot, 1_000).await;
+        let mut r = crate::wal::reader::Reader::open(
+            wal.dir(),
+            wal.durable(),
+            None,
+            crate::wal::Position {
+                segment: 1,
+                offset: 0,
+            },
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        while let crate::wal::reader::Step::Record(rec, _) = r.step().unwrap() {
+            for b in &rec.blocks {
+                for (id, v) in b.ids.iter().zip(&b.values) {
+                    let l = r.labels(*id).unwrap();
+                    got.push((l.metric_name().unwrap().to_string(), b.timestamp_ms, *v));
+                }
+            }
+        }
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            vec![
+                ("ALERTS".to_string(), 1_000, 1.0),
+                ("ALERTS_FOR_STATE".to_string(), 1_000, 1.0),
+                ("one".to_string(), 1_000, 1.0)
+            ]
+        );
     }
 
     const RULES: &str = "groups:\n- name: g\n  interval: 1s\n  rules:\n  - alert: Always\n    expr: vector(1)\n    for: 1h\n  - record: one\n    expr: vector(1)\n";
