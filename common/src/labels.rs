@@ -83,6 +83,94 @@ impl Labels {
     }
 }
 
+/// Edits a label set as Prometheus's `labels.Builder` does (relabeling is
+/// defined in its terms): a base set, names deleted from it and pairs added in
+/// the order they were set. Setting an empty value deletes the name.
+#[derive(Clone, Debug, Default)]
+pub struct LabelsBuilder {
+    base: Labels,
+    del: Vec<String>,
+    add: Vec<(String, String)>,
+}
+
+impl LabelsBuilder {
+    pub fn new(base: Labels) -> Self {
+        LabelsBuilder {
+            base,
+            del: Vec::new(),
+            add: Vec::new(),
+        }
+    }
+
+    /// Starts over from `base`, keeping the allocations.
+    pub fn reset(&mut self, base: Labels) {
+        self.base = base;
+        self.del.clear();
+        self.add.clear();
+    }
+
+    /// The current value of `name`; `""` when absent (as in Prometheus, an
+    /// empty value and no value are the same).
+    pub fn get(&self, name: &str) -> &str {
+        if let Some((_, v)) = self.add.iter().find(|(k, _)| k == name) {
+            return v;
+        }
+        if self.del.iter().any(|d| d == name) {
+            return "";
+        }
+        self.base.get(name).unwrap_or("")
+    }
+
+    /// Sets `name`; an empty `value` deletes it.
+    pub fn set(&mut self, name: &str, value: &str) {
+        if value.is_empty() {
+            self.del(name);
+            return;
+        }
+        if let Some(p) = self.add.iter_mut().find(|(k, _)| k == name) {
+            value.clone_into(&mut p.1);
+            return;
+        }
+        self.add.push((name.to_string(), value.to_string()));
+    }
+
+    pub fn del(&mut self, name: &str) {
+        self.add.retain(|(k, _)| k != name);
+        if !self.del.iter().any(|d| d == name) {
+            self.del.push(name.to_string());
+        }
+    }
+
+    /// The current pairs in Prometheus's `Range` order: base pairs neither
+    /// deleted nor overridden (sorted), then added pairs in the order set.
+    /// A copy, so the caller may edit the builder while going through it.
+    pub fn snapshot(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .base
+            .0
+            .iter()
+            .filter(|(k, _)| {
+                !self.del.iter().any(|d| d == k) && !self.add.iter().any(|(a, _)| a == k)
+            })
+            .cloned()
+            .collect();
+        out.extend(self.add.iter().cloned());
+        out
+    }
+
+    /// The edited label set.
+    pub fn labels(&self) -> Labels {
+        if self.del.is_empty() && self.add.is_empty() {
+            return self.base.clone();
+        }
+        let mut out = self.snapshot();
+        if !self.add.is_empty() {
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Labels(out)
+    }
+}
+
 impl fmt::Display for Labels {
     /// Prometheus notation: `name{a="1",b="2"}` (values escaped).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,5 +212,40 @@ mod tests {
             l.stable_hash(),
             Labels::new([("a", "x\"y"), ("b", "3"), ("__name__", "up")]).stable_hash()
         );
+    }
+
+    #[test]
+    fn builder_edits_as_prometheus() {
+        let base = Labels::new([("a", "1"), ("b", "2"), ("c", "")]);
+        let mut b = LabelsBuilder::new(base.clone());
+        assert_eq!(b.labels(), base, "untouched: the base, empty values kept");
+        b.set("z", "26");
+        b.set("a", "one");
+        b.del("b");
+        assert_eq!(b.get("a"), "one");
+        assert_eq!(b.get("b"), "");
+        assert_eq!(b.get("missing"), "");
+        assert_eq!(
+            b.snapshot(),
+            vec![
+                ("c".to_string(), String::new()),
+                ("z".to_string(), "26".to_string()),
+                ("a".to_string(), "one".to_string())
+            ]
+        );
+        assert_eq!(
+            b.labels(),
+            Labels::new([("a", "one"), ("c", ""), ("z", "26")])
+        );
+        b.set("b", "back");
+        assert_eq!(b.get("b"), "back", "set after del wins");
+        b.set("z", "");
+        assert_eq!(b.get("z"), "", "empty value deletes");
+        assert_eq!(
+            b.labels(),
+            Labels::new([("a", "one"), ("b", "back"), ("c", "")])
+        );
+        b.reset(Labels::default());
+        assert!(b.labels().is_empty());
     }
 }
