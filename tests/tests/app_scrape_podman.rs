@@ -36,13 +36,16 @@ fn enc(s: &str) -> String {
 }
 
 /// An instant query: (labels, value) pairs, sorted; `Err` while the API is not answering.
-fn query(addr: &str, q: &str, t: f64) -> Result<Vec<(BTreeMap<String, String>, String)>, String> {
+/// (labels, value) of one series in a query result.
+type Row = (BTreeMap<String, String>, String);
+
+fn query(addr: &str, q: &str, t: f64) -> Result<Vec<Row>, String> {
     let (code, body) = get(addr, &format!("/api/v1/query?query={}&time={t:.3}", enc(q)))?;
     if code != 200 {
         return Err(format!("{code}: {body}"));
     }
     let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    let mut out: Vec<(BTreeMap<String, String>, String)> = v["data"]["result"]
+    let mut out: Vec<Row> = v["data"]["result"]
         .as_array()
         .ok_or_else(|| format!("no result: {body}"))?
         .iter()
@@ -241,12 +244,12 @@ fn containers_are_discovered_and_scraped_as_prometheus_does() {
             let t = now_s();
             let ours = query(&vigil, "count_over_time(up{job=\"containers\"}[10s])", t)?;
             let theirs = query(&prom, "count_over_time(up{job=\"containers\"}[10s])", t)?;
-            let enough = |r: &[(BTreeMap<String, String>, String)], want: usize| {
+            let enough = |r: &[Row], want: usize| {
                 r.len() >= want
                     && r.iter()
                         .all(|(_, v)| v.parse::<f64>().unwrap_or(0.0) >= 3.0)
             };
-            let valid_up = |r: &[(BTreeMap<String, String>, String)]| r.len();
+            let valid_up = |r: &[Row]| r.len();
             if enough(&ours, n + 1) && enough(&theirs, n) {
                 Ok(())
             } else {
@@ -267,7 +270,7 @@ fn containers_are_discovered_and_scraped_as_prometheus_does() {
         );
         let ours = query(&vigil, &sel, t).unwrap();
         let theirs = query(&prom, &sel, t).unwrap();
-        let up = |r: &[(BTreeMap<String, String>, String)]| {
+        let up = |r: &[Row]| {
             r.iter()
                 .find(|(m, _)| m.get("__name__").map(String::as_str) == Some("up"))
                 .map(|x| x.1.clone())
