@@ -93,7 +93,7 @@ pub async fn start(
         None => None,
     };
     let events: Option<Arc<dyn crate::ingest::EventSink>> = actions.as_ref().map(|a| {
-        Arc::new(crate::actions::engine::EventTriggers(a.clone()))
+        Arc::new(crate::actions::triggers::EventTriggers(a.clone()))
             as Arc<dyn crate::ingest::EventSink>
     });
 
@@ -159,12 +159,7 @@ pub async fn start(
     );
 
     // rules and Alertmanager
-    let external_labels = vigil_common::Labels::new(
-        config
-            .external_labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
+    let external_labels = config.external_labels.clone();
     let notifier = if config.alertmanagers.is_empty() {
         None
     } else {
@@ -200,7 +195,7 @@ pub async fn start(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(groups = n, "rules loaded");
         if let Some(a) = &actions {
-            m.set_alert_sink(Arc::new(crate::actions::engine::RuleTriggers(a.clone())));
+            m.set_alert_sink(Arc::new(crate::actions::triggers::RuleTriggers(a.clone())));
         }
         m.set_output(core.clone());
         Some(m)
@@ -339,10 +334,7 @@ pub async fn start(
                 _ = sd.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now_ms = vigil_common::time::now_ms();
             let st = c.store.clone();
             let _ = tokio::task::spawn_blocking(move || st.trim(now_ms)).await;
             let ls = logs.clone();
@@ -388,7 +380,7 @@ pub async fn start(
 
     // autoscalers
     if let Some(a) = actions {
-        let source = Arc::new(crate::actions::engine::PromqlSource::new(store.clone()));
+        let source = Arc::new(crate::actions::source::PromqlSource::new(store.clone()));
         let data = Some(store.subscribe_appends());
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -465,7 +457,7 @@ async fn reload_on_sighup(m: Arc<crate::rules::RuleManager>, shutdown: Cancellat
 
 /// `vigil-collector run`. `config_file` is kept for reloads (SIGHUP).
 pub fn main(config: Config, _config_file: Option<PathBuf>) -> anyhow::Result<()> {
-    crate::actions::ensure_crypto_provider();
+    crate::tls::ensure_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vigil-collector")

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use backon::BackoffBuilder as _;
+
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -73,7 +75,17 @@ impl Client {
     /// Runs until `drain` is cancelled and everything buffered is
     /// acknowledged; the shipper bounds that wait with `shutdown_timeout`.
     pub async fn run(self, drain: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        // reconnect delays: 50 ms doubling to 30 s, each with up to as much
+        // again of jitter; reset after a session that lasted 30 s
+        let delays = || {
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(30))
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = delays();
         let mut rejections: HashMap<u64, u32> = HashMap::new();
         loop {
             if drain.is_cancelled() && self.buffer.lock().is_empty() {
@@ -95,15 +107,13 @@ impl Client {
                 End::Retry(why) => {
                     self.telemetry.connected.store(0, Ordering::Relaxed);
                     if started.elapsed() > Duration::from_secs(30) {
-                        backoff = Duration::from_millis(100);
+                        backoff = delays();
                     }
-                    let pause =
-                        Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64));
+                    let pause = backoff.next().unwrap_or(Duration::from_secs(30));
                     tracing::warn!(error = %why, retry_in_ms = pause.as_millis() as u64, "collector stream ended");
                     if wait_or(&drain, pause).await && self.buffer.lock().is_empty() {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
