@@ -16,6 +16,7 @@
 //! - [`store`]: series and samples in memory, as the queries need them.
 //! - [`net`]: accepting connections on both listeners, within limits.
 //! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
+//! - [`ui`]: the web UI at `/` (its files compiled in).
 //! - [`rules`]: alerting and recording rules (Prometheus' format), the
 //!   alert state machine, `check rules` / `test rules`.
 //! - [`notify`]: sending alerts to Alertmanager.
@@ -40,6 +41,7 @@ pub mod run;
 pub mod selfscrape;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 pub mod wal;
 
 /// The collector's version, reported in `Welcome` and buildinfo.

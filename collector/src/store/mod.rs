@@ -28,6 +28,7 @@
 //! Not here: durability (the WAL in [`crate::wal`]), PromQL (in `promql`).
 
 mod bits;
+pub mod cardinality;
 pub(crate) mod checkpoint;
 pub(crate) mod chunk;
 pub(crate) mod index;
