@@ -5,6 +5,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; the
 //! project's test script does this before `cargo test`).
 
+pub mod browser;
 pub mod podman;
 pub mod prom;
 pub mod tls;

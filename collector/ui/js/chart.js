@@ -87,6 +87,8 @@
       cursor: { drag: { x: true, y: false } },
     }, [opts.x, ...ys], el);
     el.__uplot = u;
+    // time to the first chart drawn since navigation (docs/ui.md quotes it)
+    if (V.state.firstChartMs === undefined) V.state.firstChartMs = performance.now();
     el.__raw = { x: opts.x, ys: raw, labels: opts.labels.slice(0, n) };
     if (opts.ys.length > n) {
       el.append(V.h("p.legend-note", "Showing " + n + " of " + opts.ys.length + " series; narrow the query to see the rest."));

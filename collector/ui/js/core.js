@@ -124,7 +124,7 @@
     const msg = err && err.message ? err.message : String(err);
     V.append(box, [(err && err.type ? err.type + ": " : "") + msg]);
     // the engines' positions: "line:col: parse error: …"
-    const pos = /^(\d+):(\d+): /.exec(msg);
+    const pos = /(?:^|: )(\d+):(\d+): /.exec(msg);
     if (expr && pos) {
       const line = +pos[1], col = +pos[2];
       const lines = expr.split("\n");
