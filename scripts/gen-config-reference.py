@@ -36,7 +36,7 @@ def options(binary):
                 desc.append(l)
         d = " ".join(desc).replace("|", "\\|")
         # list flags are singular on the command line, plural in YAML
-        plural = {"--log-path": "log_paths", "--log-exclude": "log_excludes", "--external-label": "external_labels"}
+        plural = {"--log-path": "log_paths", "--log-exclude": "log_excludes", "--container-socket": "container_sockets", "--external-label": "external_labels"}
         key = plural.get(flag, flag[2:].replace("-", "_")) if flag != "--config" else "—"
         rows.append((flag + (f" {value}" if value else ""), env, key, d))
     return rows

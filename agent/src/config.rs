@@ -175,6 +175,78 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_max_open_files: Option<usize>,
 
+    /// Discover this node's workloads and scrape those that ask for it: Docker
+    /// and Podman containers with the label `prometheus.io/scrape=true` and,
+    /// inside a Kubernetes cluster, pods with that annotation (jobs
+    /// `containers` and `kubernetes-pods`) [default: true].
+    #[arg(long, env = "VIGIL_APP_DISCOVERY", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_discovery: Option<bool>,
+
+    /// Docker/Podman Engine API sockets the built-in `containers` job asks
+    /// (repeatable) [default: var/run/docker.sock and run/podman/podman.sock
+    /// under --host-root].
+    #[arg(
+        long = "container-socket",
+        env = "VIGIL_CONTAINER_SOCKETS",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_sockets: Vec<PathBuf>,
+
+    /// A YAML file with `scrape_configs:` in Prometheus's shape, added to the
+    /// `scrape_configs` of the config file.
+    #[arg(long, env = "VIGIL_SCRAPE_CONFIG_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_config_file: Option<PathBuf>,
+
+    /// Application scrape jobs (YAML only; see docs/scraping.md).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_configs: Option<Vec<crate::targets::config::ScrapeConfig>>,
+
+    /// Default timeout of an application scrape, at most its interval [default: 10s].
+    #[arg(long, env = "VIGIL_SCRAPE_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_timeout: Option<Duration>,
+
+    /// Default largest (uncompressed) body of an application scrape; a larger
+    /// one fails that scrape; 0: no limit [default: 64MiB].
+    #[arg(long, env = "VIGIL_SCRAPE_BODY_SIZE_LIMIT", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_body_size_limit: Option<ByteSize>,
+
+    /// Default most samples per application scrape (after metric relabeling);
+    /// more fail that scrape; 0: no limit [default: 200000].
+    #[arg(long, env = "VIGIL_SCRAPE_SAMPLE_LIMIT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_sample_limit: Option<usize>,
+
+    /// Default most labels per scraped series; 0: no limit [default: 64].
+    #[arg(long, env = "VIGIL_SCRAPE_LABEL_LIMIT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_label_limit: Option<usize>,
+
+    /// Default longest label name of a scraped series; 0: no limit [default: 256].
+    #[arg(long, env = "VIGIL_SCRAPE_LABEL_NAME_LENGTH_LIMIT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_label_name_length_limit: Option<usize>,
+
+    /// Default longest label value of a scraped series; 0: no limit [default: 4096].
+    #[arg(long, env = "VIGIL_SCRAPE_LABEL_VALUE_LENGTH_LIMIT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_label_value_length_limit: Option<usize>,
+
+    /// How often container and pod discovery look again [default: 5s].
+    #[arg(
+        long,
+        env = "VIGIL_DISCOVERY_REFRESH_INTERVAL",
+        value_name = "DURATION"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_refresh_interval: Option<Duration>,
+
     /// Log output format: text or json [default: text].
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -209,6 +281,8 @@ pub struct Config {
     pub logs: LogsConfig,
     pub processes: crate::procs::ProcessFilter,
     pub cgroup_open_files: usize,
+    /// Application scrape jobs, validated.
+    pub scrape_jobs: Vec<crate::targets::config::Job>,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
 }
@@ -246,6 +320,8 @@ impl Settings {
     /// Applies defaults and checks ranges.
     pub fn validate(self) -> Result<Config, ConfigError> {
         let invalid = |m: String| ConfigError::Invalid(m);
+        let scrape_jobs =
+            self.scrape_jobs(self.interval.unwrap_or(Duration::from_secs(10)).as_std())?;
         let collector = self
             .collector
             .unwrap_or_else(|| DEFAULT_COLLECTOR.to_string());
@@ -340,9 +416,77 @@ impl Settings {
                 exclude: regex_setting("process_exclude", self.process_exclude.as_deref())?,
             },
             cgroup_open_files: self.cgroup_open_files.unwrap_or(16_384),
+            scrape_jobs,
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level,
         })
+    }
+}
+
+/// The file named by `--scrape-config-file`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScrapeConfigFile {
+    #[serde(default)]
+    scrape_configs: Vec<crate::targets::config::ScrapeConfig>,
+}
+
+impl Settings {
+    /// Every scrape job: the config file's, `--scrape-config-file`'s and,
+    /// with `app_discovery`, the built-in ones (unless a job of that name exists).
+    fn scrape_jobs(
+        &self,
+        interval: std::time::Duration,
+    ) -> Result<Vec<crate::targets::config::Job>, ConfigError> {
+        use crate::targets::config::{JobDefaults, builtin_jobs, in_cluster_api};
+        let invalid = ConfigError::Invalid;
+        let mut list = self.scrape_configs.clone().unwrap_or_default();
+        if let Some(p) = &self.scrape_config_file {
+            let f: ScrapeConfigFile = vigil_common::config::load_yaml(p)?;
+            list.extend(f.scrape_configs);
+        }
+        if self.app_discovery.unwrap_or(true) {
+            for mut b in builtin_jobs(in_cluster_api().is_some()) {
+                if list.iter().any(|j| j.job_name == b.job_name) {
+                    continue;
+                }
+                for c in &mut b.container_sd_configs {
+                    c.sockets.clone_from(&self.container_sockets);
+                }
+                list.push(b);
+            }
+        }
+        let d = JobDefaults {
+            interval,
+            timeout: self
+                .scrape_timeout
+                .map_or(std::time::Duration::from_secs(10), |d| d.as_std()),
+            body_size_limit: self.scrape_body_size_limit.unwrap_or(ByteSize(64 << 20)).0,
+            limits: crate::targets::append::Limits {
+                sample_limit: self.scrape_sample_limit.unwrap_or(200_000),
+                label_limit: self.scrape_label_limit.unwrap_or(64),
+                label_name_length_limit: self.scrape_label_name_length_limit.unwrap_or(256),
+                label_value_length_limit: self.scrape_label_value_length_limit.unwrap_or(4096),
+            },
+            refresh: self
+                .discovery_refresh_interval
+                .map_or(std::time::Duration::from_secs(5), |d| d.as_std()),
+            host_root: self.host_root.clone().unwrap_or_else(|| PathBuf::from("/")),
+        };
+        if d.timeout.is_zero() {
+            return Err(invalid("scrape_timeout must be above 0".into()));
+        }
+        let mut jobs: Vec<crate::targets::config::Job> = Vec::with_capacity(list.len());
+        for c in &list {
+            if jobs.iter().any(|j| j.name == c.job_name) {
+                return Err(invalid(format!(
+                    "scrape_configs: job_name {:?} is used twice",
+                    c.job_name
+                )));
+            }
+            jobs.push(c.validate(&d).map_err(invalid)?);
+        }
+        Ok(jobs)
     }
 }
 
@@ -381,6 +525,40 @@ mod tests {
         assert_eq!(c.collector, DEFAULT_COLLECTOR);
         assert_eq!(c.interval, std::time::Duration::from_secs(10));
         assert!(!c.node_name.is_empty());
+    }
+
+    #[test]
+    fn scrape_jobs_from_yaml_and_builtins() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("agent.yml");
+        std::fs::write(
+            &f,
+            "scrape_configs:\n  - job_name: app\n    static_configs: [{targets: ['127.0.0.1:9']}]\n",
+        )
+        .unwrap();
+        let c = Settings::default().load(Some(&f)).unwrap();
+        let names: Vec<&str> = c.scrape_jobs.iter().map(|j| j.name.as_str()).collect();
+        assert!(
+            names.contains(&"app") && names.contains(&"containers"),
+            "{names:?}"
+        );
+        let c = Settings {
+            app_discovery: Some(false),
+            ..Default::default()
+        }
+        .load(Some(&f))
+        .unwrap();
+        assert_eq!(c.scrape_jobs.len(), 1);
+        std::fs::write(
+            &f,
+            "scrape_configs:\n  - {job_name: a}\n  - {job_name: a}\n",
+        )
+        .unwrap();
+        let e = Settings::default().load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("used twice"), "{e}");
+        std::fs::write(&f, "scrape_configs:\n  - {job_name: a, bogus: 1}\n").unwrap();
+        let e = Settings::default().load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!   (node_exporter's names).
 //! - [`cgroup`]: container metrics from cgroups v1/v2 (cAdvisor's names).
 //! - [`scrape`]: one scrape of every reader; state kept between scrapes.
+//! - [`targets`]: application scraping — this node's workloads discovered
+//!   (containers, pods, static and file_sd targets) and scraped with
+//!   Prometheus's semantics; `/api/v1/targets`.
 //! - [`ship`]: batching, the on-disk buffer in `--state-dir`, and the gRPC
 //!   stream with sequence numbers, acks and retransmission.
 //! - [`http`]: the agent's own `/metrics`, `/-/healthy`, `/-/ready`.
@@ -30,6 +33,7 @@ pub mod procs;
 pub mod run;
 pub mod scrape;
 pub mod ship;
+pub mod targets;
 pub mod telemetry;
 
 /// The agent's version, reported in `Hello` and in `vigil_agent_build_info`.

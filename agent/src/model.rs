@@ -104,6 +104,42 @@ pub struct Event {
     pub attributes: Vec<(String, String)>,
 }
 
+/// A series an application target exposed, with its final label set
+/// (`__name__`, target labels, `node`), made once and shared by every sample
+/// of it; `id` is unique in this agent's run, so a batch interns it by number.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TargetSeries {
+    pub id: u64,
+    pub labels: vigil_common::Labels,
+}
+
+impl TargetSeries {
+    pub fn new(labels: vigil_common::Labels) -> Arc<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Arc::new(TargetSeries {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            labels,
+        })
+    }
+}
+
+/// A family's `# HELP` / `# TYPE` / `# UNIT` as a target exposed them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyMetadata {
+    pub family: String,
+    pub kind: vigil_proto::v1::MetricType,
+    pub help: String,
+    pub unit: String,
+}
+
+/// What one scrape of one application target produced: samples (each with
+/// its own timestamp: exposed ones are honoured) and the families' metadata.
+#[derive(Clone, Debug, Default)]
+pub struct TargetScrape {
+    pub samples: Vec<(Arc<TargetSeries>, i64, f64)>,
+    pub metadata: Vec<FamilyMetadata>,
+}
+
 /// Everything one scrape read, stamped with one timestamp.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scrape {

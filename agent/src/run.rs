@@ -59,6 +59,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .take_log_acks()
         .context("log acknowledgements already taken")?;
     let tailer_task = tokio::spawn(tailer.run(ship.log_sender(), log_acks, shutdown.clone()));
+    let targets = Arc::new(crate::targets::Registry::default());
+    let target_metrics = Arc::new(crate::targets::metrics::TargetMetrics::default());
+    let targets_task = tokio::spawn(crate::targets::run(
+        config.scrape_jobs.clone(),
+        crate::targets::discovery::Context {
+            node: config.node_name.clone(),
+            host_root: config.host_root.clone(),
+            metrics: target_metrics.clone(),
+        },
+        ship.clone(),
+        targets.clone(),
+        shutdown.clone(),
+    ));
     if let Some(addr) = config.http_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -68,6 +81,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             node: config.node_name.clone(),
             latest: latest.clone(),
             telemetry: telemetry.clone(),
+            targets: targets.clone(),
+            target_metrics: target_metrics.clone(),
         });
         let sd = shutdown.clone();
         tokio::spawn(async move {
@@ -161,11 +176,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .fetch_add(scrape.sample_count() as u64, Ordering::Relaxed);
         // the agent's own metrics travel with every scrape
         scrape.families.extend(telemetry.families());
+        scrape.families.extend(target_metrics.families());
         log_metrics.collect_into(&mut scrape);
         *latest.lock() = Some(scrape.clone());
         ship.submit_scrape(scrape);
     }
     tracing::info!("stopping: sealing the last batch and waiting for acks");
+    let _ = targets_task.await;
     match tailer_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "log tailer stopped with an error"),

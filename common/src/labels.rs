@@ -85,7 +85,8 @@ impl Labels {
 
 /// Edits a label set as Prometheus's `labels.Builder` does (relabeling is
 /// defined in its terms): a base set, names deleted from it and pairs added in
-/// the order they were set. Setting an empty value deletes the name.
+/// the order they were set. An empty value is no value: base pairs with one
+/// are deleted from the start, and setting one deletes the name.
 #[derive(Clone, Debug, Default)]
 pub struct LabelsBuilder {
     base: Labels,
@@ -95,11 +96,9 @@ pub struct LabelsBuilder {
 
 impl LabelsBuilder {
     pub fn new(base: Labels) -> Self {
-        LabelsBuilder {
-            base,
-            del: Vec::new(),
-            add: Vec::new(),
-        }
+        let mut b = LabelsBuilder::default();
+        b.reset(base);
+        b
     }
 
     /// Starts over from `base`, keeping the allocations.
@@ -107,6 +106,11 @@ impl LabelsBuilder {
         self.base = base;
         self.del.clear();
         self.add.clear();
+        for (k, v) in &self.base.0 {
+            if v.is_empty() {
+                self.del.push(k.clone());
+            }
+        }
     }
 
     /// The current value of `name`; `""` when absent (as in Prometheus, an
@@ -216,9 +220,15 @@ mod tests {
 
     #[test]
     fn builder_edits_as_prometheus() {
-        let base = Labels::new([("a", "1"), ("b", "2"), ("c", "")]);
-        let mut b = LabelsBuilder::new(base.clone());
-        assert_eq!(b.labels(), base, "untouched: the base, empty values kept");
+        let base = Labels::new([("a", "1"), ("b", "2")]);
+        assert_eq!(
+            LabelsBuilder::new(base.clone()).labels(),
+            base,
+            "untouched: the base"
+        );
+        let mut b = LabelsBuilder::new(Labels::new([("a", "1"), ("b", "2"), ("c", "")]));
+        assert_eq!(b.get("c"), "");
+        assert_eq!(b.labels(), base, "an empty value is no value");
         b.set("z", "26");
         b.set("a", "one");
         b.del("b");
@@ -228,23 +238,16 @@ mod tests {
         assert_eq!(
             b.snapshot(),
             vec![
-                ("c".to_string(), String::new()),
                 ("z".to_string(), "26".to_string()),
                 ("a".to_string(), "one".to_string())
             ]
         );
-        assert_eq!(
-            b.labels(),
-            Labels::new([("a", "one"), ("c", ""), ("z", "26")])
-        );
+        assert_eq!(b.labels(), Labels::new([("a", "one"), ("z", "26")]));
         b.set("b", "back");
         assert_eq!(b.get("b"), "back", "set after del wins");
         b.set("z", "");
         assert_eq!(b.get("z"), "", "empty value deletes");
-        assert_eq!(
-            b.labels(),
-            Labels::new([("a", "one"), ("b", "back"), ("c", "")])
-        );
+        assert_eq!(b.labels(), Labels::new([("a", "one"), ("b", "back")]));
         b.reset(Labels::default());
         assert!(b.labels().is_empty());
     }

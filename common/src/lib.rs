@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod exposition;
 pub mod labels;
 pub mod logging;
 pub mod re2;

@@ -475,10 +475,8 @@ impl Relabel {
 }
 
 /// Applies `rules` in order; `None` when one of them drops the label set.
+/// As in Prometheus, labels with an empty value are gone from the result.
 pub fn process(rules: &[Relabel], labels: Labels) -> Option<Labels> {
-    if rules.is_empty() {
-        return Some(labels);
-    }
     let mut b = LabelsBuilder::new(labels);
     process_builder(rules, &mut b).then(|| b.labels())
 }

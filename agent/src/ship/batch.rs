@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use vigil_proto::v1 as pb;
 
 use super::{LogEntry, SourceKey};
-use crate::model::{Event, Scrape};
+use crate::model::{Event, Scrape, TargetScrape};
 
 /// Builds one batch.
 pub struct Builder {
     node: String,
     batch: pb::Batch,
     series: HashMap<Vec<(String, String)>, u32>,
+    /// Application targets' series by their id (see `TargetSeries`).
+    target_series: HashMap<u64, u32>,
     sources: HashMap<SourceKey, u32>,
     next_ref: u32,
     bytes: usize,
@@ -30,6 +32,7 @@ impl Builder {
             node: node.to_string(),
             batch: pb::Batch::default(),
             series: HashMap::new(),
+            target_series: HashMap::new(),
             sources: HashMap::new(),
             next_ref: 1,
             bytes: 0,
@@ -39,7 +42,10 @@ impl Builder {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.batch.samples.is_empty() && self.batch.logs.is_empty() && self.batch.events.is_empty()
+        self.batch.samples.is_empty()
+            && self.batch.logs.is_empty()
+            && self.batch.events.is_empty()
+            && self.batch.metadata.is_empty()
     }
 
     /// Approximate encoded size so far.
@@ -115,6 +121,82 @@ impl Builder {
         i
     }
 
+    /// Adds a target scrape's samples from `from` on (metadata first, once
+    /// per family), stopping once the batch holds `max_bytes`; returns the
+    /// index of the first sample not added. Consecutive samples with one
+    /// timestamp share a block.
+    pub fn add_target(&mut self, s: &TargetScrape, from: usize, max_bytes: usize) -> usize {
+        if from == 0 {
+            for m in &s.metadata {
+                if self.sent_metadata.insert(m.family.clone()) {
+                    self.bytes += 16 + m.family.len() + m.help.len();
+                    self.batch.metadata.push(pb::MetricMetadata {
+                        family: m.family.clone(),
+                        r#type: m.kind as i32,
+                        help: m.help.clone(),
+                        unit: m.unit.clone(),
+                    });
+                }
+            }
+        }
+        let mut i = from;
+        let mut block: Option<pb::SampleBlock> = None;
+        while i < s.samples.len() {
+            if self.bytes >= max_bytes && i > from {
+                break;
+            }
+            let (series, ts, v) = &s.samples[i];
+            let r = match self.target_series.get(&series.id) {
+                Some(r) => *r,
+                None => {
+                    let r = self.next_ref;
+                    self.next_ref += 1;
+                    self.bytes += 8 + series
+                        .labels
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 4)
+                        .sum::<usize>();
+                    self.batch.series.push(pb::SeriesDef {
+                        r#ref: r,
+                        labels: series
+                            .labels
+                            .iter()
+                            .map(|(k, v)| pb::Label {
+                                name: k.to_string(),
+                                value: v.to_string(),
+                            })
+                            .collect(),
+                    });
+                    self.target_series.insert(series.id, r);
+                    r
+                }
+            };
+            match &mut block {
+                Some(b) if b.timestamp_ms == *ts => {}
+                _ => {
+                    if let Some(b) = block.take() {
+                        self.batch.samples.push(b);
+                    }
+                    block = Some(pb::SampleBlock {
+                        timestamp_ms: *ts,
+                        refs: Vec::new(),
+                        values: Vec::new(),
+                    });
+                }
+            }
+            if let Some(b) = &mut block {
+                b.refs.push(r);
+                b.values.push(*v);
+            }
+            self.bytes += 12;
+            i += 1;
+        }
+        if let Some(b) = block {
+            self.batch.samples.push(b);
+        }
+        i
+    }
+
     pub fn add_events(&mut self, events: &[Event]) {
         for e in events {
             let subject = self.intern(e.subject.clone());
@@ -177,6 +259,7 @@ impl Builder {
         b.seq = seq;
         b.created_ms = now_ms;
         self.series.clear();
+        self.target_series.clear();
         self.sources.clear();
         self.next_ref = 1;
         self.bytes = 0;
@@ -318,6 +401,55 @@ mod tests {
         assert_eq!(w1.samples[0].refs, w2.samples[0].refs);
         assert_eq!(w1.metadata.len(), 1);
         assert_eq!(w2.metadata.len(), 0);
+    }
+
+    #[test]
+    fn target_samples_keep_their_timestamps_and_intern_by_id() {
+        use crate::model::{FamilyMetadata, TargetSeries};
+        let a = TargetSeries::new(vigil_common::Labels::new([
+            ("__name__", "a"),
+            ("node", "n"),
+        ]));
+        let b = TargetSeries::new(vigil_common::Labels::new([
+            ("__name__", "b"),
+            ("node", "n"),
+        ]));
+        let t = TargetScrape {
+            samples: vec![
+                (a.clone(), 5, 1.0),
+                (b.clone(), 5, 2.0),
+                (a.clone(), 7, 3.0),
+            ],
+            metadata: vec![FamilyMetadata {
+                family: "a".into(),
+                kind: pb::MetricType::Histogram,
+                help: "h".into(),
+                unit: String::new(),
+            }],
+        };
+        let mut bl = Builder::new("n");
+        assert_eq!(bl.add_target(&t, 0, 1 << 20), 3);
+        let batch = bl.seal(1, 0);
+        assert_eq!(batch.series.len(), 2, "a is defined once");
+        assert_eq!(batch.samples.len(), 2);
+        assert_eq!(batch.samples[0].timestamp_ms, 5);
+        assert_eq!(batch.samples[0].values, vec![1.0, 2.0]);
+        assert_eq!(batch.samples[1].refs, vec![batch.samples[0].refs[0]]);
+        assert_eq!(batch.metadata[0].r#type, pb::MetricType::Histogram as i32);
+        // split by size: every sample lands in exactly one batch
+        let mut from = 0;
+        let mut n = 0;
+        while from < t.samples.len() {
+            let to = bl.add_target(&t, from, 1);
+            n += bl
+                .seal(2, 0)
+                .samples
+                .iter()
+                .map(|b| b.refs.len())
+                .sum::<usize>();
+            from = to;
+        }
+        assert_eq!(n, 3);
     }
 
     #[test]

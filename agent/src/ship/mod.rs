@@ -38,7 +38,8 @@ pub struct LogAck {
 }
 
 // The shipper's producer interface (implemented in this module):
-// - `ShipHandle::submit_scrape(Scrape)` never blocks (scraping must not wait);
+// - `ShipHandle::submit_scrape(Scrape)` and `submit_target(TargetScrape)` never
+//   block (scraping must not wait);
 // - `ShipHandle::log_sender() -> tokio::sync::mpsc::Sender<Vec<LogEntry>>` is
 //   bounded: the tailer waits for room (backpressure on logs only);
 // - `ShipHandle::take_log_acks() -> tokio::sync::mpsc::UnboundedReceiver<Vec<LogAck>>`
@@ -57,12 +58,15 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::model::Scrape;
+use crate::model::{Scrape, TargetScrape};
 use crate::telemetry::Telemetry;
 
 /// How many scrapes may wait for the batcher before new ones are dropped
 /// (and counted): scraping never waits for shipping.
 const SCRAPE_QUEUE: usize = 16;
+/// Application target scrapes waiting for the batcher (one per target per
+/// interval: room for a burst of every target of a large node at once).
+const TARGET_QUEUE: usize = 1024;
 /// Batches of log entries (each up to 1 MiB of lines) waiting for the batcher.
 const LOG_QUEUE: usize = 4;
 
@@ -70,6 +74,7 @@ const LOG_QUEUE: usize = 4;
 #[derive(Clone)]
 pub struct ShipHandle {
     scrapes: mpsc::Sender<Scrape>,
+    targets: mpsc::Sender<TargetScrape>,
     logs: mpsc::Sender<Vec<LogEntry>>,
     log_acks: Arc<Mutex<Option<mpsc::UnboundedReceiver<Vec<LogAck>>>>>,
     telemetry: Arc<Telemetry>,
@@ -88,6 +93,21 @@ impl ShipHandle {
                 .dropped_samples
                 .fetch_add(n, Ordering::Relaxed);
             tracing::warn!(samples = n, "shipper is behind: scrape dropped");
+        }
+    }
+
+    /// Hands an application target's scrape over without waiting; if the
+    /// shipper is behind, it is dropped and counted like a node scrape.
+    pub fn submit_target(&self, s: TargetScrape) {
+        let n = s.samples.len() as u64;
+        if self.targets.try_send(s).is_err() {
+            self.telemetry
+                .dropped_scrapes
+                .fetch_add(1, Ordering::Relaxed);
+            self.telemetry
+                .dropped_samples
+                .fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(samples = n, "shipper is behind: target scrape dropped");
         }
     }
 
@@ -147,6 +167,7 @@ pub fn start(
     let buffer = Arc::new(Mutex::new(buffer));
     let sealed = Arc::new(Notify::new());
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<Scrape>(SCRAPE_QUEUE);
+    let (target_tx, mut target_rx) = mpsc::channel::<TargetScrape>(TARGET_QUEUE);
     // the tailer's batches are up to 1 MiB of lines: a short queue keeps the
     // pipeline busy without holding a backlog in memory (it stays in the files)
     let (log_tx, mut log_rx) = mpsc::channel::<Vec<LogEntry>>(LOG_QUEUE);
@@ -231,6 +252,20 @@ pub fn start(
                     }
                     None => break,
                 },
+                t = target_rx.recv() => if let Some(t) = t {
+                    let mut from = 0;
+                    loop {
+                        first_item.get_or_insert_with(tokio::time::Instant::now);
+                        from = builder.add_target(&t, from, max);
+                        if builder.bytes() >= max {
+                            seal(&mut builder);
+                            first_item = None;
+                        }
+                        if from >= t.samples.len() {
+                            break;
+                        }
+                    }
+                },
                 l = log_rx.recv() => if let Some(entries) = l {
                     for e in &entries {
                         first_item.get_or_insert_with(tokio::time::Instant::now);
@@ -259,6 +294,18 @@ pub fn start(
             }
             builder.add_events(&s.events);
         }
+        while let Ok(t) = target_rx.try_recv() {
+            let mut from = 0;
+            loop {
+                from = builder.add_target(&t, from, max);
+                if builder.bytes() >= max {
+                    seal(&mut builder);
+                }
+                if from >= t.samples.len() {
+                    break;
+                }
+            }
+        }
         while let Ok(entries) = log_rx.try_recv() {
             for e in &entries {
                 builder.add_log(e);
@@ -284,6 +331,7 @@ pub fn start(
     Ok((
         ShipHandle {
             scrapes: scrape_tx,
+            targets: target_tx,
             logs: log_tx,
             log_acks: Arc::new(Mutex::new(Some(ack_rx))),
             telemetry,

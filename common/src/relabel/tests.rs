@@ -659,14 +659,26 @@ fn empty_regex_matches_only_empty() {
 }
 
 #[test]
-fn empty_valued_base_labels_survive_untouched_rules() {
-    // cAdvisor-style families keep `name=""`; rules that do not touch it keep it.
+fn empty_valued_labels_are_absent() {
+    // Prometheus's labels.Builder deletes base labels with an empty value.
     assert_eq!(
         run(
             &[("name", ""), ("a", "1")],
             "- {target_label: b, replacement: '2'}"
         ),
-        Some(l(&[("a", "1"), ("b", "2"), ("name", "")]))
+        Some(l(&[("a", "1"), ("b", "2")]))
+    );
+    assert_eq!(
+        process(&[], l(&[("name", ""), ("a", "1")])),
+        Some(l(&[("a", "1")]))
+    );
+    // ... and read as "" by source_labels.
+    assert_eq!(
+        run(
+            &[("e", "")],
+            "- {source_labels: [e], regex: '', action: drop}"
+        ),
+        None
     );
 }
 
