@@ -6,6 +6,7 @@
 //! project's test script does this before `cargo test`).
 
 pub mod browser;
+pub mod dashboards;
 pub mod podman;
 pub mod prom;
 pub mod tls;
