@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently: the reference programs from
 # Debian's packages (Prometheus, promtool, Alertmanager, node_exporter,
-# VictoriaMetrics), podman set up as testbed.md describes (runc, k8s-file
+# VictoriaMetrics), Chromium and chromedriver (the web UI's browser tests),
+# podman set up as testbed.md describes (runc, k8s-file
 # logs, a registry-free busybox image `localhost/bb:1`), a Python venv with
 # push clients (OpenTelemetry SDK, python-logging-loki), and the Rust
 # components (rustfmt, clippy). Safe to run again; skips what is present.
@@ -11,7 +12,7 @@ need_pkgs=()
 for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
             prometheus-node-exporter:prometheus-node-exporter victoria-metrics:victoria-metrics vmalert:victoria-metrics \
             podman:podman runc:runc catatonit:catatonit busybox:busybox-static \
-            openssl:openssl htpasswd:apache2-utils; do
+            openssl:openssl htpasswd:apache2-utils chromium:chromium chromedriver:chromium-driver; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done

@@ -51,6 +51,7 @@ for p in $collector $agent; do
 done
 cat <<MSG
 vigil is running on this host (data in $home, logs in $home/logs/).
+  web UI                http://127.0.0.1:$http_port/
   collector metrics     http://127.0.0.1:$http_port/metrics
   Prometheus API        http://127.0.0.1:$http_port/api/v1/query?query=node_load1
   (point Grafana's Prometheus data source at http://127.0.0.1:$http_port)

@@ -388,6 +388,8 @@ pub struct Settings {
 /// Validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The settings as given, before defaults (the status API shows them).
+    pub given: Given,
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -419,6 +421,19 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: Option<String>,
     pub forward: ForwardConfig,
+}
+
+/// The settings as given (flags over environment over file), before
+/// defaults: what `/api/v1/status/flags` and `/api/v1/status/config` show,
+/// with secrets hidden (`crate::http::status`).
+#[derive(Clone, Default)]
+pub struct Given(pub Settings);
+
+impl std::fmt::Debug for Given {
+    // the effective values are the other fields; these may hold secrets
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Given { .. }")
+    }
 }
 
 /// Limits of the query APIs (PromQL and LogQL).
@@ -484,6 +499,7 @@ impl Settings {
 
     /// Applies defaults and checks ranges.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let given = Given(self.clone());
         let invalid = |m: String| ConfigError::Invalid(m);
         let addr = |key: &str, v: Option<&str>, d: &str| -> Result<SocketAddr, ConfigError> {
             let a = v.unwrap_or(d);
@@ -735,6 +751,7 @@ impl Settings {
         }
         forward.check_names().map_err(invalid)?;
         Ok(Config {
+            given,
             http_listen,
             grpc_listen,
             data_dir: self

@@ -21,6 +21,7 @@
 //! - [`net`]: accepting connections on both listeners, within limits.
 //! - [`http`]: `/metrics`, `/federate`, health, the Prometheus and Loki HTTP
 //!   APIs, remote write, pushes, the rules and actions APIs, authentication.
+//! - [`ui`]: the web UI at `/` (its files compiled in).
 //! - [`rules`]: alerting and recording rules (Prometheus' format), the
 //!   alert state machine, templates, `check rules` / `test rules`.
 //! - [`notify`]: sending alerts to Alertmanager.
@@ -55,6 +56,7 @@ pub mod selfscrape;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 pub mod wal;
 
 /// The collector's version, reported in `Welcome` and buildinfo.

@@ -218,6 +218,16 @@ pub async fn start(
     state.queries.register(&mut telemetry.registry.lock());
     state.remote_write_receiver = config.remote_write_receiver;
     state.series_limits = config.series_limits;
+    state.status = Arc::new(crate::http::status::StatusInfo {
+        start_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        given: Some(config.given.clone()),
+        retention: config.retention,
+        data_dir: config.data_dir.clone(),
+        self_scrape_interval: config.self_scrape_interval,
+    });
     let am_token = actions
         .as_ref()
         .and_then(|a| a.config().alertmanager_token.clone());

@@ -9,6 +9,8 @@
 // unwrap, expect and panic (the workspace denies it everywhere else).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
+pub mod dashboards;
 pub mod podman;
 pub mod prom;
 pub mod tls;

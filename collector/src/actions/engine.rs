@@ -110,6 +110,10 @@ struct Metrics {
     current: Family<ScalerLabels, Gauge>,
     desired: Family<ScalerLabels, Gauge>,
     no_data: Family<ScalerLabels, Counter>,
+    /// The autoscaler's metric (the workload's average) and its target, as
+    /// last evaluated: what the dashboards draw next to the replicas.
+    metric: Family<ScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    target: Family<ScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     crash_looping: Gauge,
     audit_errors: Counter,
 }
@@ -191,6 +195,16 @@ impl Actions {
             "vigil_actions_scaler_desired_replicas",
             "Replicas an autoscaler last decided on",
             m.desired.clone(),
+        );
+        registry.register(
+            "vigil_actions_scaler_metric",
+            "The autoscaler's metric as last evaluated (the average over the workload)",
+            m.metric.clone(),
+        );
+        registry.register(
+            "vigil_actions_scaler_target",
+            "The autoscaler's target for its metric",
+            m.target.clone(),
         );
         registry.register(
             "vigil_actions_scaler_no_data",
@@ -563,6 +577,8 @@ impl Actions {
         // one value: the workload's average; several: one per replica, the
         // replicas without a value counted as missing
         let value = values.iter().sum::<f64>() / values.len() as f64;
+        self.metrics.metric.get_or_create(&labels).set(value);
+        self.metrics.target.get_or_create(&labels).set(sc.target);
         let recommended = if values.len() == 1 {
             hpa::desired_from_average(current, value, sc.target, sc.tolerance)
         } else {

@@ -17,6 +17,7 @@ use crate::actions::engine::Actions;
 use crate::store::Store;
 
 pub mod actions_api;
+pub mod actions_overview;
 pub mod api;
 pub mod auth;
 pub mod gate;
@@ -25,6 +26,7 @@ pub mod loki_push;
 pub mod otlp;
 pub mod remote_write;
 pub mod rules_api;
+pub mod status;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -55,6 +57,8 @@ pub struct AppState {
     pub series_limits: crate::config::SeriesLimits,
     /// Who may use which endpoint.
     pub auth: Arc<auth::Auth>,
+    /// Start time and settings for the status endpoints.
+    pub status: Arc<status::StatusInfo>,
 }
 
 impl AppState {
@@ -73,6 +77,7 @@ impl AppState {
             remote_write_receiver: true,
             series_limits: Default::default(),
             auth: auth::Auth::open(),
+            status: Arc::default(),
         }
     }
 }
@@ -91,6 +96,9 @@ pub fn router(state: AppState) -> Router {
         .merge(loki::routes())
         .merge(loki_push::routes())
         .merge(otlp::routes())
+        .merge(status::routes())
+        .merge(actions_overview::routes())
+        .merge(crate::ui::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             auth::middleware,

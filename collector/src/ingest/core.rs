@@ -253,6 +253,8 @@ pub struct IngestCore {
     pub gate: tokio::sync::RwLock<()>,
     /// Label limits every series must respect, whoever sends it.
     pub limits: crate::config::SeriesLimits,
+    /// Which agents are connected, and how their batches arrive.
+    pub roster: super::roster::Roster,
 }
 
 impl IngestCore {
@@ -282,6 +284,7 @@ impl IngestCore {
             ),
             gate: tokio::sync::RwLock::new(()),
             limits: Default::default(),
+            roster: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use vigil_common::Labels;
 pub mod checkpoint;
 pub mod core;
 pub mod push;
+pub mod roster;
 pub mod service;
 
 /// A log record as ingest resolved it (interned refs replaced by values).

@@ -143,8 +143,18 @@ impl Ingest for IngestService {
             peer = ?peer, durable_seq = durable, "agent connected");
         tokio::spawn(async move {
             core.telemetry.agents_connected.inc();
+            core.roster.connected(
+                &hello.agent_id,
+                &hello.node_name,
+                &hello.agent_version,
+                peer,
+                now_ms(),
+            );
             let result = stream_loop(&core, &hello, &mut inbound, &tx).await;
             core.telemetry.agents_connected.dec();
+            let error = result.as_ref().err().map(|s| s.message().to_string());
+            core.roster
+                .disconnected(&hello.agent_id, error.as_deref().unwrap_or(""), now_ms());
             match result {
                 Ok(()) => tracing::info!(agent = %hello.agent_id, "agent stream closed"),
                 Err(status) => {
@@ -201,6 +211,8 @@ async fn stream_loop(
             core.telemetry.duplicate_batches.inc();
             let seq = batch.seq;
             drop(durable);
+            core.roster
+                .batch(&hello.agent_id, seq, batch.created_ms, 0, 0, now_ms());
             if tx.send(Ok(ack(seq, 1))).await.is_err() {
                 return Ok(());
             }
@@ -227,6 +239,14 @@ async fn stream_loop(
         *durable = batch.seq;
         core.set_durable(&hello.agent_id, batch.seq);
         drop(durable);
+        core.roster.batch(
+            &hello.agent_id,
+            batch.seq,
+            batch.created_ms,
+            resolved.sample_count,
+            resolved.logs.len() as u64,
+            now_ms(),
+        );
         let t = &core.telemetry;
         t.batches.inc();
         t.samples.inc_by(resolved.sample_count);
@@ -244,6 +264,13 @@ async fn stream_loop(
             return Ok(());
         }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn invalid(core: &IngestCore, e: super::core::BatchError) -> Status {

@@ -64,7 +64,7 @@ impl Symbols {
 pub(crate) struct Index {
     pub symbols: Symbols,
     /// name → value → sorted series ids.
-    postings: HashMap<u32, HashMap<u32, Vec<u32>>>,
+    pub(super) postings: HashMap<u32, HashMap<u32, Vec<u32>>>,
     /// Every live series id, sorted.
     all: Vec<u32>,
     /// stable hash of the label set → series id (live or dead but kept for

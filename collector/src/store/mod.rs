@@ -34,6 +34,7 @@
 //! several files; the parts with no lock of their own are the submodules.
 
 mod bits;
+pub mod cardinality;
 pub(crate) mod checkpoint;
 pub(crate) mod chunk;
 pub(crate) mod index;
