@@ -25,6 +25,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod fleet;
 pub mod forward;
 pub mod http;
 pub mod ingest;

@@ -55,6 +55,9 @@ pub struct AppState {
     pub series_limits: crate::config::SeriesLimits,
     /// Who may use which endpoint.
     pub auth: Arc<auth::Auth>,
+    /// Whether this collector is the one of its fleet that acts (the
+    /// Alertmanager webhook answers 503 elsewhere, so Alertmanager retries).
+    pub leadership: crate::fleet::leader::Leadership,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             remote_write_receiver: true,
             series_limits: Default::default(),
             auth: auth::Auth::open(),
+            leadership: crate::fleet::leader::Leadership::always(),
         }
     }
 }
