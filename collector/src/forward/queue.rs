@@ -474,8 +474,8 @@ enum Read {
         start: Position,
         next: Position,
         bytes: u64,
-        /// (series id, items) per series.
-        items: Vec<(u64, Items)>,
+        /// Items per shard (series id modulo the shard count), in WAL order.
+        items: Vec<Items>,
         newest_secs: f64,
         relabel_dropped: u64,
         unknown: u64,
@@ -491,6 +491,8 @@ struct ReadState {
     cache: HashMap<u64, Option<Arc<Labels>>, IdHash>,
     relabel: Arc<Vec<relabel::Relabel>>,
     kind: Kind,
+    /// Items are split over this many shards.
+    shards: usize,
 }
 
 impl ReadState {
@@ -534,17 +536,10 @@ impl ReadState {
                     } else {
                         next.offset
                     };
-                    // per series, in first-seen order (deterministic: a
-                    // restart must split a record the same way)
-                    let mut slot: HashMap<u64, usize, IdHash> = HashMap::with_hasher(IdHash);
-                    let mut per: Vec<(u64, Items)> = Vec::new();
-                    let kind = self.kind;
-                    let mut entry = |id: u64, per: &mut Vec<(u64, Items)>| -> usize {
-                        *slot.entry(id).or_insert_with(|| {
-                            per.push((id, Items::empty(kind)));
-                            per.len() - 1
-                        })
-                    };
+                    // per shard, in WAL order (deterministic: a restart
+                    // must split a record the same way)
+                    let n = self.shards.max(1) as u64;
+                    let mut per: Vec<Items> = (0..n).map(|_| Items::empty(self.kind)).collect();
                     let (mut dropped, mut unknown, mut newest) = (0u64, 0u64, i64::MIN);
                     match self.kind {
                         Kind::Samples => {
@@ -555,8 +550,7 @@ impl ReadState {
                                         Some(None) => dropped += 1,
                                         Some(Some(series)) => {
                                             newest = newest.max(b.timestamp_ms);
-                                            let i = entry(*id, &mut per);
-                                            per[i].1.push_sample(SampleItem {
+                                            per[(*id % n) as usize].push_sample(SampleItem {
                                                 series,
                                                 t: b.timestamp_ms,
                                                 v: *v,
@@ -574,8 +568,7 @@ impl ReadState {
                                     Some(None) => dropped += 1,
                                     Some(Some(stream)) => {
                                         newest = newest.max(l.timestamp_ns / 1_000_000);
-                                        let i = entry(l.stream_id, &mut per);
-                                        per[i].1.push_log(LogItem {
+                                        per[(l.stream_id % n) as usize].push_log(LogItem {
                                             stream,
                                             t_ns: l.timestamp_ns,
                                             line: l.line,
@@ -702,6 +695,7 @@ impl Pipeline {
             cache: HashMap::with_hasher(IdHash),
             relabel: ep.relabel.clone(),
             kind: ep.kind,
+            shards: n,
         });
         let (durable_tx, durable_rx) = watch::channel(0u64);
         let sh = Arc::new(Shared {
@@ -799,10 +793,7 @@ impl Pipeline {
                         // per shard, in record order, minus what was
                         // delivered before a restart
                         let n = shards.len();
-                        let mut parts: Vec<Items> = (0..n).map(|_| Items::empty(ep.kind)).collect();
-                        for (id, its) in items {
-                            parts[(id % n as u64) as usize].append(its);
-                        }
+                        let mut parts = items;
                         let mut firsts = vec![0u64; n];
                         if start <= skip_until.record {
                             for (i, part) in parts.iter_mut().enumerate() {
@@ -913,6 +904,9 @@ impl Pipeline {
                     }
                     sh.dirty.notify_one();
                     shards = spawn_shards(&sh, want, Vec::new());
+                    if let Some(st) = state.as_mut() {
+                        st.shards = want;
+                    }
                     ep.metrics.shards.set(shards.len() as i64);
                 }
                 backlog_before = backlog;
