@@ -1,7 +1,7 @@
 //! Log tailer benchmark (a bench binary, `cargo bench -p vigil-agent --bench logs`):
 //!
 //! 1. throughput: CRI lines of ~200 bytes read from a file, parsed, turned into
-//!    `LogEntry` batches and handed over (and acknowledged), on one thread:
+//!    `LogRecord` batches and handed over (and acknowledged), on one thread:
 //!    lines/s and MiB/s of wall time and per CPU second;
 //! 2. the same through `Tailer::run` and its bounded channel, with a consumer
 //!    task acknowledging every batch (a current-thread runtime);
@@ -10,6 +10,10 @@
 //! Sizes can be changed with `VIGIL_BENCH_MIB` (default 512) and
 //! `VIGIL_BENCH_BACKLOG_MIB` (default 1024). Files go to a temp folder
 //! (`TMPDIR`), removed at the end.
+
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::path::Path;
@@ -21,7 +25,7 @@ use vigil_agent::logs::checkpoint::Checkpoints;
 use vigil_agent::logs::discovery::Discovery;
 use vigil_agent::logs::tail::{Core, Opts};
 use vigil_agent::logs::{LogMetrics, Tailer};
-use vigil_agent::ship::{LogAck, LogEntry};
+use vigil_agent::ship::{LogAck, LogRecord};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -113,7 +117,7 @@ fn rss_kib() -> u64 {
 }
 
 /// The highest end offset per source of a batch (what a shipper acks).
-fn acks_of(batch: &[LogEntry]) -> Vec<LogAck> {
+fn acks_of(batch: &[LogRecord]) -> Vec<LogAck> {
     let mut acks: Vec<LogAck> = Vec::new();
     for e in batch {
         match acks.iter_mut().find(|a| a.source == e.source) {
@@ -181,7 +185,7 @@ fn bench_tailer(root: &Path, state: &Path, bytes: u64, label: &str) {
     rt.block_on(async {
         let tailer = Tailer::new(&cfg(), root, state).expect("tailer");
         let metrics = tailer.metrics();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<LogEntry>>(8);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<LogRecord>>(8);
         let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(tailer.run(tx, ack_rx, shutdown.clone()));

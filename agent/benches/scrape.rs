@@ -13,6 +13,10 @@
 //!    `target/release`, shipping to a release collector every second for
 //!    30 s; target ≤ 20 MiB).
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

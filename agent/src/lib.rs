@@ -12,7 +12,10 @@
 //!   and their Prometheus text encoding.
 //! - [`node`]: node-level metrics from `/proc` and `/sys` under `--host-root`
 //!   (node_exporter's names).
-//! - [`cgroup`]: container metrics from cgroups v1/v2 (cAdvisor's names).
+//! - [`cgroup`]: container metrics from cgroups v1/v2 (cAdvisor's names),
+//!   OOM kills from the kernel log.
+//! - [`procs`]: process metrics with bounded cardinality.
+//! - [`logs`]: container log discovery, parsing, tailing and checkpoints.
 //! - [`scrape`]: one scrape of every reader; state kept between scrapes.
 //! - [`targets`]: application scraping — this node's workloads discovered
 //!   (containers, pods, static and file_sd targets) and scraped with
@@ -21,7 +24,12 @@
 //!   stream with sequence numbers, acks and retransmission.
 //! - [`http`]: the agent's own `/metrics`, `/-/healthy`, `/-/ready`.
 //! - [`telemetry`]: the agent's self-metrics (`vigil_agent_*`).
-//! - [`run`]: wires the above together for the `run` command.
+//! - [`run`]: wires the above together for the `run` command; nothing
+//!   imports it.
+//!
+//! Shared with the collector (`vigil_common`): time and RFC 3339, crash-safe
+//! state files, the framed-record format of the disk buffer, durations,
+//! label sets.
 
 pub mod cgroup;
 pub mod config;

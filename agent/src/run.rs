@@ -15,14 +15,6 @@ use crate::config::Config;
 use crate::scrape::Scraper;
 use crate::telemetry::Telemetry;
 
-/// Current wall-clock time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// `vigil-agent scrape`: one scrape in Prometheus text format.
 pub fn scrape_once(config: &Config) -> anyhow::Result<String> {
     let (scrape, report) = Scraper::new(config).scrape();

@@ -43,7 +43,7 @@ impl Scraper {
     /// Only the OOM kills the kernel logged since the last scrape (events and
     /// their counter), shipped between scrapes when the kernel log shows one.
     pub fn events(&mut self) -> (Scrape, Vec<String>) {
-        let mut scrape = Scrape::new(crate::run::now_ms());
+        let mut scrape = Scrape::new(vigil_common::time::now_ms());
         let errors = self
             .cgroup
             .drain_events(&mut scrape)
@@ -55,7 +55,7 @@ impl Scraper {
 
     /// Reads everything once.
     pub fn scrape(&mut self) -> (Scrape, ScrapeReport) {
-        let mut scrape = Scrape::new(crate::run::now_ms());
+        let mut scrape = Scrape::new(vigil_common::time::now_ms());
         let mut report = ScrapeReport::default();
         let t = std::time::Instant::now();
         for e in self.node.scrape(&mut scrape) {

@@ -2,6 +2,10 @@
 //! with mkdir with a CPU-burning child moved in, and a real podman container.
 //! Both skip with a printed reason when root, v1 or podman is missing.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -22,12 +26,7 @@ fn value(s: &Scrape, name: &str, label: &str, want: &str) -> Option<Found> {
         .map(|x| (x.labels.to_vec(), x.value))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use vigil_common::time::now_ms;
 
 /// Kills the child and removes the cgroups bottom-up, whatever happened.
 struct Guard {

@@ -3,6 +3,7 @@
 //! types first): the field selector and token are sent, finished and pending
 //! pods are skipped, annotations steer address, path, scheme and interval,
 //! and pods that appear and disappear between refreshes do so in the targets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

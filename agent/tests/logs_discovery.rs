@@ -2,6 +2,10 @@
 //! from real systems), user globs and excludes; identity labels; the open
 //! file bound; the log-derived metric families.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod logs_support;
 
 use std::path::Path;

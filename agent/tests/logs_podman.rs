@@ -2,6 +2,10 @@
 //! lines: discovered by its layout, parsed, labelled with its full id and
 //! name. Skips (with a reason) where podman or the test image is missing.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod logs_support;
 
 use std::path::Path;

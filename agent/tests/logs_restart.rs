@@ -2,6 +2,10 @@
 //! the process, and a restarted tailer repeats only what was not
 //! acknowledged, at the same `(source, offset)` (what the collector drops).
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod logs_support;
 
 use std::collections::HashMap;
@@ -11,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logs_support::*;
-use vigil_agent::ship::{LogEntry, SourceKey};
+use vigil_agent::ship::{LogRecord, SourceKey};
 
 /// Numbered lines where every 7th stdout message is split into three `P`/`F`
 /// pieces with a stderr line (its own number) between the pieces.
@@ -69,7 +73,7 @@ fn saved(state: &Path) -> HashMap<SourceKey, u64> {
 
 /// What the collector would keep: one line per (source, offset). Asserts a
 /// repeat always has the same position and content, and every number once.
-fn dedup(runs: &[&[LogEntry]], total: u64) -> usize {
+fn dedup(runs: &[&[LogRecord]], total: u64) -> usize {
     let mut by_pos: HashMap<(SourceKey, u64), &str> = HashMap::new();
     let mut repeats = 0;
     for e in runs.iter().flat_map(|r| r.iter()) {
@@ -110,7 +114,7 @@ async fn crash_with_unacked_entries_loses_nothing_and_repeats_only_dedupable() {
     // and the restart must skip its remaining pieces (else a fragment would
     // arrive as a line of its own, which `dedup` rejects).
     assert_eq!((4_998 % 7, 24_997 % 7), (0, 0));
-    let policy: AckPolicy = Arc::new(|e: &LogEntry| {
+    let policy: AckPolicy = Arc::new(|e: &LogRecord| {
         let s = seq_of(&e.line).unwrap_or(0);
         s < 4_999 || (20_000..24_998).contains(&s)
     });
@@ -178,7 +182,7 @@ async fn rotated_and_gzipped_while_down_resumes_inside_the_gz() {
     let end = write_mixed(&live, 0, 10_000);
     let cfg = logs_config(&[POD_GLOB]);
     assert_eq!(3_997 % 7, 0);
-    let policy: AckPolicy = Arc::new(|e: &LogEntry| seq_of(&e.line).unwrap_or(0) < 3_998);
+    let policy: AckPolicy = Arc::new(|e: &LogRecord| seq_of(&e.line).unwrap_or(0) < 3_998);
     let run = Running::start(&cfg, root.path(), state.path(), policy);
     assert!(
         run.wait_seqs(Duration::from_secs(30), |s| s.len() as u64 == end)

@@ -4,6 +4,10 @@
 //! line must arrive exactly once (copytruncate: see its test for what can and
 //! cannot be guaranteed).
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod logs_support;
 
 use std::collections::HashSet;
@@ -95,7 +99,7 @@ fn gzip(from: &Path, to: &Path) {
     std::fs::remove_file(from).unwrap();
 }
 
-fn assert_exactly_once(entries: &[vigil_agent::ship::LogEntry], total: u64) {
+fn assert_exactly_once(entries: &[vigil_agent::ship::LogRecord], total: u64) {
     let counts = seq_counts(entries);
     let missing: Vec<u64> = (0..total).filter(|s| !counts.contains_key(s)).collect();
     let doubled: Vec<(u64, usize)> = counts

@@ -2,6 +2,10 @@
 //! in-memory store (engine only, no HTTP). Run with
 //! `cargo bench -p vigil-collector --bench promql`.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use vigil_collector::promql::{Engine, Value};
 use vigil_collector::store::{Store, StoreOptions};

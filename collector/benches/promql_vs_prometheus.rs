@@ -4,9 +4,13 @@
 //! `/usr/bin/prometheus` is missing. Run with
 //! `cargo bench -p vigil-collector --bench promql_vs_prometheus`.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use vigil_collector::http::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 use vigil_collector::http::{AppState, router};
@@ -159,9 +163,7 @@ async fn run(client: &reqwest::Client, ours: &str, theirs: &str) -> anyhow::Resu
         anyhow::ensure!(Instant::now() < deadline, "prometheus not ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let now = vigil_common::time::now_ms();
     let t_end = now / STEP_MS * STEP_MS - STEP_MS;
     let t = Instant::now();
     push(client, &format!("{ours}/api/v1/write"), t_end).await?;

@@ -29,9 +29,13 @@
 //! The generator runs on the other cores (`taskset` excludes `RW_CPU`).
 //! Receivers that are not installed are skipped with a message.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use vigil_collector::http::remote_write::{Label, Sample, TimeSeries, WriteRequest};
@@ -139,9 +143,7 @@ fn build_stream(
     jitter: i64,
     otlp: bool,
 ) -> anyhow::Result<Stream> {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let now = vigil_common::time::now_ms();
     let t0 = (now / STEP_MS - steps) * STEP_MS;
     let containers = series.div_ceil(SERIES_PER_CONTAINER);
     let mut state: Vec<_> = (0..containers)

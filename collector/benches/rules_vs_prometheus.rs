@@ -12,6 +12,10 @@
 //! series; the figure is the time of one evaluation of each group (median
 //! of several), summed over the groups.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,12 +39,7 @@ fn env_usize(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use vigil_common::time::now_ms;
 
 type Data = Vec<(Labels, Vec<(i64, f64)>)>;
 
@@ -596,7 +595,7 @@ fn main() {
     let minutes = env_usize("VIGIL_BENCH_MINUTES", 35);
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    vigil_collector::actions::ensure_crypto_provider();
+    vigil_collector::tls::ensure_crypto_provider();
 
     let mut columns: Vec<(&str, Result<Figures, String>)> = Vec::new();
     if have("prometheus") {

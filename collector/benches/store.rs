@@ -20,6 +20,10 @@
 //! Memory is measured twice: the store's own walk of its heap
 //! ([`Store::memory_usage`]) and the process RSS growth while filling.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use vigil_collector::store::{Matcher, Queryable, SeriesRef, Store, StoreOptions};

@@ -519,7 +519,7 @@ pub struct Config {
     pub alertmanagers: Vec<String>,
     pub evaluation_interval: std::time::Duration,
     pub external_url: String,
-    pub external_labels: BTreeMap<String, String>,
+    pub external_labels: vigil_common::Labels,
     pub self_scrape_interval: std::time::Duration,
     pub actions: Option<PathBuf>,
     pub shutdown_timeout: std::time::Duration,
@@ -763,7 +763,7 @@ impl Settings {
                 )));
             }
         }
-        let mut external_labels = BTreeMap::new();
+        let mut external_labels = vigil_common::Labels::default();
         for kv in &self.external_labels {
             let (k, v) = kv
                 .split_once('=')
@@ -773,7 +773,7 @@ impl Settings {
                     "external_label name {k:?} is not a valid label name"
                 )));
             }
-            external_labels.insert(k.to_string(), v.to_string());
+            external_labels = external_labels.with(k, v);
         }
         let push = crate::push::PushLimits {
             max_body_bytes: self

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// Ingest and queries allocate many small label strings; mimalloc spends a
-/// fraction of glibc's time on them (see the README's remote-write figures).
+/// fraction of glibc's time on them (see docs/benchmarks.md, remote-write ingest).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

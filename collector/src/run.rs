@@ -99,7 +99,7 @@ pub async fn start(
     leadership.register(&mut telemetry.registry.lock());
     let events: Option<Arc<dyn crate::ingest::EventSink>> = actions.as_ref().map(|a| {
         Arc::new(crate::fleet::leader::LeaderEvents(
-            crate::actions::engine::EventTriggers(a.clone()),
+            crate::actions::triggers::EventTriggers(a.clone()),
             leadership.clone(),
         )) as Arc<dyn crate::ingest::EventSink>
     });
@@ -187,12 +187,7 @@ pub async fn start(
     });
 
     // rules and Alertmanager
-    let external_labels = vigil_common::Labels::new(
-        config
-            .external_labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
+    let external_labels = config.external_labels.clone();
     let notifier = if config.alertmanagers.is_empty() {
         None
     } else {
@@ -229,7 +224,7 @@ pub async fn start(
         tracing::info!(groups = n, "rules loaded");
         if let Some(a) = &actions {
             m.set_alert_sink(Arc::new(crate::fleet::leader::LeaderAlerts(
-                crate::actions::engine::RuleTriggers(a.clone()),
+                crate::actions::triggers::RuleTriggers(a.clone()),
                 leadership.clone(),
             )));
         }
@@ -375,10 +370,7 @@ pub async fn start(
                 _ = sd.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now_ms = vigil_common::time::now_ms();
             let st = c.store.clone();
             let _ = tokio::task::spawn_blocking(move || st.trim(now_ms)).await;
             if let Some(ls) = logs.clone() {
@@ -427,9 +419,9 @@ pub async fn start(
 
     // autoscalers
     if let Some(a) = actions {
-        let inner: Arc<dyn crate::actions::engine::MetricSource> = match &remote {
+        let inner: Arc<dyn crate::actions::source::MetricSource> = match &remote {
             Some(r) => Arc::new(r.clone()),
-            None => Arc::new(crate::actions::engine::PromqlSource::new(store.clone())),
+            None => Arc::new(crate::actions::source::PromqlSource::new(store.clone())),
         };
         let source = Arc::new(crate::fleet::leader::LeaderSource(
             inner,
@@ -512,7 +504,7 @@ async fn reload_on_sighup(m: Arc<crate::rules::RuleManager>, shutdown: Cancellat
 
 /// `vigil-collector run`. `config_file` is kept for reloads (SIGHUP).
 pub fn main(config: Config, _config_file: Option<PathBuf>) -> anyhow::Result<()> {
-    crate::actions::ensure_crypto_provider();
+    crate::tls::ensure_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vigil-collector")

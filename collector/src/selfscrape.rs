@@ -131,10 +131,7 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = vigil_common::time::now_ms();
         let text = core.telemetry.encode();
         let (samples, errors) = parse_text(&text, &[("job", JOB), ("instance", instance.as_str())]);
         if let Some(e) = errors.first() {

@@ -1,7 +1,8 @@
 //! The write-ahead log in `<data_dir>/wal/`: what the collector acknowledges
 //! is here first, fsync'd. Segment files `NNNNNNNN.wal` hold records framed as
-//! `len u32 | crc32 u32 | payload` (little endian); a payload is a prost-encoded
-//! [`WalRecord`]. One writer thread does group commit: it takes every record
+//! `len u32 | crc32 u32 | payload` (little endian; `vigil_common::framed`, whose
+//! torn-tail policy replay follows: the tail from the first bad record on is
+//! cut and counted); a payload is a prost-encoded [`WalRecord`]. One writer thread does group commit: it takes every record
 //! that is waiting, writes them, fsyncs once, and answers them all — so many
 //! streams share one fsync.
 //!
@@ -26,16 +27,18 @@ pub mod retain;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use prost::Message;
+use vigil_common::framed;
+pub use vigil_common::framed::Tail;
 
 /// Largest record accepted on replay (a corrupt length is not an allocation).
-const MAX_RECORD: usize = 256 << 20;
+const MAX_RECORD: u32 = 256 << 20;
 /// A new segment starts past this size.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -280,98 +283,57 @@ pub(crate) fn io_err(path: &Path) -> impl Fn(io::Error) -> WalError + '_ {
     }
 }
 
-/// Frames a payload: `len | crc32 | payload`.
-pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+/// The WAL's record framing (see `vigil_common::framed`, which also states
+/// the torn-tail policy): no magic, no prefix.
+/// Frames one WAL record (appends header + payload to `out`).
+pub(crate) fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    framed::encode(&FORMAT, &[], payload, out);
 }
 
-/// How reading a segment ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Tail {
-    /// The file ended at a record boundary.
-    Clean,
-    /// A torn or corrupt record starts at this offset (a crash mid-write).
-    Torn { offset: u64, reason: String },
-}
+pub const FORMAT: framed::Format = framed::Format {
+    magic: None,
+    prefix: 0,
+    max_len: MAX_RECORD,
+};
 
 /// What reading one framed record gave.
 #[derive(Debug)]
 pub enum Frame {
     /// A record and its framed length.
     Record(WalRecord, u64),
-    /// The input ended at a record boundary.
+    /// The input ended at a record boundary, or the next record reaches
+    /// past the limit (not durable yet).
     End,
     /// A torn or corrupt record (a crash mid-write, or damage).
     Torn(String),
 }
 
-/// Reads the framed record at the reader's position. `limit` is how many
-/// bytes may be read (a record past it is reported as the end, not torn:
-/// it is not durable yet). `buf` is scratch space.
+/// Reads the framed record at the reader's position (the one framing,
+/// `vigil_common::framed`). `limit` is how many bytes may be read (a record
+/// past it is reported as the end, not torn: it is not durable yet). `buf`
+/// is scratch space.
 pub fn read_frame(r: &mut impl Read, limit: u64, buf: &mut Vec<u8>) -> io::Result<Frame> {
-    if limit == 0 {
-        return Ok(Frame::End);
-    }
-    let mut head = [0u8; 8];
-    match read_full(r, &mut head)? {
-        0 => return Ok(Frame::End),
-        8 => {}
-        _ if limit < 8 => return Ok(Frame::End),
-        _ => return Ok(Frame::Torn("truncated record header".into())),
-    }
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if len > MAX_RECORD {
-        return Ok(Frame::Torn(format!("record length {len} is implausible")));
-    }
-    if 8 + len as u64 > limit {
-        return Ok(Frame::End);
-    }
-    buf.resize(len, 0);
-    if read_full(r, buf)? != len {
-        return Ok(Frame::Torn("truncated record".into()));
-    }
-    if crc32fast::hash(buf) != crc {
-        return Ok(Frame::Torn("checksum mismatch".into()));
-    }
-    match WalRecord::decode(buf.as_slice()) {
-        Ok(rec) => Ok(Frame::Record(rec, 8 + len as u64)),
-        Err(e) => Ok(Frame::Torn(format!("undecodable record: {e}"))),
+    let mut head = Vec::with_capacity(FORMAT.header_len());
+    match framed::read_next(&FORMAT, r, limit, &mut head, buf)? {
+        framed::Next::End => Ok(Frame::End),
+        framed::Next::Torn(reason) => Ok(Frame::Torn(reason.to_string())),
+        framed::Next::Record { len } => match WalRecord::decode(buf.as_slice()) {
+            Ok(rec) => Ok(Frame::Record(rec, len)),
+            Err(e) => Ok(Frame::Torn(format!("undecodable record: {e}"))),
+        },
     }
 }
 
-/// Reads every intact record of a segment, stopping at the first torn or
-/// corrupt one.
+/// Reads every intact record of a segment, stopping at the torn tail (a
+/// record that is cut short, fails its checksum or does not decode).
 pub fn read_segment(path: &Path, mut f: impl FnMut(WalRecord)) -> Result<Tail, WalError> {
     let file = File::open(path).map_err(io_err(path))?;
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut offset = 0u64;
-    let mut buf = Vec::new();
-    loop {
-        match read_frame(&mut r, u64::MAX, &mut buf).map_err(io_err(path))? {
-            Frame::End => return Ok(Tail::Clean),
-            Frame::Torn(reason) => return Ok(Tail::Torn { offset, reason }),
-            Frame::Record(rec, len) => {
-                f(rec);
-                offset += len;
-            }
-        }
-    }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    framed::read(&FORMAT, file, |r| {
+        let rec = WalRecord::decode(r.payload).map_err(|e| e.to_string())?;
+        f(rec);
+        Ok(())
+    })
+    .map_err(io_err(path))
 }
 
 struct Writer {
@@ -396,9 +358,7 @@ impl Writer {
             .append(true)
             .open(&p)
             .map_err(io_err(&p))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
+        vigil_common::fs::sync_dir(dir).map_err(io_err(dir))?;
         Ok(f)
     }
 
@@ -449,7 +409,7 @@ impl Writer {
         self.payload.clear();
         // encoding into a Vec cannot fail
         let _ = rec.encode(&mut self.payload);
-        frame(&self.payload, &mut self.buf);
+        framed::encode(&FORMAT, &[], &self.payload, &mut self.buf);
     }
 
     fn run(mut self, rx: std::sync::mpsc::Receiver<Request>) {
@@ -708,15 +668,9 @@ impl Wal {
     }
 }
 
-/// Truncates a segment at `offset` (dropping a torn tail).
+/// Cuts a segment's torn tail at `offset`, durably.
 pub fn truncate(path: &Path, offset: u64) -> Result<(), WalError> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.set_len(offset)
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(path))
+    framed::truncate(path, offset).map_err(io_err(path))
 }
 
 #[cfg(test)]

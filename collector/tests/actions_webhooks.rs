@@ -3,7 +3,10 @@
 //! (retries after 500 and 429, one idempotency id across retries, 410, give
 //! up), and the real Alertmanager's webhook receiver pointed at the collector.
 
-use std::collections::BTreeMap;
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +21,11 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use parking_lot::Mutex;
 use vigil_collector::actions::config::ActionsConfig;
-use vigil_collector::actions::engine::{Actions, Trigger};
+use vigil_collector::actions::engine::Actions;
+use vigil_collector::actions::triggers::{Trigger, TriggerSource, TriggerStatus};
 use vigil_collector::http::{AppState, router};
 use vigil_collector::store::{Store, StoreOptions};
+use vigil_common::Labels;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -119,16 +124,13 @@ fn actions(dir: &std::path::Path, hook: std::net::SocketAddr, extra: &str) -> Ar
 
 fn oom_trigger(key: &str, container: &str) -> Trigger {
     Trigger {
-        source: "rules".into(),
-        labels: BTreeMap::from([
-            (
-                "alertname".to_string(),
-                "VigilContainerOOMKilled".to_string(),
-            ),
-            ("container_id".to_string(), container.to_string()),
+        source: TriggerSource::Rules,
+        labels: Labels::new([
+            ("alertname", "VigilContainerOOMKilled"),
+            ("container_id", container),
         ]),
-        annotations: BTreeMap::new(),
-        status: "firing".into(),
+        annotations: Labels::default(),
+        status: TriggerStatus::Firing,
         starts_at: "2026-11-22T10:00:00Z".into(),
         dedup_key: key.into(),
     }
@@ -144,7 +146,7 @@ async fn wait_audit(
         if let Some(e) = a
             .audit_entries(100, 0)
             .into_iter()
-            .find(|e| e.result == result)
+            .find(|e| e.result.as_str() == result)
         {
             return e;
         }
@@ -305,7 +307,7 @@ async fn real_alertmanager_webhook_triggers_a_restart() {
     assert!(r.status().is_success(), "{}", r.status());
 
     let e = wait_audit(&a, "delivered", Duration::from_secs(30)).await;
-    assert_eq!(e.target["container_id"], "abc123");
+    assert_eq!(e.target.get("container_id"), Some("abc123"));
     let got = rec.lock().verified.clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1["alerts"][0]["source"], "alertmanager");

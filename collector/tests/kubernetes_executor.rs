@@ -2,7 +2,10 @@
 //! answers are built from, and whose received requests are checked against,
 //! the Kubernetes API's own types (k8s-openapi).
 
-use std::collections::BTreeMap;
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +24,12 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use parking_lot::Mutex;
+use vigil_collector::actions::audit::AuditResult;
 use vigil_collector::actions::config::ActionsConfig;
-use vigil_collector::actions::engine::{Actions, MetricSource, QueryResult, Trigger};
+use vigil_collector::actions::engine::Actions;
+use vigil_collector::actions::source::{MetricSource, QueryResult};
+use vigil_collector::actions::triggers::{Trigger, TriggerSource, TriggerStatus};
+use vigil_common::Labels;
 
 #[derive(Default)]
 struct Api {
@@ -32,6 +39,11 @@ struct Api {
     restarted_at: Vec<String>,
     deleted: Vec<String>,
     bad_bodies: Vec<String>,
+    /// The bearer token the API server accepts (the service account's
+    /// current projected token).
+    token: String,
+    /// Requests refused with 401 for a stale token.
+    refused: usize,
 }
 
 type Shared = Arc<Mutex<Api>>;
@@ -201,8 +213,32 @@ async fn replicaset(
     })
 }
 
+/// 401 for any token but the current one, as an API server does once a
+/// projected token has rotated.
+async fn authenticate(
+    State(s): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    {
+        let mut api = s.lock();
+        if given != format!("Bearer {}", api.token) {
+            api.refused += 1;
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+    }
+    next.run(req).await
+}
+
 async fn fake_api() -> (String, Shared) {
     let s: Shared = Arc::default();
+    s.lock().token = "sa-token".into();
     let app = Router::new()
         .route(
             "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers",
@@ -224,6 +260,10 @@ async fn fake_api() -> (String, Shared) {
             "/api/v1/namespaces/{ns}/pods/{name}",
             get(pod).delete(delete_pod),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            s.clone(),
+            authenticate,
+        ))
         .with_state(s.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -236,7 +276,7 @@ async fn fake_api() -> (String, Shared) {
 struct Cpu(f64);
 impl MetricSource for Cpu {
     fn query(&self, _expr: &str, _at: i64) -> QueryResult {
-        Ok(vec![(BTreeMap::new(), self.0)])
+        Ok(vec![(Labels::default(), self.0)])
     }
 }
 
@@ -255,15 +295,15 @@ fn engine(dir: &Path, api: &str, mode: &str) -> Arc<Actions> {
 
 fn trigger(pod: &str) -> Trigger {
     Trigger {
-        source: "rules".into(),
-        labels: BTreeMap::from([
-            ("alertname".to_string(), "KubePodOOM".to_string()),
-            ("namespace".to_string(), "shop".to_string()),
-            ("pod".to_string(), pod.to_string()),
-            ("container".to_string(), "app".to_string()),
+        source: TriggerSource::Rules,
+        labels: Labels::new([
+            ("alertname", "KubePodOOM"),
+            ("namespace", "shop"),
+            ("pod", pod),
+            ("container", "app"),
         ]),
-        annotations: BTreeMap::new(),
-        status: "firing".into(),
+        annotations: Labels::default(),
+        status: TriggerStatus::Firing,
         starts_at: pod.into(),
         dedup_key: pod.into(),
     }
@@ -303,7 +343,7 @@ async fn scales_through_the_scale_subresource_and_refuses_hpa_owned_deployments(
         "scaled a deployment its HPA owns"
     );
     let e = a.audit_entries(1, 0);
-    assert_eq!(e[0].result, "failed");
+    assert_eq!(e[0].result, AuditResult::Failed);
     assert!(e[0].detail.contains("owned-hpa"), "{}", e[0].detail);
 }
 
@@ -339,4 +379,75 @@ async fn restarts_by_rollout_annotation_or_pod_deletion() {
         a.deleted.contains(&"web-5d9f-zzz".to_string())
     })
     .await;
+}
+
+/// A projected service-account token rotates under the collector: the next
+/// call is refused with 401, the client re-reads the token file and the
+/// retried call goes through — nothing fails.
+#[tokio::test]
+async fn a_rotated_token_is_read_again() {
+    let (api, s) = fake_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = engine(dir.path(), &api, "rollout");
+    let web = a.config().autoscale[0].clone();
+    a.evaluate_scaler(&web, &Cpu(80.0), 1_000).await.unwrap();
+    assert_eq!(s.lock().scaled_to, vec![4]);
+    assert_eq!(s.lock().refused, 0);
+    // the kubelet writes a new token; the API server stops taking the old one
+    std::fs::write(dir.path().join("token"), "sa-token-2\n").unwrap();
+    s.lock().token = "sa-token-2".into();
+    a.handle(vec![trigger("web-5d9f-rotated")]);
+    wait(&s, "rollout restart with the new token", |a| {
+        !a.restarted_at.is_empty()
+    })
+    .await;
+    assert_eq!(s.lock().refused, 1, "one refusal, then the fresh token");
+    let e = a.audit_entries(1, 0);
+    assert_eq!(e[0].result, AuditResult::Delivered, "{}", e[0].detail);
+}
+
+/// Names from alert labels are checked before anything is sent: a pod or
+/// namespace that is not a Kubernetes name never reaches a URL.
+#[tokio::test]
+async fn names_from_alert_labels_are_validated_before_any_request() {
+    let (api, s) = fake_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = engine(dir.path(), &api, "delete_pod");
+    for (i, pod) in [
+        "../../apis/apps/v1/namespaces/kube-system/deployments/x",
+        "web?x=1",
+        "Web%2F1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut t = trigger(pod);
+        t.dedup_key = format!("bad-{i}");
+        a.handle(vec![t]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a
+        .audit_entries(100, 0)
+        .iter()
+        .filter(|e| e.result == AuditResult::Failed)
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "{:?}", a.audit_entries(100, 0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for e in a
+        .audit_entries(100, 0)
+        .iter()
+        .filter(|e| e.result == AuditResult::Failed)
+    {
+        assert!(
+            e.detail.contains("not a valid Kubernetes name"),
+            "{}",
+            e.detail
+        );
+    }
+    let api = s.lock();
+    assert!(api.requests.is_empty(), "requests sent: {:?}", api.requests);
+    assert!(api.deleted.is_empty());
 }

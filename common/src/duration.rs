@@ -1,20 +1,35 @@
-//! A duration as written in flags and YAML: `250ms`, `10s`, `5m`, `2h`, `1d`,
-//! `1w`, `1y` (365 days, as Prometheus), or combinations such as `1h30m`.
-//! A bare number is refused: `10` could mean seconds or milliseconds.
+//! A duration as written in flags, YAML, rule files and query parameters:
+//! Prometheus' `model.ParseDuration` — `250ms`, `10s`, `5m`, `2h`, `1d`, `1w`,
+//! `1y` (365 days), or units combined largest first, each at most once
+//! (`1h30m`); `0` alone. A bare number is refused: `10` could mean seconds or
+//! milliseconds. The error messages are Prometheus' own (rule checks print
+//! them as promtool does). The one duration parser of the workspace.
 
 use std::fmt;
 use std::str::FromStr;
+
+/// The units, largest first, in milliseconds.
+const UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 86_400_000),
+    ("w", 7 * 86_400_000),
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
 
 /// A non-negative duration parsed from the Prometheus-style notation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(pub std::time::Duration);
 
-/// Why a duration string was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid duration {input:?}: {reason} (examples: 500ms, 10s, 5m, 1h30m)")]
-pub struct ParseDurationError {
-    input: String,
-    reason: &'static str,
+/// Why a duration string was refused (Prometheus' messages).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ParseDurationError {
+    #[error("empty duration string")]
+    Empty,
+    #[error("not a valid duration string: {0:?}")]
+    Invalid(String),
 }
 
 impl Duration {
@@ -30,6 +45,10 @@ impl Duration {
     pub fn as_millis(self) -> u64 {
         self.0.as_millis() as u64
     }
+    /// Milliseconds as a signed count (parsed durations fit).
+    pub fn as_millis_i64(self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 impl From<Duration> for std::time::Duration {
@@ -42,51 +61,45 @@ impl FromStr for Duration {
     type Err = ParseDurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ParseDurationError {
-            input: s.to_string(),
-            reason,
-        };
-        let t = s.trim();
-        if t.is_empty() {
-            return Err(err("empty"));
+        if s.is_empty() {
+            return Err(ParseDurationError::Empty);
         }
-        if t == "0" {
+        if s == "0" {
             return Ok(Duration::default());
         }
-        let b = t.as_bytes();
+        let bad = || ParseDurationError::Invalid(s.to_string());
+        let b = s.as_bytes();
         let mut i = 0;
-        let mut total_ms: u128 = 0;
+        let mut next_unit = 0;
+        let mut total_ms: u64 = 0;
         while i < b.len() {
             let start = i;
             while i < b.len() && b[i].is_ascii_digit() {
                 i += 1;
             }
             if i == start {
-                return Err(err("expected a number"));
+                return Err(bad());
             }
-            let n: u128 = t[start..i].parse().map_err(|_| err("number too large"))?;
+            let n: u64 = s[start..i].parse().map_err(|_| bad())?;
             let ustart = i;
             while i < b.len() && b[i].is_ascii_alphabetic() {
                 i += 1;
             }
-            let unit_ms: u128 = match &t[ustart..i] {
-                "ms" => 1,
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                "w" => 7 * 86_400_000,
-                "y" => 365 * 86_400_000,
-                "" => return Err(err("missing unit")),
-                _ => return Err(err("unknown unit (use ms, s, m, h, d, w, y)")),
-            };
+            let unit = &s[ustart..i];
+            // units largest first, each at most once
+            let pos = UNITS[next_unit..]
+                .iter()
+                .position(|(u, _)| *u == unit)
+                .ok_or_else(bad)?;
+            let mult = UNITS[next_unit + pos].1;
+            next_unit += pos + 1;
             total_ms = n
-                .checked_mul(unit_ms)
-                .and_then(|v| total_ms.checked_add(v))
-                .ok_or_else(|| err("too large"))?;
+                .checked_mul(mult)
+                .and_then(|x| total_ms.checked_add(x))
+                .filter(|t| *t <= i64::MAX as u64)
+                .ok_or_else(bad)?;
         }
-        let ms = u64::try_from(total_ms).map_err(|_| err("too large"))?;
-        Ok(Duration::from_millis(ms))
+        Ok(Duration::from_millis(total_ms))
     }
 }
 
@@ -96,15 +109,8 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [
-            ("y", 365 * 86_400_000u128),
-            ("w", 7 * 86_400_000),
-            ("d", 86_400_000),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-            ("ms", 1),
-        ] {
+        for (unit, size) in UNITS {
+            let size = u128::from(size);
             if ms >= size {
                 write!(f, "{}{}", ms / size, unit)?;
                 ms %= size;
@@ -159,10 +165,22 @@ mod tests {
             "5x",
             "-5s",
             "1.5s",
+            " 5s",
+            "30m1h",
+            "1m1m",
             "99999999999999999999999y",
+            "300000000y",
         ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad} accepted");
         }
+        assert_eq!(
+            "".parse::<Duration>().unwrap_err().to_string(),
+            "empty duration string"
+        );
+        assert_eq!(
+            "5x".parse::<Duration>().unwrap_err().to_string(),
+            "not a valid duration string: \"5x\""
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! A label set: sorted by name, names unique. `__name__` is an ordinary label.
-//! The same type names a metric series and a log stream.
+//! The same type names a metric series, a log stream, an alert's labels and
+//! annotations, and an action's target. In JSON and YAML it is a map
+//! (`{"pod": "web-1"}`).
 
 use std::fmt;
 
@@ -36,6 +38,16 @@ impl Labels {
     pub fn from_sorted_unchecked(pairs: Vec<(String, String)>) -> Self {
         debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
         Labels(pairs)
+    }
+
+    /// This set with `name` set to `value` (added or replaced).
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        match self.0.binary_search_by(|p| p.0.as_str().cmp(&name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+        self
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -175,6 +187,30 @@ impl LabelsBuilder {
     }
 }
 
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Labels::new(iter)
+    }
+}
+
+impl serde::Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+        Ok(Labels::from_sorted_unchecked(m.into_iter().collect()))
+    }
+}
+
 impl fmt::Display for Labels {
     /// Prometheus notation: `name{a="1",b="2"}` (values escaped).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -216,6 +252,20 @@ mod tests {
             l.stable_hash(),
             Labels::new([("a", "x\"y"), ("b", "3"), ("__name__", "up")]).stable_hash()
         );
+        assert_eq!(l.clone().with("c", "4").with("a", "z").get("a"), Some("z"));
+        assert_eq!(
+            l.clone().with("0", "first").iter().next(),
+            Some(("0", "first"))
+        );
+    }
+
+    #[test]
+    fn a_map_in_json() {
+        let l = Labels::new([("pod", "web-1"), ("namespace", "prod")]);
+        let j = serde_json::to_string(&l).unwrap();
+        assert_eq!(j, r#"{"namespace":"prod","pod":"web-1"}"#);
+        assert_eq!(serde_json::from_str::<Labels>(&j).unwrap(), l);
+        assert!(serde_json::from_str::<Labels>(r#"{"a": 1}"#).is_err());
     }
 
     #[test]

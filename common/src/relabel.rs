@@ -144,6 +144,8 @@ pub fn is_legacy_label_name(name: &str) -> bool {
 }
 
 /// Prometheus's `relabelTargetLegacy` (`\w` being ASCII in Go).
+// A constant pattern: compiled by every test that relabels, cannot fail at run time.
+#[allow(clippy::expect_used)]
 static LEGACY_TEMPLATE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:(?:[a-zA-Z_]|\$(?:\{[0-9A-Za-z_]+\}|[0-9A-Za-z_]+))+[0-9A-Za-z_]*)+$")
         .expect("constant regex")
@@ -551,6 +553,8 @@ fn extract(s: &str) -> Option<(&str, Option<usize>, &str)> {
 
 /// Go's `unicode.IsLetter || unicode.IsDigit || '_'`.
 fn is_go_name_char(c: char) -> bool {
+    // A constant pattern, exercised by the unicode relabel tests.
+    #[allow(clippy::expect_used)]
     static NON_ASCII: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"^[\p{L}\p{Nd}]$").expect("constant regex"));
     if c.is_ascii() {

@@ -8,6 +8,7 @@
 //! Run: `cargo build --release --bins && cargo bench -p vigil-e2e --bench app_scrape`
 //! (`APP_SCRAPE_TARGETS`, `APP_SCRAPE_SERIES`, `APP_SCRAPE_INTERVAL_S`,
 //! `APP_SCRAPE_SECONDS` change the load).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -14,6 +14,7 @@
 //! `cargo build --release --bins && cargo bench -p vigil-e2e --bench forward`
 //! (`FORWARD_SERIES` default 10000, `FORWARD_INTERVAL_MS` 1000,
 //! `FORWARD_SECS` 30, `FORWARD_BACKLOG_MIN` 10).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -7,6 +7,10 @@
 //! `cargo build --release --bins && cargo bench -p vigil-e2e --bench logs_pipeline`
 //! (`LOGS_PIPELINE_MIB`, default 512).
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 

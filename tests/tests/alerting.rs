@@ -11,6 +11,10 @@
 //! Tests needing promtool or Alertmanager skip (with a message) where the
 //! tool is missing.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -236,7 +240,7 @@ async fn alertmanager_receives_firing_and_resolved_and_restart_keeps_active_at()
         eprintln!("prometheus-alertmanager not installed: skipping");
         return;
     }
-    vigil_collector::actions::ensure_crypto_provider();
+    vigil_collector::tls::ensure_crypto_provider();
     let tmp = tempfile::tempdir().expect("tempdir");
     let (hook_url, hook) = webhook().await;
     let am_port = vigil_e2e::free_port();

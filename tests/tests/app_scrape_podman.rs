@@ -9,6 +9,7 @@
 //! - a container with no network address is scraped inside its namespace;
 //! - a removed container's series go stale in vigil;
 //! - the agent's `/api/v1/targets` shows the targets' health and errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! refusing missing or wrong credentials, a read-only token that cannot
 //! write, reload or act, TLS checked by a real client; and mutual TLS on the
 //! gRPC port refusing an agent without a valid client certificate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,6 +3,10 @@
 //! variable), every flag the Kubernetes manifests and the Helm chart pass
 //! exists, and every dashboard query is valid PromQL.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,6 +4,7 @@
 //! `opentelemetry-proto`. The agent tails a file the test writes; Loki is
 //! down (503) for a while, and the collector is `kill -9`ed (between
 //! requests) and restarted: every line arrives exactly once, in order.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};

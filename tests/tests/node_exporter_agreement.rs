@@ -6,6 +6,10 @@
 //! (node_exporter's camelCase `node_memory_*`, cAdvisor's
 //! `container_memory_failcnt` counter).
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;

@@ -5,6 +5,10 @@
 //! cooldown: the restarted container leaks and dies again at once, and is
 //! left alone. After a collector restart the cooldown still holds.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use vigil_e2e::podman::{self, Service};

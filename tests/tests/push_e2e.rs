@@ -9,6 +9,7 @@
 //! (`--enable-feature=otlp-write-receiver` arrived in 2.47), so the names
 //! and labels expected below are those the Prometheus receiver's rules
 //! give (see `docs/push.md`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::io::Write;

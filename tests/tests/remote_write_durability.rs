@@ -1,6 +1,10 @@
 //! Remote write into the real collector binary, then `kill -9` while it is
 //! ingesting: after a restart every sample it acknowledged (204) is queryable.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use vigil_collector::http::remote_write::{Label, Sample, TimeSeries, WriteRequest};

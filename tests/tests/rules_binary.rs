@@ -4,6 +4,10 @@
 //! and `/api/v1/alerts` show them, and reloads (`POST /-/reload`, SIGHUP)
 //! replace the rules or, when the new files are broken, keep the old ones.
 
+// Tests and benchmarks stop loudly on what they did not expect: they may
+// unwrap, expect and panic (the workspace denies it everywhere else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::time::Duration;
 

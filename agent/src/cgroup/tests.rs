@@ -1,6 +1,9 @@
 //! Unit tests: path identification, parsers (with a proptest), and fixture
 //! host roots with real cgroup v1/v2 file formats.
 
+use super::families::SPECS;
+use super::files::{V1_FILES, V2_FILES, ctl};
+use super::identity::{qos_of, runtime_of};
 use super::parse::*;
 use super::*;
 use proptest::prelude::*;
@@ -549,8 +552,8 @@ fn runtime_and_qos_from_paths() {
         (format!("/libpod_parent/libpod-{id}"), "podman", ""),
         (format!("/machine.slice/libpod-{id}.scope"), "podman", ""),
     ] {
-        assert_eq!(super::runtime_of(&path), rt, "{path}");
-        assert_eq!(super::qos_of(&path), qos, "{path}");
+        assert_eq!(runtime_of(&path), rt, "{path}");
+        assert_eq!(qos_of(&path), qos, "{path}");
     }
 }
 

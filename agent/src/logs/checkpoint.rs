@@ -8,8 +8,8 @@
 //! exists next to the live path, so a rotated file is never read twice.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::ship::SourceKey;
@@ -23,6 +23,8 @@ pub enum CheckpointError {
         #[source]
         source: io::Error,
     },
+    #[error("log checkpoints: {0}")]
+    Write(#[from] vigil_common::fs::WriteError),
     #[error("log checkpoints {path}: not valid: {source}")]
     Parse {
         path: PathBuf,
@@ -176,20 +178,7 @@ impl Checkpoints {
             path: self.path.clone(),
             source,
         })?;
-        let tmp = self.path.with_extension("json.tmp");
-        let io_err = |source| CheckpointError::Io {
-            path: tmp.clone(),
-            source,
-        };
-        {
-            let mut f = File::create(&tmp).map_err(io_err)?;
-            f.write_all(&body).map_err(io_err)?;
-            f.sync_all().map_err(io_err)?;
-        }
-        fs::rename(&tmp, &self.path).map_err(io_err)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
-        }
+        vigil_common::fs::write_atomic(&self.path, &body)?;
         self.dirty = false;
         Ok(())
     }

@@ -17,7 +17,7 @@
 //! ```ignore
 //! let tailer = logs::Tailer::new(&config.logs, &config.host_root, &config.state_dir)?;
 //! let log_metrics = tailer.metrics();          // Arc<LogMetrics>, clone freely
-//! let tx = ship_handle.log_sender();           // bounded Sender<Vec<LogEntry>>
+//! let tx = ship_handle.log_sender();           // bounded Sender<Vec<LogRecord>>
 //! let acks = ship_handle.take_log_acks();      // UnboundedReceiver<Vec<LogAck>>
 //! tokio::spawn(tailer.run(tx, acks, shutdown.clone()));
 //! // each scrape (and the agent's /metrics): log_metrics.collect_into(&mut scrape);
@@ -27,7 +27,7 @@
 //! shipper should deliver its final acks before dropping the ack sender.
 //!
 //! # Delivery
-//! `LogEntry::offset` is the byte offset in the source file where a record
+//! `LogRecord::offset` is the byte offset in the source file where a record
 //! starts (unique per `SourceKey`: the collector deduplicates on
 //! `(source, offset)`); `end_offset` is where reading resumes once the entry
 //! is stored (the record's end, except while a partial message of the other
@@ -57,7 +57,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LogsConfig;
-use crate::ship::{LogAck, LogEntry};
+use crate::ship::{LogAck, LogRecord};
 pub use metrics::LogMetrics;
 
 /// How often files are re-read when nothing signals a change (inotify is a
@@ -124,7 +124,7 @@ impl Tailer {
     /// a time, hands batches to `tx` (waiting for room), and applies `acks`.
     pub async fn run(
         self,
-        tx: mpsc::Sender<Vec<LogEntry>>,
+        tx: mpsc::Sender<Vec<LogRecord>>,
         mut acks: mpsc::UnboundedReceiver<Vec<LogAck>>,
         shutdown: CancellationToken,
     ) -> Result<(), LogsError> {

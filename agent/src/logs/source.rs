@@ -1,6 +1,6 @@
 //! One log file being read: its handle (plain or gzip'd), the bytes of a
 //! line not yet complete, the assembly state, and what was handed over and
-//! acknowledged. Turns bytes into [`LogEntry`]s; the tailer decides when to
+//! acknowledged. Turns bytes into [`LogRecord`]s; the tailer decides when to
 //! read, when the file is rotated, and when it is done.
 
 use std::collections::VecDeque;
@@ -17,7 +17,7 @@ use super::identity::{self, Fingerprint, head_matches};
 use super::level;
 use super::metrics::LineCounts;
 use super::parse::{Format, Piece, Stream, cri, docker};
-use crate::ship::{LogEntry, SourceKey};
+use crate::ship::{LogRecord, SourceKey};
 
 /// Bytes read per read call.
 pub const CHUNK: usize = 256 << 10;
@@ -71,7 +71,7 @@ struct Oversized {
 
 /// Where the entries of a read go.
 pub struct Sink<'a> {
-    pub entries: &'a mut Vec<LogEntry>,
+    pub entries: &'a mut Vec<LogRecord>,
     pub bytes: &'a mut usize,
 }
 
@@ -293,7 +293,7 @@ impl Source {
             pos,
             ..
         } = self;
-        let now_ns = crate::run::now_ms().saturating_mul(1_000_000);
+        let now_ns = vigil_common::time::now_ns();
         let mut garbage = 0u64;
         let mut emit = |r: Record| {
             emit_record(r, key, meta, tally, counts, skips, emitted_end, sink);
@@ -416,7 +416,7 @@ fn emit_record(
     }
     *emitted_end = r.end_offset;
     *sink.bytes += len + ENTRY_OVERHEAD;
-    sink.entries.push(LogEntry {
+    sink.entries.push(LogRecord {
         stream: meta.labels[r.stream.index()].clone(),
         source: key.clone(),
         offset: r.offset,

@@ -18,6 +18,10 @@
 //!   rest is taken from a copy with the same head if one exists
 //!   (copytruncate), then the file is a new source from 0;
 //! - deletion: read to the end, then released.
+//!
+//! About 800 lines because the rotation cases above are one state machine
+//! over one table of open sources; parsing, reassembly, checkpoints and
+//! discovery are modules of their own.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -32,7 +36,7 @@ use super::discovery::{Discovery, SourceMeta};
 use super::identity::{self, Fingerprint, fingerprint};
 use super::metrics::{LogMetrics, RotationKind};
 use super::source::{Read1, Sink, Source, State};
-use crate::ship::{LogAck, LogEntry, SourceKey};
+use crate::ship::{LogAck, LogRecord, SourceKey};
 
 /// A rotated or deleted file is released after this long without new bytes.
 pub const LINGER: Duration = Duration::from_millis(1000);
@@ -64,7 +68,7 @@ pub struct Opts {
 /// What one step produced.
 #[derive(Default)]
 pub struct StepOut {
-    pub batches: Vec<Vec<LogEntry>>,
+    pub batches: Vec<Vec<LogRecord>>,
     /// Nothing was read: wait for a wake-up before the next step.
     pub idle: bool,
     /// Folders to watch (the async side skips those it already watches).
@@ -98,9 +102,9 @@ pub struct Core {
     /// Head fingerprints by (dev, ino, size, mtime), so unchanged siblings
     /// are not re-read every rescan.
     fp_cache: HashMap<(u64, u64, u64, i64), Fingerprint>,
-    out: Vec<LogEntry>,
+    out: Vec<LogRecord>,
     out_bytes: usize,
-    batches: Vec<Vec<LogEntry>>,
+    batches: Vec<Vec<LogRecord>>,
 }
 
 impl Core {

@@ -405,10 +405,7 @@ impl NodeReader {
             "System time in seconds since epoch (1970).",
             MetricKind::Gauge,
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = vigil_common::time::now_secs_f64();
         t.push(Vec::<(String, String)>::new(), now);
         out.families.push(t);
         Ok(())

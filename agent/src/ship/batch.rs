@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use vigil_proto::v1 as pb;
 
-use super::{LogEntry, SourceKey};
+use super::{LogRecord, SourceKey};
 use crate::model::{Event, Scrape, TargetScrape};
 
 /// Builds one batch.
@@ -210,7 +210,7 @@ impl Builder {
         }
     }
 
-    pub fn add_log(&mut self, l: &LogEntry) {
+    pub fn add_log(&mut self, l: &LogRecord) {
         let (stream, source) = match &self.last_log {
             Some((labels, st, src, sr)) if *labels == l.stream && *src == l.source => (*st, *sr),
             _ => {

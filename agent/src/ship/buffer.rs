@@ -3,32 +3,43 @@
 //! so what the agent read survives a collector outage and an agent crash.
 //!
 //! Segment files `NNNNNNNN.buf` hold records `len u32 | crc32 u32 | seq u64 |
-//! payload`, where the crc covers seq and payload and the payload is a
+//! payload` (`vigil_common::framed` with the sequence as an 8-byte prefix),
+//! where the crc covers seq and payload and the payload is a
 //! zstd-compressed, self-contained `vigil.v1.Batch`. The `acked` ledger holds
-//! the highest acknowledged sequence. The buffer is bounded in bytes: past the
-//! bound the oldest segment is dropped, counted and logged. Torn or corrupt
-//! records (a crash mid-write, a bad disk) are skipped and counted.
+//! the highest acknowledged sequence and is replaced crash-safely
+//! (`vigil_common::fs`). The buffer is bounded in bytes: past the bound the
+//! oldest segment is dropped, counted and logged. A torn tail (a crash
+//! mid-write, a bad disk: a record cut short, failing its checksum or not
+//! decoding) follows the framing's one policy: it is cut at open, counted
+//! and logged, and appends go to a fresh segment.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use vigil_common::framed;
 use vigil_proto::v1 as pb;
 
 use super::SourceKey;
 
-const HEADER: usize = 16;
 /// No record is larger than this (a corrupt length is not an allocation).
 const MAX_RECORD: u32 = 256 << 20;
+/// The buffer's record framing: the batch sequence as the prefix.
+const FORMAT: framed::Format = framed::Format {
+    magic: None,
+    prefix: 8,
+    max_len: MAX_RECORD,
+};
 
 /// Why the buffer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     #[error("disk buffer {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("disk buffer ack ledger: {0}")]
+    Ledger(#[from] vigil_common::fs::WriteError),
     #[error("disk buffer record {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
 }
@@ -46,6 +57,7 @@ pub struct Entry {
     pub seq: u64,
     segment: u64,
     offset: u64,
+    /// Payload bytes of the record at `offset`.
     len: u32,
     pub samples: u64,
     pub logs: u64,
@@ -76,7 +88,7 @@ pub struct Buffer {
     entries: VecDeque<Entry>,
     acked: u64,
     last_seq: u64,
-    /// Records skipped at open as torn or corrupt.
+    /// Torn tails cut at open.
     pub corrupt: u64,
 }
 
@@ -161,64 +173,51 @@ impl Buffer {
 
     fn load_segment(&mut self, n: u64) -> Result<(), BufferError> {
         let p = seg_path(&self.dir, n);
-        let mut data = Vec::new();
-        File::open(&p)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(io_err(&p))?;
-        let mut off = 0usize;
-        let mut live = 0;
-        while off + HEADER <= data.len() {
-            let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap_or([0; 4]));
-            let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap_or([0; 4]));
-            let seq = u64::from_le_bytes(data[off + 8..off + 16].try_into().unwrap_or([0; 8]));
-            let end = off + HEADER + len as usize;
-            if len > MAX_RECORD || end > data.len() {
-                self.corrupt += 1;
-                tracing::warn!(file = %p.display(), offset = off, "torn disk-buffer record; skipping the rest of the segment");
-                break;
-            }
-            let mut h = crc32fast::Hasher::new();
-            h.update(&data[off + 8..off + 16]);
-            h.update(&data[off + HEADER..end]);
-            if h.finalize() != crc {
-                self.corrupt += 1;
-                tracing::warn!(file = %p.display(), offset = off, seq, "corrupt disk-buffer record (checksum); skipped");
-                off = end;
-                continue;
-            }
-            if seq > self.acked {
-                match decode_payload(&data[off + HEADER..end]) {
-                    Ok(batch) => {
-                        let (samples, logs, log_positions) = summarize(&batch);
-                        self.entries.push_back(Entry {
-                            seq,
-                            segment: n,
-                            offset: off as u64,
-                            len: len + HEADER as u32,
-                            samples,
-                            logs,
-                            log_positions,
-                        });
-                        live += 1;
-                    }
-                    Err(e) => {
-                        self.corrupt += 1;
-                        tracing::warn!(file = %p.display(), seq, error = %e, "undecodable disk-buffer record; skipped");
-                    }
-                }
-            }
-            self.last_seq = self.last_seq.max(seq);
-            off = end;
-        }
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&p)
             .map_err(io_err(&p))?;
+        let mut live = 0;
+        let mut size = 0u64;
+        let acked = self.acked;
+        let mut last_seq = self.last_seq;
+        let mut entries = Vec::new();
+        let tail = framed::read(&FORMAT, &file, |r| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(r.prefix);
+            let seq = u64::from_le_bytes(b);
+            if seq > acked {
+                let batch = decode_payload(r.payload)?;
+                let (samples, logs, log_positions) = summarize(&batch);
+                entries.push(Entry {
+                    seq,
+                    segment: n,
+                    offset: r.offset,
+                    len: r.payload.len() as u32,
+                    samples,
+                    logs,
+                    log_positions,
+                });
+                live += 1;
+            }
+            last_seq = last_seq.max(seq);
+            size = r.offset + FORMAT.record_len(r.payload.len()) as u64;
+            Ok(())
+        })
+        .map_err(io_err(&p))?;
+        if let framed::Tail::Torn { offset, reason } = tail {
+            self.corrupt += 1;
+            tracing::warn!(file = %p.display(), offset, reason = %reason, "torn disk-buffer tail (a crash mid-write or a bad disk); cut");
+            framed::truncate(&p, offset).map_err(io_err(&p))?;
+            size = offset;
+        }
+        self.entries.extend(entries);
+        self.last_seq = last_seq;
         self.segments.push_back(Segment {
             n,
             file,
-            size: data.len() as u64,
+            size,
             live,
         });
         Ok(())
@@ -268,15 +267,18 @@ impl Buffer {
     /// had to be dropped to stay under the bound.
     pub fn append(&mut self, batch: &pb::Batch) -> Result<Dropped, BufferError> {
         let payload = encode_payload(batch);
+        if payload.len() > MAX_RECORD as usize {
+            return Err(BufferError::Corrupt {
+                seq: batch.seq,
+                reason: format!(
+                    "batch of {} bytes over the 256 MiB record limit",
+                    payload.len()
+                ),
+            });
+        }
         let (samples, logs, log_positions) = summarize(batch);
-        let mut frame = Vec::with_capacity(HEADER + payload.len());
-        let mut h = crc32fast::Hasher::new();
-        h.update(&batch.seq.to_le_bytes());
-        h.update(&payload);
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&h.finalize().to_le_bytes());
-        frame.extend_from_slice(&batch.seq.to_le_bytes());
-        frame.extend_from_slice(&payload);
+        let mut frame = Vec::new();
+        framed::encode(&FORMAT, &batch.seq.to_le_bytes(), &payload, &mut frame);
         if self
             .segments
             .back()
@@ -292,16 +294,14 @@ impl Buffer {
             source: io::Error::other("no segment"),
         })?;
         let offset = seg.size;
-        seg.file
-            .write_all(&frame)
-            .map_err(io_err(&seg_path(&dir, seg.n)))?;
+        framed::append(&mut seg.file, offset, &frame).map_err(io_err(&seg_path(&dir, seg.n)))?;
         seg.size += frame.len() as u64;
         seg.live += 1;
         self.entries.push_back(Entry {
             seq: batch.seq,
             segment: seg.n,
             offset,
-            len: frame.len() as u32,
+            len: payload.len() as u32,
             samples,
             logs,
             log_positions,
@@ -380,11 +380,13 @@ impl Buffer {
         let Some(seg) = self.segments.iter().find(|s| s.n == e.segment) else {
             return Ok(None);
         };
-        let mut buf = vec![0u8; e.len as usize];
-        seg.file
-            .read_exact_at(&mut buf, e.offset)
-            .map_err(io_err(&seg_path(&self.dir, seg.n)))?;
-        decode_payload(&buf[HEADER..])
+        let r = framed::read_at(&FORMAT, &seg.file, e.offset, e.len).map_err(|err| {
+            BufferError::Corrupt {
+                seq,
+                reason: err.to_string(),
+            }
+        })?;
+        decode_payload(r.payload())
             .map(Some)
             .map_err(|reason| BufferError::Corrupt { seq, reason })
     }
@@ -404,11 +406,7 @@ impl Buffer {
         if seq > self.acked {
             self.acked = seq;
             self.last_seq = self.last_seq.max(seq);
-            let ledger = self.dir.join("acked");
-            let tmp = self.dir.join("acked.tmp");
-            std::fs::write(&tmp, seq.to_string())
-                .and_then(|_| std::fs::rename(&tmp, &ledger))
-                .map_err(io_err(&ledger))?;
+            vigil_common::fs::write_atomic(&self.dir.join("acked"), seq.to_string().as_bytes())?;
         }
         self.gc()?;
         Ok(out)
@@ -520,8 +518,11 @@ mod tests {
         assert_eq!(left.len() as u64 + dropped.batches, 200);
     }
 
+    /// The framing's one torn-tail policy: the tail from the first bad
+    /// record on is cut (here a checksum failure in the second of three
+    /// records, the third cut short), counted once, and the buffer goes on.
     #[test]
-    fn torn_and_corrupt_records_are_skipped_and_counted() {
+    fn a_torn_tail_is_cut_counted_and_the_buffer_goes_on() {
         let d = tempfile::tempdir().unwrap();
         {
             let mut b = Buffer::open(d.path(), 1 << 20).unwrap();
@@ -531,14 +532,49 @@ mod tests {
         }
         let p = seg_path(d.path(), 1);
         let mut data = std::fs::read(&p).unwrap();
-        // flip a payload byte of the second record, cut the third short
-        let first_len = u32::from_le_bytes(data[0..4].try_into().unwrap()) as usize + HEADER;
-        data[first_len + HEADER + 2] ^= 0xff;
+        let first = FORMAT.record_len(u32::from_le_bytes(data[0..4].try_into().unwrap()) as usize);
+        data[first + FORMAT.header_len() + 2] ^= 0xff;
         data.truncate(data.len() - 3);
         std::fs::write(&p, &data).unwrap();
-        let b = Buffer::open(d.path(), 1 << 20).unwrap();
+        let mut b = Buffer::open(d.path(), 1 << 20).unwrap();
         assert_eq!(b.seqs_after(0, 10), vec![1]);
-        assert_eq!(b.corrupt, 2);
+        assert_eq!(b.corrupt, 1);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            first as u64,
+            "tail cut"
+        );
+        assert_eq!(b.read(1).unwrap().unwrap().samples[0].values, vec![1.0]);
+        // sequences continue past what the torn records held
+        assert_eq!(b.next_seq(), 2);
+        b.append(&batch(2, 10)).unwrap();
+        drop(b);
+        let b = Buffer::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(b.seqs_after(0, 10), vec![1, 2]);
+        assert_eq!(b.corrupt, 0);
+    }
+
+    /// The ack ledger goes through the crash-safe helper: a stale temporary
+    /// left by a crash is never read, and the ledger is whole.
+    #[test]
+    fn the_ack_ledger_is_written_crash_safely() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut b = Buffer::open(d.path(), 1 << 20).unwrap();
+            for s in 1..=3 {
+                b.append(&batch(s, 10)).unwrap();
+            }
+            b.ack(2).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("acked")).unwrap(),
+            "2"
+        );
+        // a crash after the temporary was written, before the rename
+        std::fs::write(d.path().join(".acked.tmp"), "3").unwrap();
+        let b = Buffer::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(b.acked(), 2);
+        assert_eq!(b.seqs_after(0, 10), vec![3]);
     }
 
     proptest::proptest! {

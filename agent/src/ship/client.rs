@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use backon::BackoffBuilder as _;
+
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -102,7 +104,17 @@ impl Client {
     /// acknowledged; the shipper bounds that wait with `shutdown_timeout`.
     pub async fn run(self, drain: CancellationToken) {
         let n = self.config.collectors.len();
-        let mut backoff = Duration::from_millis(100);
+        // reconnect delays: 50 ms doubling to 30 s, each with up to as much
+        // again of jitter; reset after a session that lasted 30 s
+        let delays = || {
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(30))
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = delays();
         let mut rejections: HashMap<u64, u32> = HashMap::new();
         let mut index = 0usize;
         let mut failed_in_a_row = 0usize;
@@ -134,7 +146,7 @@ impl Client {
             };
             if started.elapsed() > Duration::from_secs(30) {
                 // it worked for a while: this is a fresh failure
-                backoff = Duration::from_millis(100);
+                backoff = delays();
                 failed_in_a_row = 0;
             }
             failed_in_a_row += 1;
@@ -147,7 +159,7 @@ impl Client {
                 index = next;
                 continue;
             }
-            let pause = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64));
+            let pause = backoff.next().unwrap_or(Duration::from_secs(30));
             tracing::warn!(error = %why, collector = %url, retry_in_ms = pause.as_millis() as u64, "collector stream ended");
             if wait_or(&drain, pause).await && self.buffer.lock().is_empty() {
                 return;
@@ -158,7 +170,6 @@ impl Client {
                     .fetch_add(1, Ordering::Relaxed);
             }
             index = next;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 

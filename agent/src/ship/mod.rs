@@ -19,7 +19,7 @@ pub struct SourceKey {
 
 /// One log record as the tailer hands it over.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LogEntry {
+pub struct LogRecord {
     /// Stream labels (`stream`, container identity); the shipper adds `node`.
     pub stream: vigil_common::Labels,
     pub source: SourceKey,
@@ -40,7 +40,7 @@ pub struct LogAck {
 // The shipper's producer interface (implemented in this module):
 // - `ShipHandle::submit_scrape(Scrape)` and `submit_target(TargetScrape)` never
 //   block (scraping must not wait);
-// - `ShipHandle::log_sender() -> tokio::sync::mpsc::Sender<Vec<LogEntry>>` is
+// - `ShipHandle::log_sender() -> tokio::sync::mpsc::Sender<Vec<LogRecord>>` is
 //   bounded: the tailer waits for room (backpressure on logs only);
 // - `ShipHandle::take_log_acks() -> tokio::sync::mpsc::UnboundedReceiver<Vec<LogAck>>`
 //   delivers the positions the collector has durably stored.
@@ -75,7 +75,7 @@ const LOG_QUEUE: usize = 4;
 pub struct ShipHandle {
     scrapes: mpsc::Sender<Scrape>,
     targets: mpsc::Sender<TargetScrape>,
-    logs: mpsc::Sender<Vec<LogEntry>>,
+    logs: mpsc::Sender<Vec<LogRecord>>,
     log_acks: Arc<Mutex<Option<mpsc::UnboundedReceiver<Vec<LogAck>>>>>,
     telemetry: Arc<Telemetry>,
 }
@@ -112,7 +112,7 @@ impl ShipHandle {
     }
 
     /// The bounded channel for log entries (the tailer waits for room).
-    pub fn log_sender(&self) -> mpsc::Sender<Vec<LogEntry>> {
+    pub fn log_sender(&self) -> mpsc::Sender<Vec<LogRecord>> {
         self.logs.clone()
     }
 
@@ -132,10 +132,9 @@ pub fn agent_id(state_dir: &std::path::Path) -> anyhow::Result<String> {
         Err(e) => anyhow::bail!("cannot read {}: {e}", p.display()),
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let tmp = state_dir.join("agent-id.tmp");
-    std::fs::write(&tmp, &id)
-        .and_then(|_| std::fs::rename(&tmp, &p))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+    // through the crash-safe helper: an id lost to a power cut would make
+    // the collector take the buffered batches a second time
+    vigil_common::fs::write_atomic(&p, id.as_bytes())?;
     Ok(id)
 }
 
@@ -170,7 +169,7 @@ pub fn start(
     let (target_tx, mut target_rx) = mpsc::channel::<TargetScrape>(TARGET_QUEUE);
     // the tailer's batches are up to 1 MiB of lines: a short queue keeps the
     // pipeline busy without holding a backlog in memory (it stays in the files)
-    let (log_tx, mut log_rx) = mpsc::channel::<Vec<LogEntry>>(LOG_QUEUE);
+    let (log_tx, mut log_rx) = mpsc::channel::<Vec<LogRecord>>(LOG_QUEUE);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let metadata = Arc::new(Mutex::new(HashMap::new()));
 
@@ -198,7 +197,7 @@ pub fn start(
             }
             let mut buf = buffer.lock();
             let seq = buf.next_seq();
-            let now = crate::run::now_ms();
+            let now = vigil_common::time::now_ms();
             let b = builder.seal(seq, now);
             {
                 let mut md = metadata.lock();
@@ -338,4 +337,35 @@ pub fn start(
         },
         task,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent id goes through the crash-safe helper: created once, whole,
+    /// kept across starts, and a temporary left by a crash mid-write is
+    /// never taken for it.
+    #[test]
+    fn the_agent_id_is_written_crash_safely_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let id = agent_id(d.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("agent-id")).unwrap(),
+            id
+        );
+        std::fs::write(d.path().join(".agent-id.tmp"), "half-writ").unwrap();
+        assert_eq!(agent_id(d.path()).unwrap(), id);
+        // an empty file (a crash on a file system without the helper's
+        // fsyncs) is replaced by a fresh id
+        std::fs::write(d.path().join("agent-id"), "").unwrap();
+        let again = agent_id(d.path()).unwrap();
+        assert!(!again.is_empty() && again != id);
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("agent-id"))
+            .collect();
+        assert_eq!(names, vec!["agent-id".to_string()]);
+    }
 }

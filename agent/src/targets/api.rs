@@ -32,7 +32,7 @@ pub fn targets_json(r: &Registry, state: Option<&str>, pool: Option<&str>) -> Va
         for t in r.active.read().iter().filter(|t| in_pool(&t.spec.job)) {
             let h = t.health.lock().clone();
             let last = match h.last_scrape {
-                Some(s) => humantime::format_rfc3339_nanos(s).to_string(),
+                Some(s) => vigil_common::time::format_rfc3339_ns(vigil_common::time::unix_ns(s)),
                 None => "0001-01-01T00:00:00Z".to_string(),
             };
             active.push(json!({
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(t["labels"], json!({"instance": "h:1", "job": "app"}));
         assert_eq!(t["discoveredLabels"]["__meta_x"], "y");
         assert_eq!(t["health"], "down");
-        assert_eq!(t["lastScrape"], "2023-11-14T22:13:20.123000000Z");
+        assert_eq!(t["lastScrape"], "2023-11-14T22:13:20.123Z");
         assert_eq!(t["scrapeInterval"], "15s");
         assert_eq!(t["scrapeTimeout"], "10s");
         assert_eq!(t["scrapePool"], "app");

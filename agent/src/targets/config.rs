@@ -339,6 +339,8 @@ pub fn in_cluster_api() -> Option<String> {
 /// The jobs the agent runs without configuration: containers with scrape
 /// labels and, inside a cluster, pods with scrape annotations. Only what
 /// the annotations ask for is kept; [`super::discovery`] documents the keys.
+// The rules are constants parsed by the builtin-jobs tests; they cannot fail at run time.
+#[allow(clippy::expect_used)]
 pub fn builtin_jobs(kubernetes: bool) -> Vec<ScrapeConfig> {
     let keep = |label: &str| -> RelabelConfig {
         serde_saphyr::from_str(&format!(

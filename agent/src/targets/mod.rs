@@ -268,7 +268,7 @@ fn endpoint(spec: &TargetSpec, job: &Job) -> Result<(Dial, Option<Tls>, String),
 }
 
 fn now_ms() -> i64 {
-    crate::run::now_ms()
+    vigil_common::time::now_ms()
 }
 
 async fn scrape_loop(

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil_agent::config::LogsConfig;
 use vigil_agent::logs::{LogMetrics, Tailer};
-use vigil_agent::ship::{LogAck, LogEntry, SourceKey};
+use vigil_agent::ship::{LogAck, LogRecord, SourceKey};
 
 pub fn logs_config(paths: &[&str]) -> LogsConfig {
     LogsConfig {
@@ -28,7 +28,7 @@ pub fn logs_config(paths: &[&str]) -> LogsConfig {
 }
 
 /// Which received entries the fake shipper acknowledges.
-pub type AckPolicy = Arc<dyn Fn(&LogEntry) -> bool + Send + Sync>;
+pub type AckPolicy = Arc<dyn Fn(&LogRecord) -> bool + Send + Sync>;
 
 pub fn ack_all() -> AckPolicy {
     Arc::new(|_| true)
@@ -36,7 +36,7 @@ pub fn ack_all() -> AckPolicy {
 
 /// A running tailer and the fake shipper around it.
 pub struct Running {
-    pub received: Arc<Mutex<Vec<LogEntry>>>,
+    pub received: Arc<Mutex<Vec<LogRecord>>>,
     /// Distinct `seq=` numbers received so far (kept by the consumer, so
     /// waiting on them costs nothing).
     pub seqs: Arc<Mutex<std::collections::HashSet<u64>>>,
@@ -52,7 +52,7 @@ impl Running {
         let tailer = Tailer::new(cfg, host_root, state_dir).expect("tailer");
         let metrics = tailer.metrics();
         // A small channel, so a paused consumer stops the tailer quickly.
-        let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(2);
+        let (tx, mut rx) = mpsc::channel::<Vec<LogRecord>>(2);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<LogAck>>();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
@@ -119,7 +119,7 @@ impl Running {
     }
 
     /// Waits until `done(received)` or the deadline; returns whether it held.
-    pub async fn wait_for(&self, timeout: Duration, done: impl Fn(&[LogEntry]) -> bool) -> bool {
+    pub async fn wait_for(&self, timeout: Duration, done: impl Fn(&[LogRecord]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if done(&self.received.lock()) {
@@ -147,7 +147,7 @@ impl Running {
     }
 
     /// Graceful stop: the tailer applies the acks it has and saves.
-    pub async fn stop(self) -> Vec<LogEntry> {
+    pub async fn stop(self) -> Vec<LogRecord> {
         self.shutdown.cancel();
         let _ = self.task.await;
         self.consumer.abort();
@@ -156,7 +156,7 @@ impl Running {
     }
 
     /// Crash: the task is dropped mid-flight (only what it saved survives).
-    pub async fn kill(self) -> Vec<LogEntry> {
+    pub async fn kill(self) -> Vec<LogRecord> {
         self.task.abort();
         let _ = self.task.await;
         self.consumer.abort();
@@ -244,7 +244,7 @@ pub fn seq_of(line: &str) -> Option<u64> {
 }
 
 /// Counts of each sequence number received (panics on a mangled line).
-pub fn seq_counts(entries: &[LogEntry]) -> HashMap<u64, usize> {
+pub fn seq_counts(entries: &[LogRecord]) -> HashMap<u64, usize> {
     let mut m = HashMap::new();
     for e in entries {
         let seq = seq_of(&e.line).unwrap_or_else(|| panic!("mangled line {:?}", e.line));

@@ -3,9 +3,8 @@
 //! fingerprint + status + startsAt, and turned into alerts the action rules
 //! match. Alertmanager cannot sign; the endpoint authenticates by bearer token.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
+use vigil_common::Labels;
 
 /// The notification as Alertmanager sends it.
 #[derive(Clone, Debug, Deserialize)]
@@ -20,11 +19,11 @@ pub struct Notification {
     #[serde(default)]
     pub receiver: String,
     #[serde(default)]
-    pub group_labels: BTreeMap<String, String>,
+    pub group_labels: Labels,
     #[serde(default)]
-    pub common_labels: BTreeMap<String, String>,
+    pub common_labels: Labels,
     #[serde(default)]
-    pub common_annotations: BTreeMap<String, String>,
+    pub common_annotations: Labels,
     #[serde(default, rename = "externalURL")]
     pub external_url: String,
     pub alerts: Vec<NotifiedAlert>,
@@ -35,9 +34,9 @@ pub struct Notification {
 #[serde(rename_all = "camelCase")]
 pub struct NotifiedAlert {
     pub status: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: Labels,
     pub starts_at: String,
     #[serde(default)]
     pub ends_at: String,
@@ -87,14 +86,7 @@ impl NotifiedAlert {
     pub fn dedup_key(&self) -> String {
         let fp = if self.fingerprint.is_empty() {
             // older senders: derive from the sorted labels
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
-            for (k, v) in &self.labels {
-                h.update(k.as_bytes());
-                h.update(&[0xff]);
-                h.update(v.as_bytes());
-                h.update(&[0xff]);
-            }
-            format!("{:016x}", h.digest())
+            format!("{:016x}", self.labels.stable_hash())
         } else {
             self.fingerprint.clone()
         };
@@ -120,7 +112,7 @@ mod tests {
     fn parses_version_4() {
         let n = parse(SAMPLE.as_bytes()).unwrap();
         assert_eq!(n.alerts.len(), 1);
-        assert_eq!(n.alerts[0].labels["pod"], "p");
+        assert_eq!(n.alerts[0].labels.get("pod"), Some("p"));
         assert_eq!(n.alerts[0].dedup_key(), "abc/firing/2026-11-22T10:00:00Z");
         assert_eq!(n.external_url, "http://am:9093");
     }

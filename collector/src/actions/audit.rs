@@ -11,7 +11,56 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use vigil_common::Labels;
+
+use super::executor::{ActionKind, Outcome};
 use super::hpa::ScalerState;
+
+/// What became of a decision or a delivery (the audit `result` and the
+/// `result` label of `vigil_actions_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditResult {
+    Decided,
+    DryRun,
+    SkippedCooldown,
+    SkippedRateLimit,
+    CrashLooping,
+    /// The trigger named no container or pod (counted, not logged).
+    NoTarget,
+    Delivered,
+    Failed,
+    GaveUp,
+    Gone,
+}
+
+impl AuditResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditResult::Decided => "decided",
+            AuditResult::DryRun => "dry_run",
+            AuditResult::SkippedCooldown => "skipped_cooldown",
+            AuditResult::SkippedRateLimit => "skipped_rate_limit",
+            AuditResult::CrashLooping => "crash_looping",
+            AuditResult::NoTarget => "no_target",
+            AuditResult::Delivered => "delivered",
+            AuditResult::Failed => "failed",
+            AuditResult::GaveUp => "gave_up",
+            AuditResult::Gone => "gone",
+        }
+    }
+}
+
+impl From<&Outcome> for AuditResult {
+    fn from(o: &Outcome) -> Self {
+        match o {
+            Outcome::Delivered(_) => AuditResult::Delivered,
+            Outcome::Failed(_) => AuditResult::Failed,
+            Outcome::Gone(_) => AuditResult::Gone,
+            Outcome::GaveUp(_) => AuditResult::GaveUp,
+        }
+    }
+}
 
 /// One line of the audit log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,16 +70,13 @@ pub struct AuditEntry {
     pub time_ms: i64,
     /// RFC 3339, for people reading the file.
     pub time: String,
-    /// `restart` or `scale`.
-    pub action: String,
+    pub action: ActionKind,
     /// The action rule or autoscaler that decided.
     pub rule: String,
     /// What the action is about (namespace, pod, container, container_id, service, …).
-    pub target: BTreeMap<String, String>,
+    pub target: Labels,
     pub executor: String,
-    /// `decided`, `dry_run`, `skipped_cooldown`, `skipped_rate_limit`,
-    /// `crash_looping`, `delivered`, `failed`, `gave_up`, `gone`.
-    pub result: String,
+    pub result: AuditResult,
     /// Human-readable reason or error.
     pub detail: String,
     /// Idempotency id shared by the decision and its deliveries.
@@ -64,6 +110,8 @@ pub enum AuditError {
     },
     #[error("action state {path}: {message}")]
     State { path: PathBuf, message: String },
+    #[error("action state: {0}")]
+    Write(#[from] vigil_common::fs::WriteError),
 }
 
 /// The audit log and the state snapshot in one folder.
@@ -144,7 +192,7 @@ impl Audit {
         let mut g = self.file.lock();
         g.1 += 1;
         e.seq = g.1;
-        e.time = rfc3339(e.time_ms);
+        e.time = vigil_common::time::format_rfc3339_millis(e.time_ms);
         let mut line = serde_json::to_vec(&e).map_err(|err| AuditError::State {
             path: path.clone(),
             message: err.to_string(),
@@ -177,45 +225,29 @@ impl Audit {
     /// Writes the state snapshot atomically (temp file, fsync, rename, fsync dir).
     pub fn save_state(&self, state: &ActionState) -> Result<(), AuditError> {
         let path = self.dir.join(STATE);
-        let tmp = self.dir.join(format!("{STATE}.tmp"));
-        let io = |source| AuditError::Io {
-            path: path.clone(),
-            source,
-        };
         let bytes = serde_json::to_vec(state).map_err(|e| AuditError::State {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        vigil_common::fs::write_atomic(&path, &bytes)?;
         Ok(())
     }
-}
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(result: &str) -> AuditEntry {
+    fn entry(result: AuditResult) -> AuditEntry {
         AuditEntry {
             seq: 0,
             time_ms: 1_700_000_000_000,
             time: String::new(),
-            action: "restart".into(),
+            action: ActionKind::Restart,
             rule: "oom".into(),
-            target: BTreeMap::from([("container_id".into(), "abc".into())]),
+            target: Labels::new([("container_id", "abc")]),
             executor: "podman".into(),
-            result: result.into(),
+            result,
             detail: String::new(),
             id: "act-1".into(),
             from_replicas: None,
@@ -229,8 +261,8 @@ mod tests {
         {
             let (a, st) = Audit::open(d.path(), 10).unwrap();
             assert_eq!(st, ActionState::default());
-            a.append(entry("decided")).unwrap();
-            a.append(entry("delivered")).unwrap();
+            a.append(entry(AuditResult::Decided)).unwrap();
+            a.append(entry(AuditResult::Delivered)).unwrap();
             let mut s = ActionState::default();
             s.restarts.insert("k".into(), vec![1, 2]);
             a.save_state(&s).unwrap();
@@ -247,9 +279,9 @@ mod tests {
         assert_eq!(st.restarts["k"], vec![1, 2]);
         let r = a.recent(10, 0);
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0].result, "delivered");
+        assert_eq!(r[0].result, AuditResult::Delivered);
         assert_eq!(r[0].time, "2023-11-14T22:13:20.000Z");
-        let e = a.append(entry("decided")).unwrap();
+        let e = a.append(entry(AuditResult::Decided)).unwrap();
         assert_eq!(e.seq, 3);
         assert_eq!(a.recent(10, 2).len(), 1);
     }

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use vigil_common::Duration;
+use vigil_common::{Duration, Labels};
 
 use super::hpa::{Behavior, Policy, PolicyType, Rules, SelectPolicy};
 use super::webhook::Secret;
@@ -104,7 +104,7 @@ struct RawRestart {
 struct RawScaler {
     name: String,
     executor: String,
-    workload: BTreeMap<String, String>,
+    workload: Labels,
     query: String,
     target: f64,
     min_replicas: Option<u32>,
@@ -183,10 +183,10 @@ pub enum LabelMatch {
 }
 
 impl LabelMatch {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, labels: &Labels) -> bool {
         match self {
-            LabelMatch::Equal(k, v) => labels.get(k).map(String::as_str).unwrap_or("") == v,
-            LabelMatch::Regex(k, r) => r.is_match(labels.get(k).map(String::as_str).unwrap_or("")),
+            LabelMatch::Equal(k, v) => labels.get(k).unwrap_or("") == v,
+            LabelMatch::Regex(k, r) => r.is_match(labels.get(k).unwrap_or("")),
         }
     }
 }
@@ -204,7 +204,7 @@ pub struct RestartRule {
 pub struct ScalerConfig {
     pub name: String,
     pub executor: String,
-    pub workload: BTreeMap<String, String>,
+    pub workload: Labels,
     pub query: String,
     pub target: f64,
     pub tolerance: f64,
@@ -474,11 +474,10 @@ autoscale:
             30
         );
         assert_eq!(c.autoscale[0].behavior.up, Rules::default_up());
-        let mut l = BTreeMap::from([(
-            "alertname".to_string(),
-            "VigilContainerOOMKilled".to_string(),
-        )]);
-        l.insert("namespace".into(), "prod-a".into());
+        let l = Labels::new([
+            ("alertname", "VigilContainerOOMKilled"),
+            ("namespace", "prod-a"),
+        ]);
         assert!(c.restart[0].matchers.iter().all(|m| m.matches(&l)));
     }
 

@@ -2,16 +2,107 @@
 //! serves the same API): restart a container, and scale a service — the
 //! containers sharing a label such as `com.docker.compose.service=web` — by
 //! cloning one replica's configuration or removing the newest replica.
+//! [`DockerExecutor`] is the Docker [`Executor`]: a restart names a container
+//! by `container_id` (or `name`); a workload is `{label: L, value: V}` or
+//! `{service: V}` (with the executor's `service_label`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::Value;
+use vigil_common::Labels;
+
+use super::executor::{Action, ActionRequest, Executor, ExecutorError, Outcome};
+
+impl From<DockerError> for ExecutorError {
+    fn from(e: DockerError) -> Self {
+        ExecutorError::Api {
+            executor: "docker",
+            source: Box::new(e),
+        }
+    }
+}
+
+/// The Docker/Podman executor.
+pub struct DockerExecutor {
+    client: DockerClient,
+    service_label: String,
+}
+
+impl DockerExecutor {
+    pub fn new(socket: &Path, timeout: Duration, service_label: &str) -> Self {
+        DockerExecutor {
+            client: DockerClient::new(socket, timeout),
+            service_label: service_label.to_string(),
+        }
+    }
+}
+
+/// `{label: L, value: V}` or `{service: V}` (with `default_label`).
+pub fn docker_service(w: &Labels, default_label: &str) -> Option<(String, String)> {
+    if let Some(v) = w.get("value") {
+        let l = w.get("label").unwrap_or(default_label);
+        return Some((l.to_string(), v.to_string()));
+    }
+    w.get("service")
+        .map(|v| (default_label.to_string(), v.to_string()))
+}
+
+impl Executor for DockerExecutor {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            match &req.action {
+                Action::Restart { target } => {
+                    let Some(id) = target
+                        .get("container_id")
+                        .or_else(|| target.get("name"))
+                        .filter(|s| !s.is_empty())
+                    else {
+                        return Outcome::Failed("target has no container_id or name".into());
+                    };
+                    match self.client.restart(id, 10).await {
+                        Ok(()) => Outcome::Delivered(format!("restarted container {id}")),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    }
+                }
+                Action::Scale { workload, to, .. } => {
+                    let Some((label, value)) = docker_service(workload, &self.service_label) else {
+                        return Outcome::Failed("workload names no service".into());
+                    };
+                    match self.client.scale_service(&label, &value, *to).await {
+                        Ok(n) => Outcome::Delivered(format!(
+                            "service {label}={value} now has {n} replicas"
+                        )),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    }
+                }
+            }
+        })
+    }
+
+    fn replicas<'a>(
+        &'a self,
+        workload: &'a Labels,
+    ) -> BoxFuture<'a, Result<Option<u32>, ExecutorError>> {
+        Box::pin(async move {
+            let Some((label, value)) = docker_service(workload, &self.service_label) else {
+                return Ok(None);
+            };
+            let l = self.client.list_service(&label, &value).await?;
+            Ok(Some(l.len() as u32))
+        })
+    }
+}
 
 /// Why a Docker API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +251,10 @@ impl DockerClient {
 
     /// `POST /containers/{id}/restart`.
     pub async fn restart(&self, id: &str, stop_timeout_s: u32) -> Result<(), DockerError> {
-        let path = format!("/containers/{}/restart?t={stop_timeout_s}", enc(id));
+        let path = format!(
+            "/containers/{}/restart?t={stop_timeout_s}",
+            super::path_segment(id)
+        );
         self.expect(Method::POST, &path, None, &[204])
             .await
             .map(|_| ())
@@ -174,7 +268,10 @@ impl DockerClient {
     ) -> Result<Vec<ContainerSummary>, DockerError> {
         let filters =
             serde_json::json!({"label": [format!("{label}={value}")], "status": ["running"]});
-        let path = format!("/containers/json?filters={}", enc(&filters.to_string()));
+        let path = format!(
+            "/containers/json?filters={}",
+            super::path_segment(&filters.to_string())
+        );
         let bytes = self.expect(Method::GET, &path, None, &[200]).await?;
         let list: Vec<ContainerSummary> =
             serde_json::from_slice(&bytes).map_err(|e| DockerError::Http {
@@ -189,18 +286,18 @@ impl DockerClient {
             let ns = self
                 .created_ns(&c.id)
                 .await
-                .unwrap_or(c.created.saturating_mul(1_000_000_000) as i128);
+                .unwrap_or(c.created.saturating_mul(1_000_000_000));
             keyed.push((ns, c));
         }
         keyed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.id.cmp(&a.1.id)));
         Ok(keyed.into_iter().map(|(_, c)| c).collect())
     }
 
-    async fn created_ns(&self, id: &str) -> Result<i128, DockerError> {
+    async fn created_ns(&self, id: &str) -> Result<i64, DockerError> {
         let bytes = self
             .expect(
                 Method::GET,
-                &format!("/containers/{}/json", enc(id)),
+                &format!("/containers/{}/json", super::path_segment(id)),
                 None,
                 &[200],
             )
@@ -212,7 +309,7 @@ impl DockerClient {
         })?;
         v.get("Created")
             .and_then(Value::as_str)
-            .and_then(rfc3339_ns)
+            .and_then(|s| vigil_common::time::parse_rfc3339_ns(s.as_bytes()).ok())
             .ok_or_else(|| DockerError::Http {
                 method: "GET".into(),
                 path: "inspect".into(),
@@ -239,7 +336,7 @@ impl DockerClient {
             let inspect = self
                 .expect(
                     Method::GET,
-                    &format!("/containers/{}/json", enc(&template.id)),
+                    &format!("/containers/{}/json", super::path_segment(&template.id)),
                     None,
                     &[200],
                 )
@@ -256,7 +353,7 @@ impl DockerClient {
                 let created = self
                     .expect(
                         Method::POST,
-                        &format!("/containers/create?name={}", enc(&name)),
+                        &format!("/containers/create?name={}", super::path_segment(&name)),
                         Some(body),
                         &[200, 201],
                     )
@@ -271,7 +368,7 @@ impl DockerClient {
                     })?;
                 self.expect(
                     Method::POST,
-                    &format!("/containers/{}/start", enc(&id)),
+                    &format!("/containers/{}/start", super::path_segment(&id)),
                     None,
                     &[204, 304],
                 )
@@ -281,14 +378,14 @@ impl DockerClient {
             for c in list.iter().take((current - to) as usize) {
                 self.expect(
                     Method::POST,
-                    &format!("/containers/{}/stop?t=10", enc(&c.id)),
+                    &format!("/containers/{}/stop?t=10", super::path_segment(&c.id)),
                     None,
                     &[204, 304],
                 )
                 .await?;
                 self.expect(
                     Method::DELETE,
-                    &format!("/containers/{}?force=true", enc(&c.id)),
+                    &format!("/containers/{}?force=true", super::path_segment(&c.id)),
                     None,
                     &[204, 200, 404],
                 )
@@ -328,40 +425,6 @@ fn clone_body(inspect: &Value) -> Value {
     config
 }
 
-/// Nanoseconds since the epoch of an RFC 3339 time with any number of
-/// fractional digits and a `Z` or `±hh:mm` offset.
-fn rfc3339_ns(s: &str) -> Option<i128> {
-    let (date, rest) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let tz_at = rest.rfind(['Z', '+', '-']).filter(|i| *i >= 8)?;
-    let (clock, tz) = rest.split_at(tz_at);
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
-    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
-    let mut nanos: i64 = 0;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        nanos += i64::from(c.to_digit(10)?) * 10i64.pow(8 - i as u32);
-    }
-    let offset = if tz == "Z" {
-        0
-    } else {
-        let sign = if tz.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = tz[1..].split_once(':')?;
-        sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
-    };
-    // days from civil (Howard Hinnant's algorithm)
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + h * 3600 + mi * 60 + se - offset;
-    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
-}
-
 /// Podman's inspect names ulimits `RLIMIT_NOFILE` but its create (like
 /// Docker's) wants `nofile`: normalize so a clone is accepted by both.
 fn normalize_ulimits(hc: &mut Value) {
@@ -379,19 +442,6 @@ fn normalize_ulimits(hc: &mut Value) {
 }
 
 /// Percent-encodes a path or query component.
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,21 +466,12 @@ mod tests {
     }
 
     #[test]
-    fn parses_rfc3339_with_nanos_and_offsets() {
-        assert_eq!(rfc3339_ns("1970-01-01T00:00:01Z"), Some(1_000_000_000));
-        assert_eq!(rfc3339_ns("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));
-        assert_eq!(
-            rfc3339_ns("2026-11-22T12:00:00.123456789+01:00"),
-            rfc3339_ns("2026-11-22T11:00:00.123456789Z")
-        );
-        assert!(rfc3339_ns("2026-11-22T12:00:00.1Z") > rfc3339_ns("2026-11-22T12:00:00.09Z"));
-        assert_eq!(rfc3339_ns("garbage"), None);
-    }
-
-    #[test]
     fn encodes_components() {
-        assert_eq!(enc("{\"a\":1}"), "%7B%22a%22%3A1%7D");
-        assert_eq!(enc("abc-1_2.3"), "abc-1_2.3");
+        assert_eq!(
+            crate::actions::path_segment("{\"a\":1}"),
+            "%7B%22a%22%3A1%7D"
+        );
+        assert_eq!(crate::actions::path_segment("abc-1_2.3"), "abc-1_2.3");
     }
 
     #[tokio::test]

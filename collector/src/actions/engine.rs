@@ -4,8 +4,18 @@
 //! decisions out through executors — always off the caller's path, so a slow
 //! or hanging executor never blocks rule evaluation, ingest or other actions.
 //! Every decision and delivery is audited before and after it happens.
+//!
+//! An autoscaler counts the replicas it has just requested as the current
+//! count until the replicas it reads (`replicas_query` or the executor) agree,
+//! or [`REQUESTED_REPLICAS_HOLD`] passes: a lagging replicas metric never
+//! makes it send the same scale request twice (the HPA reads the scale
+//! subresource and never does either).
+//!
+//! Not here: the executors ([`super::executor`]), triggers
+//! ([`super::triggers`]), the decision rules ([`super::restart`],
+//! [`super::hpa`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,344 +26,77 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use vigil_common::Labels;
 
-use super::audit::{ActionState, Audit, AuditEntry, AuditError};
-use super::config::{ActionsConfig, ExecutorConfig, RestartRule, ScalerConfig};
-use super::docker::DockerClient;
+use super::audit::{ActionState, Audit, AuditEntry, AuditError, AuditResult};
+use super::config::ExecutorConfig;
+use super::config::{ActionsConfig, RestartRule, ScalerConfig};
+use super::docker::DockerExecutor;
+use super::executor::{
+    Action, ActionKind, ActionRequest, Executor, ExecutorError, MetricReading, Outcome,
+};
 use super::hpa::{self, PodMetric};
-use super::kubernetes::{KubeClient, RestartMode, deployment_of};
+use super::kubernetes::KubernetesExecutor;
 use super::restart::{self, Verdict};
-use super::webhook::{self, Delivery, DeliveryPolicy, Secret};
+use super::source::MetricSource;
+use super::triggers::{
+    HandleTriggers, Trigger, TriggerStatus, restart_target, target_labels_of_key,
+};
+use super::webhook::WebhookExecutor;
+use crate::notify::{Notifier, OutgoingAlert};
 
-/// An instant query's answer: each sample's labels and value.
-pub type QueryResult = Result<Vec<(BTreeMap<String, String>, f64)>, String>;
+/// How long an autoscaler takes the replicas it requested as the current
+/// count while the replicas it reads still differ (a replicas metric lags by
+/// a scrape or two; a workload that never gets there is read as it is again).
+pub const REQUESTED_REPLICAS_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Instant queries for the autoscalers (implemented over the PromQL engine).
-pub trait MetricSource: Send + Sync {
-    /// The samples of `expr` evaluated at `at_ms`; empty means no data.
-    fn query(&self, expr: &str, at_ms: i64) -> QueryResult;
+/// The executor a configuration describes.
+fn build_executor(cfg: &ExecutorConfig) -> Result<Box<dyn Executor>, ExecutorError> {
+    Ok(match cfg {
+        ExecutorConfig::Webhook {
+            url,
+            secrets,
+            timeout,
+            max_attempts,
+        } => Box::new(WebhookExecutor::new(
+            url,
+            secrets.clone(),
+            *timeout,
+            *max_attempts,
+        )?),
+        ExecutorConfig::Docker {
+            socket,
+            timeout,
+            service_label,
+        } => Box::new(DockerExecutor::new(socket, *timeout, service_label)),
+        ExecutorConfig::Kubernetes {
+            api_server,
+            token_file,
+            ca_file,
+            timeout,
+            restart_mode,
+        } => Box::new(KubernetesExecutor::new(
+            api_server.as_deref(),
+            token_file.as_deref(),
+            ca_file.as_deref(),
+            *timeout,
+            *restart_mode,
+        )?),
+    })
 }
 
-/// Something that may trigger a restart.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Trigger {
-    /// `rules`, `alertmanager` or `event`.
-    pub source: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// `firing` or `resolved` (resolved triggers are recorded, never acted on).
-    pub status: String,
-    pub starts_at: String,
-    /// Same key → acted on once.
-    pub dedup_key: String,
-}
-
-/// The JSON body a webhook executor receives (documented in the README).
-#[derive(Clone, Debug, Serialize)]
-pub struct ActionRequest {
-    /// Idempotency id, the same across retries of one delivery.
-    pub id: String,
-    /// `restart` or `scale`.
-    pub action: String,
-    pub rule: String,
-    pub target: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from_replicas: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to_replicas: Option<u32>,
-    pub reason: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub alerts: Vec<Trigger>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metric: Option<MetricReading>,
-    pub dry_run: bool,
-    /// RFC 3339.
-    pub time: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct MetricReading {
-    pub query: String,
-    pub value: f64,
-    pub target: f64,
-}
-
-/// How an action is carried out.
-enum Executor {
-    Webhook {
-        url: String,
-        secrets: Vec<Secret>,
-        policy: DeliveryPolicy,
-        client: reqwest::Client,
-    },
-    Docker {
-        client: DockerClient,
-        service_label: String,
-    },
-    Kubernetes {
-        client: KubeClient,
-        restart_mode: RestartMode,
-    },
-}
-
-impl Executor {
-    fn build(cfg: &ExecutorConfig) -> Result<Self, String> {
-        Ok(match cfg {
-            ExecutorConfig::Webhook {
-                url,
-                secrets,
-                timeout,
-                max_attempts,
-            } => Executor::Webhook {
-                url: url.clone(),
-                secrets: secrets.clone(),
-                policy: DeliveryPolicy {
-                    timeout: *timeout,
-                    max_attempts: *max_attempts,
-                    ..Default::default()
-                },
-                client: {
-                    super::ensure_crypto_provider();
-                    reqwest::Client::builder()
-                }
-                .build()
-                .map_err(|e| format!("http client: {e}"))?,
-            },
-            ExecutorConfig::Docker {
-                socket,
-                timeout,
-                service_label,
-            } => Executor::Docker {
-                client: DockerClient::new(socket.clone(), *timeout),
-                service_label: service_label.clone(),
-            },
-            ExecutorConfig::Kubernetes {
-                api_server,
-                token_file,
-                ca_file,
-                timeout,
-                restart_mode,
-            } => Executor::Kubernetes {
-                client: KubeClient::new(
-                    api_server.as_deref(),
-                    token_file.as_deref(),
-                    ca_file.as_deref(),
-                    *timeout,
-                )
-                .map_err(|e| e.to_string())?,
-                restart_mode: *restart_mode,
-            },
-        })
-    }
-
-    /// Carries `req` out. Ok: a short description; Err: the failure, and
-    /// whether it is final (`gave_up`/`gone`) for the audit.
-    async fn execute(&self, req: &ActionRequest) -> Result<String, (String, String)> {
-        match self {
-            Executor::Webhook {
-                url,
-                secrets,
-                policy,
-                client,
-            } => {
-                let body =
-                    serde_json::to_vec(req).map_err(|e| ("failed".to_string(), e.to_string()))?;
-                match webhook::deliver(client, url, secrets, &req.id, &body, policy).await {
-                    Delivery::Delivered { attempts, status } => {
-                        Ok(format!("HTTP {status} after {attempts} attempt(s)"))
-                    }
-                    Delivery::Gone { attempts } => Err((
-                        "gone".into(),
-                        format!("receiver answered 410 Gone (attempt {attempts})"),
-                    )),
-                    Delivery::GaveUp {
-                        attempts,
-                        last_error,
-                    } => Err((
-                        "gave_up".into(),
-                        format!("{attempts} attempts, last: {last_error}"),
-                    )),
-                }
-            }
-            Executor::Docker {
-                client,
-                service_label,
-            } => match req.action.as_str() {
-                "restart" => {
-                    let id = req
-                        .target
-                        .get("container_id")
-                        .or_else(|| req.target.get("name"))
-                        .filter(|s| !s.is_empty())
-                        .ok_or_else(|| {
-                            (
-                                "failed".to_string(),
-                                "target has no container_id or name".to_string(),
-                            )
-                        })?;
-                    client
-                        .restart(id, 10)
-                        .await
-                        .map(|_| format!("restarted container {id}"))
-                        .map_err(|e| ("failed".into(), e.to_string()))
-                }
-                "scale" => {
-                    let (label, value) =
-                        docker_service(&req.target, service_label).ok_or_else(|| {
-                            (
-                                "failed".to_string(),
-                                "workload names no service".to_string(),
-                            )
-                        })?;
-                    let to = req.to_replicas.unwrap_or(0);
-                    client
-                        .scale_service(&label, &value, to)
-                        .await
-                        .map(|n| format!("service {label}={value} now has {n} replicas"))
-                        .map_err(|e| ("failed".into(), e.to_string()))
-                }
-                other => Err(("failed".into(), format!("unknown action {other}"))),
-            },
-            Executor::Kubernetes {
-                client,
-                restart_mode,
-            } => {
-                let fail = |e: super::kubernetes::KubeError| ("failed".to_string(), e.to_string());
-                match req.action.as_str() {
-                    "restart" => {
-                        let ns = req.target.get("namespace").filter(|s| !s.is_empty());
-                        let pod = req.target.get("pod").filter(|s| !s.is_empty());
-                        let (Some(ns), Some(pod)) = (ns, pod) else {
-                            return match deployment_of(&req.target) {
-                                Ok((ns, d)) => client
-                                    .rollout_restart(&ns, &d, &req.time)
-                                    .await
-                                    .map(|_| format!("rollout restart of deployment {ns}/{d}"))
-                                    .map_err(fail),
-                                Err(e) => Err(fail(e)),
-                            };
-                        };
-                        match restart_mode {
-                            RestartMode::DeletePod => client
-                                .delete_pod(ns, pod)
-                                .await
-                                .map(|_| format!("deleted pod {ns}/{pod}"))
-                                .map_err(fail),
-                            RestartMode::Rollout => {
-                                match client.owning_deployment(ns, pod).await.map_err(fail)? {
-                                    Some(d) => client
-                                        .rollout_restart(ns, &d, &req.time)
-                                        .await
-                                        .map(|_| format!("rollout restart of deployment {ns}/{d}"))
-                                        .map_err(fail),
-                                    // a pod without a Deployment: deleting it is the only restart
-                                    None => client
-                                        .delete_pod(ns, pod)
-                                        .await
-                                        .map(|_| {
-                                            format!("deleted pod {ns}/{pod} (no owning deployment)")
-                                        })
-                                        .map_err(fail),
-                                }
-                            }
-                        }
-                    }
-                    "scale" => {
-                        let (ns, d) = deployment_of(&req.target).map_err(fail)?;
-                        let to = req.to_replicas.unwrap_or(0);
-                        client
-                            .scale(&ns, &d, to)
-                            .await
-                            .map(|_| format!("deployment {ns}/{d} scaled to {to}"))
-                            .map_err(fail)
-                    }
-                    other => Err(("failed".into(), format!("unknown action {other}"))),
-                }
-            }
-        }
-    }
-
-    /// Current replicas of a workload, where the executor can tell.
-    async fn replicas(&self, workload: &BTreeMap<String, String>) -> Result<Option<u32>, String> {
-        match self {
-            Executor::Webhook { .. } => Ok(None),
-            Executor::Docker {
-                client,
-                service_label,
-            } => {
-                let Some((label, value)) = docker_service(workload, service_label) else {
-                    return Ok(None);
-                };
-                client
-                    .list_service(&label, &value)
-                    .await
-                    .map(|l| Some(l.len() as u32))
-                    .map_err(|e| e.to_string())
-            }
-            Executor::Kubernetes { client, .. } => {
-                let (ns, d) = deployment_of(workload).map_err(|e| e.to_string())?;
-                client
-                    .replicas(&ns, &d)
-                    .await
-                    .map(Some)
-                    .map_err(|e| e.to_string())
-            }
-        }
-    }
-}
-
-/// `{label: L, value: V}` or `{service: V}` (with the executor's label).
-fn docker_service(w: &BTreeMap<String, String>, default_label: &str) -> Option<(String, String)> {
-    if let Some(v) = w.get("value") {
-        let l = w
-            .get("label")
-            .cloned()
-            .unwrap_or_else(|| default_label.to_string());
-        return Some((l, v.clone()));
-    }
-    w.get("service")
-        .map(|v| (default_label.to_string(), v.clone()))
-}
-
-/// The identity labels of a restart target, and its key.
-fn restart_target(labels: &BTreeMap<String, String>) -> Option<(String, BTreeMap<String, String>)> {
-    let mut t = BTreeMap::new();
-    for k in [
-        "namespace",
-        "pod",
-        "container",
-        "container_id",
-        "name",
-        "node",
-        "service",
-    ] {
-        if let Some(v) = labels.get(k).filter(|v| !v.is_empty()) {
-            t.insert(k.to_string(), v.clone());
-        }
-    }
-    let key = if let Some(id) = t.get("container_id") {
-        format!("id/{id}")
-    } else if let (Some(ns), Some(pod)) = (t.get("namespace"), t.get("pod")) {
-        format!(
-            "pod/{ns}/{pod}/{}",
-            t.get("container").map(String::as_str).unwrap_or("")
-        )
-    } else if let Some(n) = t.get("name") {
-        format!(
-            "name/{}/{n}",
-            t.get("node").map(String::as_str).unwrap_or("")
-        )
-    } else {
-        return None;
-    };
-    Some((key, t))
+/// A scale request not yet seen in the replicas read back.
+#[derive(Clone, Copy, Debug)]
+struct Requested {
+    replicas: u32,
+    at_ms: i64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct ActionLabels {
-    action: String,
-    executor: String,
-    result: String,
+    action: &'static str,
+    executor: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -382,10 +125,12 @@ pub struct HandleReport {
 /// The engine. Cheap to share (`Arc`).
 pub struct Actions {
     cfg: ActionsConfig,
-    executors: BTreeMap<String, Executor>,
+    executors: BTreeMap<String, Box<dyn Executor>>,
     audit: Audit,
     state: Mutex<ActionState>,
     in_flight: Mutex<HashSet<String>>,
+    /// Per autoscaler: the scale it requested, until the replicas agree.
+    requested: Mutex<HashMap<String, Requested>>,
     metrics: Metrics,
     /// Where executions run: callers may be on threads outside the runtime.
     runtime: tokio::runtime::Handle,
@@ -405,7 +150,7 @@ impl Actions {
         for (name, e) in &cfg.executors {
             executors.insert(
                 name.clone(),
-                Executor::build(e).map_err(|e| format!("executor {name}: {e}"))?,
+                build_executor(e).map_err(|e| format!("executor {name}: {e}"))?,
             );
         }
         let a = Actions {
@@ -414,6 +159,7 @@ impl Actions {
             audit,
             state: Mutex::new(state),
             in_flight: Mutex::new(HashSet::new()),
+            requested: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             runtime,
             crash_wake: tokio::sync::Notify::new(),
@@ -473,13 +219,18 @@ impl Actions {
         self.state.lock().crash_looping.clone()
     }
 
-    fn count(&self, action: &str, executor: &str, result: &str) {
+    /// The kind of a configured executor, for metrics.
+    fn executor_kind(&self, name: &str) -> &'static str {
+        self.executors.get(name).map(|e| e.kind()).unwrap_or("?")
+    }
+
+    fn count(&self, action: ActionKind, executor: &'static str, result: AuditResult) {
         self.metrics
             .actions
             .get_or_create(&ActionLabels {
-                action: action.into(),
-                executor: executor.into(),
-                result: result.into(),
+                action: action.as_str(),
+                executor,
+                result: result.as_str(),
             })
             .inc();
     }
@@ -496,19 +247,51 @@ impl Actions {
         self.audit.save_state(&s)
     }
 
+    fn save_state_logged(&self) {
+        if let Err(e) = self.save_state() {
+            self.metrics.audit_errors.inc();
+            tracing::error!(error = %e, "saving action state failed");
+        }
+    }
+
+    /// The audit entry of `req` with `result` and `detail`.
+    fn entry(
+        req: &ActionRequest,
+        executor: &str,
+        result: AuditResult,
+        detail: String,
+        now: i64,
+    ) -> AuditEntry {
+        let (from_replicas, to_replicas) = req.action.replicas();
+        AuditEntry {
+            seq: 0,
+            time_ms: now,
+            time: String::new(),
+            action: req.action.kind(),
+            rule: req.rule.clone(),
+            target: req.action.target().clone(),
+            executor: executor.to_string(),
+            result,
+            detail,
+            id: req.id.clone(),
+            from_replicas,
+            to_replicas,
+        }
+    }
+
     /// Handles triggers: matching restart rules decide at once (cooldowns,
     /// crash-looping, rate limit — persisted before anything runs); the
     /// restarts themselves run in the background.
     pub fn handle(self: &Arc<Self>, triggers: Vec<Trigger>) -> HandleReport {
         let mut report = HandleReport::default();
-        let now = now_ms();
+        let now = vigil_common::time::now_ms();
         for t in triggers {
             for rule in &self.cfg.restart {
                 if !rule.matchers.iter().all(|m| m.matches(&t.labels)) {
                     continue;
                 }
                 report.matched += 1;
-                if t.status != "firing" {
+                if t.status != TriggerStatus::Firing {
                     continue;
                 }
                 {
@@ -531,18 +314,12 @@ impl Actions {
     }
 
     fn decide_restart(self: &Arc<Self>, rule: &RestartRule, t: &Trigger, now: i64) -> bool {
-        let executor_kind = self
-            .cfg
-            .executors
-            .get(&rule.executor)
-            .map(|e| e.kind())
-            .unwrap_or("?");
+        let kind = self.executor_kind(&rule.executor);
         let Some((key, target)) = restart_target(&t.labels) else {
-            tracing::warn!(rule = %rule.name, labels = ?t.labels, "trigger names no container or pod; not restarting");
-            self.count("restart", executor_kind, "no_target");
+            tracing::warn!(rule = %rule.name, labels = %t.labels, "trigger names no container or pod; not restarting");
+            self.count(ActionKind::Restart, kind, AuditResult::NoTarget);
             return false;
         };
-        let id = super::new_id();
         let verdict = {
             let mut st = self.state.lock();
             restart::decide(
@@ -553,56 +330,55 @@ impl Actions {
                 &self.cfg.global,
             )
         };
+        let dry_run = self.cfg.dry_run || rule.dry_run;
         let (result, detail) = match &verdict {
             Verdict::Restart => (
-                "decided",
+                if dry_run {
+                    AuditResult::DryRun
+                } else {
+                    AuditResult::Decided
+                },
                 format!(
                     "{} trigger {}",
-                    t.source,
-                    t.labels.get("alertname").cloned().unwrap_or_default()
+                    t.source.as_str(),
+                    t.labels.get("alertname").unwrap_or("")
                 ),
             ),
             Verdict::Cooldown { remaining_ms } => (
-                "skipped_cooldown",
+                AuditResult::SkippedCooldown,
                 format!("cooldown: {} s left", remaining_ms / 1000),
             ),
             Verdict::CrashLooping { restarts } => (
-                "crash_looping",
+                AuditResult::CrashLooping,
                 format!("{restarts} restarts within the window; restarts stopped"),
             ),
             Verdict::RateLimited => (
-                "skipped_rate_limit",
+                AuditResult::SkippedRateLimit,
                 "global restart rate limit reached".to_string(),
             ),
         };
-        let dry_run = self.cfg.dry_run || rule.dry_run;
-        let entry = AuditEntry {
-            seq: 0,
-            time_ms: now,
-            time: String::new(),
-            action: "restart".into(),
+        let req = ActionRequest {
+            id: super::new_id(),
+            action: Action::Restart { target },
             rule: rule.name.clone(),
-            target: target.clone(),
-            executor: rule.executor.clone(),
-            result: if verdict == Verdict::Restart && dry_run {
-                "dry_run".into()
-            } else {
-                result.into()
-            },
-            detail: detail.clone(),
-            id: id.clone(),
-            from_replicas: None,
-            to_replicas: None,
+            reason: detail.clone(),
+            alerts: vec![t.clone()],
+            metric: None,
+            dry_run,
+            time_ms: now,
         };
-        self.record(entry.clone());
-        if let Err(e) = self.save_state() {
-            self.metrics.audit_errors.inc();
-            tracing::error!(error = %e, "saving action state failed");
-        }
+        self.record(Self::entry(
+            &req,
+            &rule.executor,
+            result,
+            detail.clone(),
+            now,
+        ));
+        self.save_state_logged();
         self.metrics
             .crash_looping
             .set(self.state.lock().crash_looping.len() as i64);
-        self.count("restart", executor_kind, &entry.result);
+        self.count(ActionKind::Restart, kind, result);
         if matches!(verdict, Verdict::CrashLooping { .. }) {
             tracing::error!(rule = %rule.name, target = %key, "{detail}");
             self.crash_wake.notify_one();
@@ -613,84 +389,38 @@ impl Actions {
         if !self.in_flight.lock().insert(key.clone()) {
             return false;
         }
-        let req = ActionRequest {
-            id,
-            action: "restart".into(),
-            rule: rule.name.clone(),
-            target,
-            from_replicas: None,
-            to_replicas: None,
-            reason: detail,
-            alerts: vec![t.clone()],
-            metric: None,
-            dry_run,
-            time: super::audit::rfc3339(now),
-        };
         let me = Arc::clone(self);
         let executor = rule.executor.clone();
         self.runtime.spawn(async move {
-            me.execute(&executor, req, None).await;
+            me.execute(&executor, &req).await;
             me.in_flight.lock().remove(&key);
         });
         true
     }
 
-    /// Runs `req` on `executor` and audits the outcome; returns success.
-    async fn execute(
-        &self,
-        executor: &str,
-        req: ActionRequest,
-        scaler: Option<(&ScalerConfig, u32)>,
-    ) -> bool {
-        let kind = self
-            .cfg
-            .executors
-            .get(executor)
-            .map(|e| e.kind())
-            .unwrap_or("?");
+    /// Runs `req` on `executor` and audits the outcome.
+    async fn execute(&self, executor: &str, req: &ActionRequest) -> Outcome {
         let outcome = match self.executors.get(executor) {
-            Some(e) => e.execute(&req).await,
-            None => Err(("failed".into(), format!("unknown executor {executor}"))),
+            Some(e) => e.execute(req).await,
+            None => Outcome::Failed(format!("unknown executor {executor}")),
         };
-        let (result, detail, ok) = match outcome {
-            Ok(d) => ("delivered".to_string(), d, true),
-            Err((r, d)) => (r, d, false),
-        };
-        if !ok {
-            tracing::warn!(action = %req.action, rule = %req.rule, executor, result = %result, "{detail}");
+        let result = AuditResult::from(&outcome);
+        let action = req.action.kind().as_str();
+        if outcome.is_delivered() {
+            tracing::info!(action, rule = %req.rule, executor, "{}", outcome.detail());
         } else {
-            tracing::info!(action = %req.action, rule = %req.rule, executor, "{detail}");
+            tracing::warn!(action, rule = %req.rule, executor, result = result.as_str(), "{}", outcome.detail());
         }
-        let now = now_ms();
-        if let (true, Some((sc, from))) = (ok, scaler) {
-            let mut st = self.state.lock();
-            st.scalers.entry(sc.name.clone()).or_default().record_scale(
-                now,
-                from,
-                req.to_replicas.unwrap_or(from),
-                &sc.behavior,
-            );
-        }
-        self.record(AuditEntry {
-            seq: 0,
-            time_ms: now,
-            time: String::new(),
-            action: req.action.clone(),
-            rule: req.rule.clone(),
-            target: req.target.clone(),
-            executor: executor.to_string(),
-            result: result.clone(),
-            detail,
-            id: req.id.clone(),
-            from_replicas: req.from_replicas,
-            to_replicas: req.to_replicas,
-        });
-        if let Err(e) = self.save_state() {
-            self.metrics.audit_errors.inc();
-            tracing::error!(error = %e, "saving action state failed");
-        }
-        self.count(&req.action, kind, &result);
-        ok
+        let now = vigil_common::time::now_ms();
+        self.record(Self::entry(
+            req,
+            executor,
+            result,
+            outcome.detail().to_string(),
+            now,
+        ));
+        self.count(req.action.kind(), self.executor_kind(executor), result);
+        outcome
     }
 
     /// Runs every autoscaler until `shutdown`: each evaluates every
@@ -737,12 +467,55 @@ impl Actions {
                         }
                     }
                     last = Some(tokio::time::Instant::now());
-                    me.evaluate_scaler(&sc, src.as_ref(), now_ms()).await;
+                    me.evaluate_scaler(&sc, src.as_ref(), vigil_common::time::now_ms())
+                        .await;
                 }
             }));
         }
         for t in tasks {
             let _ = t.await;
+        }
+    }
+
+    /// The replicas `sc`'s workload has now as far as the autoscaler can
+    /// tell: read (`replicas_query`, else the executor), or the count it
+    /// requested last while what it reads has not caught up (see
+    /// [`REQUESTED_REPLICAS_HOLD`]).
+    async fn current_replicas(
+        &self,
+        sc: &ScalerConfig,
+        source: &dyn MetricSource,
+        now: i64,
+    ) -> Option<u32> {
+        let read = match &sc.replicas_query {
+            Some(q) => source
+                .query(q, now)
+                .ok()
+                .and_then(|s| s.first().map(|(_, v)| *v))
+                .filter(|v| v.is_finite() && *v >= 0.0 && *v <= f64::from(u32::MAX))
+                .map(|v| v.round() as u32),
+            None => match self.executors.get(&sc.executor) {
+                Some(e) => e.replicas(&sc.workload).await.unwrap_or_else(|e| {
+                    tracing::warn!(scaler = %sc.name, error = %e, "cannot read current replicas");
+                    None
+                }),
+                None => None,
+            },
+        };
+        let mut requested = self.requested.lock();
+        let Some(r) = requested.get(&sc.name).copied() else {
+            return read;
+        };
+        let hold_ms = REQUESTED_REPLICAS_HOLD.as_millis() as i64;
+        if read == Some(r.replicas) {
+            requested.remove(&sc.name);
+            read
+        } else if now.saturating_sub(r.at_ms) < hold_ms {
+            Some(r.replicas)
+        } else {
+            requested.remove(&sc.name);
+            tracing::warn!(scaler = %sc.name, requested = r.replicas, read = ?read, "the replicas read never reached the count requested; using what is read");
+            read
         }
     }
 
@@ -775,22 +548,11 @@ impl Actions {
             self.metrics.no_data.get_or_create(&labels).inc();
             return None;
         }
-        let current = match &sc.replicas_query {
-            Some(q) => source
-                .query(q, now)
-                .ok()
-                .and_then(|s| s.first().map(|(_, v)| *v))
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .map(|v| v.round() as u32),
-            None => match self.executors.get(&sc.executor) {
-                Some(e) => e.replicas(&sc.workload).await.unwrap_or_else(|e| {
-                    tracing::warn!(scaler = %sc.name, error = %e, "cannot read current replicas");
-                    None
-                }),
-                None => None,
-            },
-        };
-        let Some(current) = current.filter(|c| *c > 0) else {
+        let Some(current) = self
+            .current_replicas(sc, source, now)
+            .await
+            .filter(|c| *c > 0)
+        else {
             self.metrics.no_data.get_or_create(&labels).inc();
             return None;
         };
@@ -824,54 +586,23 @@ impl Actions {
             .get_or_create(&labels)
             .set(i64::from(decision.replicas));
         if decision.replicas == current {
-            if let Err(e) = self.save_state() {
-                tracing::error!(error = %e, "saving action state failed");
-            }
+            self.save_state_logged();
             return Some(decision);
         }
         let dry_run = self.cfg.dry_run || sc.dry_run;
-        let id = super::new_id();
         let reason = format!(
             "{} = {value:.4} against target {} with {current} replicas → {} ({:?})",
             sc.query, sc.target, decision.replicas, decision.limit
         );
-        let kind = self
-            .cfg
-            .executors
-            .get(&sc.executor)
-            .map(|e| e.kind())
-            .unwrap_or("?");
-        self.record(AuditEntry {
-            seq: 0,
-            time_ms: now,
-            time: String::new(),
-            action: "scale".into(),
-            rule: sc.name.clone(),
-            target: sc.workload.clone(),
-            executor: sc.executor.clone(),
-            result: if dry_run {
-                "dry_run".into()
-            } else {
-                "decided".into()
-            },
-            detail: reason.clone(),
-            id: id.clone(),
-            from_replicas: Some(current),
-            to_replicas: Some(decision.replicas),
-        });
-        self.count("scale", kind, if dry_run { "dry_run" } else { "decided" });
-        if dry_run {
-            let _ = self.save_state();
-            return Some(decision);
-        }
         let req = ActionRequest {
-            id,
-            action: "scale".into(),
+            id: super::new_id(),
+            action: Action::Scale {
+                workload: sc.workload.clone(),
+                from: current,
+                to: decision.replicas,
+            },
             rule: sc.name.clone(),
-            target: sc.workload.clone(),
-            from_replicas: Some(current),
-            to_replicas: Some(decision.replicas),
-            reason,
+            reason: reason.clone(),
             alerts: Vec::new(),
             metric: Some(MetricReading {
                 query: sc.query.clone(),
@@ -879,35 +610,43 @@ impl Actions {
                 target: sc.target,
             }),
             dry_run,
-            time: super::audit::rfc3339(now),
+            time_ms: now,
         };
-        self.execute(&sc.executor, req, Some((sc, current))).await;
+        let result = if dry_run {
+            AuditResult::DryRun
+        } else {
+            AuditResult::Decided
+        };
+        self.record(Self::entry(&req, &sc.executor, result, reason, now));
+        self.count(ActionKind::Scale, self.executor_kind(&sc.executor), result);
+        if dry_run {
+            self.save_state_logged();
+            return Some(decision);
+        }
+        if self.execute(&sc.executor, &req).await.is_delivered() {
+            self.state
+                .lock()
+                .scalers
+                .entry(sc.name.clone())
+                .or_default()
+                .record_scale(now, current, decision.replicas, &sc.behavior);
+            self.requested.lock().insert(
+                sc.name.clone(),
+                Requested {
+                    replicas: decision.replicas,
+                    at_ms: now,
+                },
+            );
+        }
+        self.save_state_logged();
         Some(decision)
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Labels of a restart target from its key (see `restart_target`).
-fn target_labels_of_key(key: &str) -> Vec<(String, String)> {
-    let parts: Vec<&str> = key.split('/').collect();
-    let pairs: &[&str] = match parts.first() {
-        Some(&"id") => &["container_id"],
-        Some(&"pod") => &["namespace", "pod", "container"],
-        Some(&"name") => &["node", "name"],
-        _ => &[],
-    };
-    pairs
-        .iter()
-        .zip(parts.iter().skip(1))
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+impl HandleTriggers for Arc<Actions> {
+    fn handle_triggers(&self, triggers: Vec<Trigger>) {
+        self.handle(triggers);
+    }
 }
 
 /// The alert vigil raises about itself while it has stopped restarting a
@@ -923,7 +662,7 @@ impl Actions {
         now: i64,
         valid_ms: i64,
         previously: &HashSet<String>,
-    ) -> (Vec<crate::rules::alerting::OutgoingAlert>, HashSet<String>) {
+    ) -> (Vec<OutgoingAlert>, HashSet<String>) {
         let marked = self.crash_looping();
         let window_of = |rule: &str| {
             self.cfg
@@ -935,15 +674,15 @@ impl Actions {
         };
         let alert = |key: &str, since: i64, ends_at: i64| {
             let (rule, target) = key.split_once('|').unwrap_or(("", key));
-            let mut labels = vec![
+            let mut labels: Vec<(String, String)> = vec![
                 ("alertname".to_string(), CRASH_LOOP_ALERT.to_string()),
                 ("severity".to_string(), "critical".to_string()),
                 ("rule".to_string(), rule.to_string()),
             ];
-            labels.extend(target_labels_of_key(target));
-            crate::rules::alerting::OutgoingAlert {
-                labels: vigil_common::Labels::new(labels),
-                annotations: vigil_common::Labels::new([
+            labels.extend(target_labels_of_key(target).into_pairs());
+            OutgoingAlert {
+                labels: Labels::new(labels),
+                annotations: Labels::new([
                     (
                         "summary",
                         format!("vigil stopped restarting {target}: it is crash looping"),
@@ -982,14 +721,17 @@ impl Actions {
     /// marked, and resolved when the mark expires.
     pub async fn run_crash_loop_alerts(
         self: Arc<Self>,
-        notifier: Arc<crate::notify::Notifier>,
+        notifier: Arc<Notifier>,
         resend: std::time::Duration,
         shutdown: CancellationToken,
     ) {
         let mut firing = HashSet::new();
         loop {
-            let (alerts, now_firing) =
-                self.crash_loop_alerts(now_ms(), 4 * resend.as_millis() as i64, &firing);
+            let (alerts, now_firing) = self.crash_loop_alerts(
+                vigil_common::time::now_ms(),
+                4 * resend.as_millis() as i64,
+                &firing,
+            );
             firing = now_firing;
             notifier.send(alerts);
             tokio::select! {
@@ -998,303 +740,5 @@ impl Actions {
                 _ = tokio::time::sleep(resend) => {}
             }
         }
-    }
-}
-
-/// Alerts of the collector's own rules trigger restarts as Alertmanager's
-/// notifications do, without the round trip through Alertmanager.
-pub struct RuleTriggers(pub Arc<Actions>);
-
-impl crate::rules::AlertSink for RuleTriggers {
-    fn alerts(&self, ts: i64, alerts: &[crate::rules::alerting::OutgoingAlert]) {
-        let triggers: Vec<Trigger> = alerts
-            .iter()
-            .map(|a| {
-                let resolved = a.ends_at.is_some_and(|e| e <= ts);
-                let starts_at = a.starts_at.unwrap_or(ts);
-                Trigger {
-                    source: "rules".into(),
-                    labels: a
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    annotations: a
-                        .annotations
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    status: if resolved { "resolved" } else { "firing" }.into(),
-                    starts_at: super::audit::rfc3339(starts_at),
-                    // one firing episode of one alert acts once
-                    dedup_key: format!("rules/{:016x}/{starts_at}", a.labels.stable_hash()),
-                }
-            })
-            .collect();
-        self.0.handle(triggers);
-    }
-}
-
-/// Agent events (an OOM kill) trigger restarts directly — without waiting for
-/// a scrape and a rule evaluation. A restart rule matches them by
-/// `event="<kind>"` plus the subject's labels (`container_id`, `name`, …).
-pub struct EventTriggers(pub Arc<Actions>);
-
-impl crate::ingest::EventSink for EventTriggers {
-    fn publish(&self, events: &[crate::ingest::IngestedEvent]) {
-        let triggers: Vec<Trigger> = events
-            .iter()
-            .map(|e| {
-                let mut labels: BTreeMap<String, String> = e
-                    .subject
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                labels.insert("event".into(), e.kind.clone());
-                Trigger {
-                    source: "event".into(),
-                    dedup_key: format!(
-                        "{}/{:016x}/{}",
-                        e.kind,
-                        e.subject.stable_hash(),
-                        e.timestamp_ms
-                    ),
-                    labels,
-                    annotations: e.attributes.iter().cloned().collect(),
-                    status: "firing".into(),
-                    starts_at: super::audit::rfc3339(e.timestamp_ms),
-                }
-            })
-            .collect();
-        if !triggers.is_empty() {
-            self.0.handle(triggers);
-        }
-    }
-}
-
-/// Autoscaler queries answered by the collector's own PromQL engine over
-/// its store.
-pub struct PromqlSource {
-    store: Arc<crate::store::Store>,
-    engine: crate::promql::Engine,
-}
-
-impl PromqlSource {
-    pub fn new(store: Arc<crate::store::Store>) -> Self {
-        PromqlSource {
-            store,
-            engine: crate::promql::Engine::new(crate::promql::EngineOptions::default()),
-        }
-    }
-}
-
-impl MetricSource for PromqlSource {
-    fn query(&self, expr: &str, at_ms: i64) -> QueryResult {
-        use crate::promql::Value;
-        match self.engine.instant(self.store.as_ref(), expr, at_ms) {
-            Ok(Value::Vector(v)) => Ok(v
-                .into_iter()
-                .map(|s| {
-                    (
-                        s.labels
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                        s.v,
-                    )
-                })
-                .collect()),
-            Ok(Value::Scalar { v, .. }) => Ok(vec![(BTreeMap::new(), v)]),
-            Ok(other) => Err(format!(
-                "query returns a {}, not a vector or scalar",
-                other.type_name()
-            )),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    struct Fixed(Mutex<Vec<(BTreeMap<String, String>, f64)>>);
-    impl MetricSource for Fixed {
-        fn query(&self, expr: &str, _at: i64) -> QueryResult {
-            if expr == "replicas" {
-                return Ok(vec![(BTreeMap::new(), 2.0)]);
-            }
-            Ok(self.0.lock().clone())
-        }
-    }
-
-    fn cfg(y: &str) -> ActionsConfig {
-        ActionsConfig::parse(y, Path::new("/t/a.yml")).unwrap()
-    }
-
-    fn trigger(status: &str, key: &str) -> Trigger {
-        Trigger {
-            source: "alertmanager".into(),
-            labels: BTreeMap::from([
-                ("alertname".to_string(), "OOM".to_string()),
-                ("container_id".to_string(), "c1".to_string()),
-            ]),
-            annotations: BTreeMap::new(),
-            status: status.into(),
-            starts_at: "t".into(),
-            dedup_key: key.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn restart_decisions_are_deduplicated_cooled_down_and_remembered() {
-        let d = tempfile::tempdir().unwrap();
-        let y = "executors: {w: {type: webhook, url: 'http://127.0.0.1:9/x', max_attempts: 1, timeout: 1s}}\nrestart: [{name: oom, match: {alertname: OOM}, executor: w, cooldown: 1h, dry_run: true}]";
-        let a = Actions::new(cfg(y), d.path()).unwrap();
-        let r = a.handle(vec![
-            trigger("firing", "k1"),
-            trigger("firing", "k1"),
-            trigger("resolved", "k2"),
-        ]);
-        assert_eq!(
-            r,
-            HandleReport {
-                matched: 3,
-                duplicates: 1,
-                started: 0
-            }
-        );
-        // a new notification for the same container during the cooldown
-        a.handle(vec![trigger("firing", "k3")]);
-        let e = a.audit_entries(10, 0);
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[1].result, "dry_run");
-        assert_eq!(e[0].result, "skipped_cooldown");
-        drop(a);
-        // after a restart of the collector the cooldown still holds
-        let a = Actions::new(cfg(y), d.path()).unwrap();
-        a.handle(vec![trigger("firing", "k4")]);
-        assert_eq!(a.audit_entries(1, 0)[0].result, "skipped_cooldown");
-        // and an already-seen notification is still a duplicate
-        assert_eq!(a.handle(vec![trigger("firing", "k1")]).duplicates, 1);
-    }
-
-    #[tokio::test]
-    async fn autoscaler_scales_up_and_never_on_missing_data() {
-        let d = tempfile::tempdir().unwrap();
-        let y = "executors: {w: {type: webhook, url: 'http://127.0.0.1:9/x'}}\nautoscale: [{name: web, executor: w, workload: {service: web}, query: cpu, replicas_query: replicas, target: 40, min_replicas: 2, max_replicas: 4, dry_run: true}]";
-        let a = Actions::new(cfg(y), d.path()).unwrap();
-        let sc = a.config().autoscale[0].clone();
-        let src = Fixed(Mutex::new(vec![]));
-        assert_eq!(a.evaluate_scaler(&sc, &src, 1_000).await, None);
-        *src.0.lock() = vec![(BTreeMap::new(), 85.0)];
-        let d1 = a.evaluate_scaler(&sc, &src, 2_000).await.unwrap();
-        assert_eq!((d1.current, d1.replicas), (2, 4));
-        let e = a.audit_entries(1, 0);
-        assert_eq!((e[0].from_replicas, e[0].to_replicas), (Some(2), Some(4)));
-        assert_eq!(e[0].result, "dry_run");
-    }
-
-    #[tokio::test]
-    async fn own_rule_alerts_trigger_and_crash_loops_raise_an_alert() {
-        use crate::rules::AlertSink;
-        use crate::rules::alerting::OutgoingAlert;
-        let d = tempfile::tempdir().unwrap();
-        let y = "executors: {w: {type: webhook, url: 'http://127.0.0.1:9/x'}}\nrestart: [{name: oom, match: {alertname: OOM}, executor: w, cooldown: 0s, max_restarts: 1, window: 1h, dry_run: true}]";
-        let a = Actions::new(cfg(y), d.path()).unwrap();
-        let alert = |starts: i64, ends: i64| OutgoingAlert {
-            labels: vigil_common::Labels::new([("alertname", "OOM"), ("container_id", "c9")]),
-            annotations: vigil_common::Labels::default(),
-            starts_at: Some(starts),
-            ends_at: Some(ends),
-            expr: "x".into(),
-        };
-        let sink = RuleTriggers(a.clone());
-        // firing, re-sent (same episode: once), then resolved (recorded, not acted on)
-        sink.alerts(1_000, &[alert(1_000, 61_000)]);
-        sink.alerts(2_000, &[alert(1_000, 62_000)]);
-        sink.alerts(3_000, &[alert(1_000, 3_000)]);
-        let e = a.audit_entries(10, 0);
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert_eq!(e[0].result, "dry_run");
-        assert_eq!(e[0].target["container_id"], "c9");
-        // no alert of its own yet
-        let (alerts, firing) = a.crash_loop_alerts(now_ms(), 60_000, &HashSet::new());
-        assert!(alerts.is_empty() && firing.is_empty());
-        // a second firing episode: over max_restarts → crash-looping
-        sink.alerts(10_000, &[alert(10_000, 70_000)]);
-        assert_eq!(a.audit_entries(1, 0)[0].result, "crash_looping");
-        let now = now_ms();
-        let (alerts, firing) = a.crash_loop_alerts(now, 60_000, &HashSet::new());
-        assert_eq!(alerts.len(), 1);
-        assert_eq!(firing.len(), 1);
-        let al = &alerts[0];
-        assert_eq!(al.labels.get("alertname"), Some(CRASH_LOOP_ALERT));
-        assert_eq!(al.labels.get("container_id"), Some("c9"));
-        assert_eq!(al.labels.get("rule"), Some("oom"));
-        assert_eq!(al.ends_at, Some(now + 60_000));
-        // a key that was firing and is no longer marked is resolved
-        let gone = HashSet::from(["oom|id/other".to_string()]);
-        let (alerts, _) = a.crash_loop_alerts(now, 60_000, &gone);
-        let resolved = alerts
-            .iter()
-            .find(|x| x.labels.get("container_id") == Some("other"))
-            .expect("resolved alert");
-        assert_eq!(resolved.ends_at, Some(now));
-    }
-
-    #[tokio::test]
-    async fn oom_events_trigger_restart_rules() {
-        use crate::ingest::EventSink;
-        let d = tempfile::tempdir().unwrap();
-        let y = "executors: {w: {type: webhook, url: 'http://127.0.0.1:9/x'}}\nrestart: [{name: oom, match: {event: oom_kill}, executor: w, dry_run: true}]";
-        let a = Actions::new(cfg(y), d.path()).unwrap();
-        let ev = crate::ingest::IngestedEvent {
-            timestamp_ms: 5,
-            kind: "oom_kill".into(),
-            subject: vigil_common::Labels::new([("container_id", "abc"), ("name", "leak")]),
-            attributes: vec![("process".into(), "sh".into())],
-        };
-        EventTriggers(a.clone()).publish(&[ev.clone(), ev]);
-        let e = a.audit_entries(10, 0);
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert_eq!(e[0].target["container_id"], "abc");
-        assert_eq!(e[0].result, "dry_run");
-    }
-
-    #[tokio::test]
-    async fn a_hanging_executor_does_not_block_handle() {
-        // a receiver that accepts and never answers
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let accepted = Arc::new(AtomicU32::new(0));
-        let acc = accepted.clone();
-        tokio::spawn(async move {
-            let mut keep = Vec::new();
-            while let Ok((s, _)) = l.accept().await {
-                acc.fetch_add(1, Ordering::SeqCst);
-                keep.push(s);
-            }
-        });
-        let d = tempfile::tempdir().unwrap();
-        let y = format!(
-            "executors: {{w: {{type: webhook, url: 'http://{addr}/x', timeout: 30s, max_attempts: 1}}}}\nrestart: [{{name: oom, match: {{alertname: OOM}}, executor: w}}]"
-        );
-        let a = Actions::new(cfg(&y), d.path()).unwrap();
-        let t0 = std::time::Instant::now();
-        let r = a.handle(vec![trigger("firing", "k1")]);
-        assert_eq!(r.started, 1);
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(2),
-            "handle waited on the executor"
-        );
-        for _ in 0..50 {
-            if accepted.load(Ordering::SeqCst) > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }

@@ -6,11 +6,26 @@
 //! to scale a Deployment that a HorizontalPodAutoscaler already owns — two
 //! controllers fighting over `replicas` is the flapping we promise to avoid.
 //! The least-privilege RBAC it needs is in `deploy/kubernetes/actions-rbac.yaml`.
+//!
+//! The token file is re-read when it is older than a minute and at once when
+//! the API server answers 401 (the request is then retried once), so
+//! projected service-account tokens, which the kubelet rotates, keep working.
+//! Every name taken from alert labels or configuration (namespace, pod,
+//! deployment) is checked as Kubernetes checks it (RFC 1123 label for a
+//! namespace, RFC 1123 subdomain for the others) and percent-escaped before
+//! it goes into a URL; a name that fails is refused with
+//! [`KubeError::InvalidName`] and nothing is sent.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
+use vigil_common::Labels;
+
+use super::executor::{Action, ActionRequest, Executor, ExecutorError, Outcome};
+use super::path_segment;
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -42,7 +57,142 @@ pub enum KubeError {
     },
     #[error("target needs {0}")]
     MissingTarget(&'static str),
+    #[error("{what} {value:?} is not a valid Kubernetes name ({rule})")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        rule: &'static str,
+    },
 }
+
+impl From<KubeError> for ExecutorError {
+    fn from(e: KubeError) -> Self {
+        ExecutorError::Api {
+            executor: "kubernetes",
+            source: Box::new(e),
+        }
+    }
+}
+
+/// A name checked as Kubernetes checks it, escaped for a URL path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Name {
+    name: String,
+}
+
+impl Name {
+    /// An RFC 1123 label (namespaces): at most 63 of `a-z 0-9 -`, starting
+    /// and ending with a letter or digit.
+    pub fn label(what: &'static str, value: &str) -> Result<Name, KubeError> {
+        Self::check(
+            what,
+            value,
+            63,
+            false,
+            "RFC 1123 label: a-z, 0-9, '-', at most 63",
+        )
+    }
+
+    /// An RFC 1123 subdomain (pods, deployments, replica sets): at most 253
+    /// of `a-z 0-9 - .`, each dot-separated part starting and ending with a
+    /// letter or digit.
+    pub fn subdomain(what: &'static str, value: &str) -> Result<Name, KubeError> {
+        Self::check(
+            what,
+            value,
+            253,
+            true,
+            "RFC 1123 subdomain: a-z, 0-9, '-', '.', at most 253",
+        )
+    }
+
+    fn check(
+        what: &'static str,
+        value: &str,
+        max: usize,
+        dots: bool,
+        rule: &'static str,
+    ) -> Result<Name, KubeError> {
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let part_ok = |p: &[u8]| {
+            !p.is_empty()
+                && p.len() <= 63
+                && alnum(p[0])
+                && alnum(p[p.len() - 1])
+                && p.iter().all(|&b| alnum(b) || b == b'-')
+        };
+        let ok = !value.is_empty()
+            && value.len() <= max
+            && if dots {
+                value.split('.').all(|p| part_ok(p.as_bytes()))
+            } else {
+                part_ok(value.as_bytes())
+            };
+        if ok {
+            Ok(Name {
+                name: value.to_string(),
+            })
+        } else {
+            Err(KubeError::InvalidName {
+                what,
+                value: value.chars().take(300).collect(),
+                rule,
+            })
+        }
+    }
+
+    /// The name as it is.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The name as one URL path segment (escaping is a second guard: a
+    /// valid name needs none).
+    pub fn segment(&self) -> String {
+        path_segment(&self.name)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// The service-account token, re-read from its file when older than
+/// `max_age` or when the API server refused it.
+#[derive(Debug)]
+struct Token {
+    path: PathBuf,
+    max_age: Duration,
+    cached: Mutex<Option<(String, Instant)>>,
+}
+
+impl Token {
+    fn read(&self) -> Result<String, KubeError> {
+        std::fs::read_to_string(&self.path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| KubeError::Config(format!("token {}: {e}", self.path.display())))
+    }
+
+    /// The current token (from the file when the cached one is too old).
+    fn get(&self, force: bool) -> Result<String, KubeError> {
+        let mut c = self.cached.lock();
+        if let Some((t, at)) = c.as_ref()
+            && !force
+            && at.elapsed() < self.max_age
+        {
+            return Ok(t.clone());
+        }
+        let t = self.read()?;
+        *c = Some((t.clone(), Instant::now()));
+        Ok(t)
+    }
+}
+
+/// How often the token file is re-read without a 401 (client-go's cached
+/// file token source re-reads after a minute too).
+const TOKEN_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// How a restart is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -55,10 +205,10 @@ pub enum RestartMode {
 }
 
 /// A client of one API server.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct KubeClient {
     base: String,
-    token: Option<String>,
+    token: Option<Token>,
     http: reqwest::Client,
 }
 
@@ -72,7 +222,7 @@ impl KubeClient {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Self, KubeError> {
-        super::ensure_crypto_provider();
+        crate::tls::ensure_crypto_provider();
         let base = match api_server {
             Some(s) => s.trim_end_matches('/').to_string(),
             None => {
@@ -92,14 +242,16 @@ impl KubeClient {
         };
         let default_token = PathBuf::from(SA_DIR).join("token");
         let token_path = token_file.map(Path::to_path_buf).unwrap_or(default_token);
-        let token = match std::fs::read_to_string(&token_path) {
-            Ok(t) => Some(t.trim().to_string()),
-            Err(e) if token_file.is_some() => {
-                return Err(KubeError::Config(format!(
-                    "token {}: {e}",
-                    token_path.display()
-                )));
-            }
+        let token = Token {
+            path: token_path,
+            max_age: TOKEN_MAX_AGE,
+            cached: Mutex::new(None),
+        };
+        // a configured token file must be readable; the in-cluster default
+        // may be absent (a test server without authentication)
+        let token = match token.get(true) {
+            Ok(_) => Some(token),
+            Err(e) if token_file.is_some() => return Err(e),
             Err(_) => None,
         };
         let mut b = reqwest::Client::builder().timeout(timeout);
@@ -117,6 +269,7 @@ impl KubeClient {
         Ok(KubeClient { base, token, http })
     }
 
+    /// One API call; a 401 re-reads the token and tries once more.
     async fn call(
         &self,
         method: &'static str,
@@ -124,6 +277,28 @@ impl KubeClient {
         content_type: Option<&str>,
         body: Option<Value>,
     ) -> Result<Value, KubeError> {
+        let mut fresh_token = false;
+        loop {
+            let (status, text) = self
+                .send(method, path, content_type, body.as_ref(), fresh_token)
+                .await?;
+            if status == 401 && self.token.is_some() && !fresh_token {
+                // a projected token may have been rotated under us
+                fresh_token = true;
+                continue;
+            }
+            return Self::answer(method, path, status, text);
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&Value>,
+        fresh_token: bool,
+    ) -> Result<(u16, String), KubeError> {
         let url = format!("{}{path}", self.base);
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| KubeError::Http {
             method,
@@ -135,7 +310,7 @@ impl KubeClient {
             .request(m, &url)
             .header("accept", "application/json");
         if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+            req = req.bearer_auth(t.get(fresh_token)?);
         }
         if let Some(b) = body {
             req = req
@@ -149,6 +324,15 @@ impl KubeClient {
         })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
+        Ok((status, text))
+    }
+
+    fn answer(
+        method: &'static str,
+        path: &str,
+        status: u16,
+        text: String,
+    ) -> Result<Value, KubeError> {
         if !(200..300).contains(&status) {
             return Err(KubeError::Status {
                 method,
@@ -170,36 +354,49 @@ impl KubeClient {
     /// The HPA that scales `deployment`, if any.
     pub async fn owning_hpa(
         &self,
-        namespace: &str,
-        deployment: &str,
+        namespace: &Name,
+        deployment: &Name,
     ) -> Result<Option<String>, KubeError> {
-        let list = self
-            .call(
-                "GET",
-                &format!("/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"),
-                None,
-                None,
-            )
-            .await?;
+        let path = format!(
+            "/apis/autoscaling/v2/namespaces/{}/horizontalpodautoscalers",
+            namespace.segment()
+        );
+        let list = self.call("GET", &path, None, None).await?;
         Ok(list["items"]
             .as_array()
             .into_iter()
             .flatten()
             .find_map(|h| {
                 let r = &h["spec"]["scaleTargetRef"];
-                (r["kind"] == "Deployment" && r["name"] == deployment)
+                (r["kind"] == "Deployment" && r["name"] == deployment.as_str())
                     .then(|| h["metadata"]["name"].as_str().unwrap_or("").to_string())
             }))
     }
 
+    fn deployment_path(namespace: &Name, deployment: &Name) -> String {
+        format!(
+            "/apis/apps/v1/namespaces/{}/deployments/{}",
+            namespace.segment(),
+            deployment.segment()
+        )
+    }
+
+    fn pod_path(namespace: &Name, pod: &Name) -> String {
+        format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            namespace.segment(),
+            pod.segment()
+        )
+    }
+
     /// Replicas the Deployment's scale subresource reports (`spec.replicas`).
-    pub async fn replicas(&self, namespace: &str, deployment: &str) -> Result<u32, KubeError> {
-        let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}/scale");
+    pub async fn replicas(&self, namespace: &Name, deployment: &Name) -> Result<u32, KubeError> {
+        let path = format!("{}/scale", Self::deployment_path(namespace, deployment));
         let v = self.call("GET", &path, None, None).await?;
         v["spec"]["replicas"]
             .as_u64()
             .or_else(|| v["status"]["replicas"].as_u64())
-            .map(|r| r as u32)
+            .and_then(|r| u32::try_from(r).ok())
             .ok_or(KubeError::Http {
                 method: "GET",
                 path,
@@ -211,18 +408,18 @@ impl KubeClient {
     /// the Deployment.
     pub async fn scale(
         &self,
-        namespace: &str,
-        deployment: &str,
+        namespace: &Name,
+        deployment: &Name,
         replicas: u32,
     ) -> Result<(), KubeError> {
         if let Some(hpa) = self.owning_hpa(namespace, deployment).await? {
             return Err(KubeError::OwnedByHpa {
-                namespace: namespace.into(),
-                name: deployment.into(),
+                namespace: namespace.to_string(),
+                name: deployment.to_string(),
                 hpa,
             });
         }
-        let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}/scale");
+        let path = format!("{}/scale", Self::deployment_path(namespace, deployment));
         self.call(
             "PATCH",
             &path,
@@ -236,11 +433,11 @@ impl KubeClient {
     /// `kubectl rollout restart`: stamps the pod template with the time.
     pub async fn rollout_restart(
         &self,
-        namespace: &str,
-        deployment: &str,
+        namespace: &Name,
+        deployment: &Name,
         now_rfc3339: &str,
     ) -> Result<(), KubeError> {
-        let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}");
+        let path = Self::deployment_path(namespace, deployment);
         let patch = json!({"spec": {"template": {"metadata": {"annotations": {
             "kubectl.kubernetes.io/restartedAt": now_rfc3339
         }}}}});
@@ -254,43 +451,35 @@ impl KubeClient {
         .map(|_| ())
     }
 
-    pub async fn delete_pod(&self, namespace: &str, pod: &str) -> Result<(), KubeError> {
-        self.call(
-            "DELETE",
-            &format!("/api/v1/namespaces/{namespace}/pods/{pod}"),
-            None,
-            None,
-        )
-        .await
-        .map(|_| ())
+    pub async fn delete_pod(&self, namespace: &Name, pod: &Name) -> Result<(), KubeError> {
+        self.call("DELETE", &Self::pod_path(namespace, pod), None, None)
+            .await
+            .map(|_| ())
     }
 
-    /// The Deployment that owns `pod` (pod → ReplicaSet → Deployment).
+    /// The Deployment that owns `pod` (pod → ReplicaSet → Deployment); names
+    /// read from the API are checked like any other.
     pub async fn owning_deployment(
         &self,
-        namespace: &str,
-        pod: &str,
-    ) -> Result<Option<String>, KubeError> {
+        namespace: &Name,
+        pod: &Name,
+    ) -> Result<Option<Name>, KubeError> {
         let p = self
-            .call(
-                "GET",
-                &format!("/api/v1/namespaces/{namespace}/pods/{pod}"),
-                None,
-                None,
-            )
+            .call("GET", &Self::pod_path(namespace, pod), None, None)
             .await?;
         let Some(rs) = owner(&p, "ReplicaSet") else {
             return Ok(None);
         };
-        let r = self
-            .call(
-                "GET",
-                &format!("/apis/apps/v1/namespaces/{namespace}/replicasets/{rs}"),
-                None,
-                None,
-            )
-            .await?;
-        Ok(owner(&r, "Deployment"))
+        let rs = Name::subdomain("replica set", &rs)?;
+        let path = format!(
+            "/apis/apps/v1/namespaces/{}/replicasets/{}",
+            namespace.segment(),
+            rs.segment()
+        );
+        let r = self.call("GET", &path, None, None).await?;
+        owner(&r, "Deployment")
+            .map(|d| Name::subdomain("deployment", &d))
+            .transpose()
     }
 }
 
@@ -303,17 +492,164 @@ fn owner(obj: &Value, kind: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+fn required<'a>(w: &'a Labels, what: &'static str) -> Result<&'a str, KubeError> {
+    w.get(what)
+        .filter(|s| !s.is_empty())
+        .ok_or(KubeError::MissingTarget(what))
+}
+
 /// The workload a target or autoscaler names: `namespace` + `deployment`.
-pub fn deployment_of(
-    w: &std::collections::BTreeMap<String, String>,
-) -> Result<(String, String), KubeError> {
-    let ns = w
-        .get("namespace")
-        .filter(|s| !s.is_empty())
-        .ok_or(KubeError::MissingTarget("namespace"))?;
-    let d = w
-        .get("deployment")
-        .filter(|s| !s.is_empty())
-        .ok_or(KubeError::MissingTarget("deployment"))?;
-    Ok((ns.clone(), d.clone()))
+pub fn deployment_of(w: &Labels) -> Result<(Name, Name), KubeError> {
+    Ok((
+        Name::label("namespace", required(w, "namespace")?)?,
+        Name::subdomain("deployment", required(w, "deployment")?)?,
+    ))
+}
+
+/// The Kubernetes executor.
+pub struct KubernetesExecutor {
+    client: KubeClient,
+    restart_mode: RestartMode,
+}
+
+impl KubernetesExecutor {
+    pub fn new(
+        api_server: Option<&str>,
+        token_file: Option<&Path>,
+        ca_file: Option<&Path>,
+        timeout: Duration,
+        restart_mode: RestartMode,
+    ) -> Result<Self, KubeError> {
+        Ok(KubernetesExecutor {
+            client: KubeClient::new(api_server, token_file, ca_file, timeout)?,
+            restart_mode,
+        })
+    }
+
+    /// A restart: the pod (deleted, or its Deployment rolled) when the
+    /// target names one, else the Deployment it names.
+    async fn restart(&self, target: &Labels, time: &str) -> Result<String, KubeError> {
+        let c = &self.client;
+        let (Some(ns), Some(pod)) = (
+            target.get("namespace").filter(|s| !s.is_empty()),
+            target.get("pod").filter(|s| !s.is_empty()),
+        ) else {
+            let (ns, d) = deployment_of(target)?;
+            c.rollout_restart(&ns, &d, time).await?;
+            return Ok(format!("rollout restart of deployment {ns}/{d}"));
+        };
+        let ns = Name::label("namespace", ns)?;
+        let pod = Name::subdomain("pod", pod)?;
+        match self.restart_mode {
+            RestartMode::DeletePod => {
+                c.delete_pod(&ns, &pod).await?;
+                Ok(format!("deleted pod {ns}/{pod}"))
+            }
+            RestartMode::Rollout => match c.owning_deployment(&ns, &pod).await? {
+                Some(d) => {
+                    c.rollout_restart(&ns, &d, time).await?;
+                    Ok(format!("rollout restart of deployment {ns}/{d}"))
+                }
+                // a pod without a Deployment: deleting it is the only restart
+                None => {
+                    c.delete_pod(&ns, &pod).await?;
+                    Ok(format!("deleted pod {ns}/{pod} (no owning deployment)"))
+                }
+            },
+        }
+    }
+}
+
+impl Executor for KubernetesExecutor {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let done = match &req.action {
+                Action::Restart { target } => {
+                    let time = vigil_common::time::format_rfc3339_millis(req.time_ms);
+                    self.restart(target, &time).await
+                }
+                Action::Scale { workload, to, .. } => match deployment_of(workload) {
+                    Ok((ns, d)) => self
+                        .client
+                        .scale(&ns, &d, *to)
+                        .await
+                        .map(|_| format!("deployment {ns}/{d} scaled to {to}")),
+                    Err(e) => Err(e),
+                },
+            };
+            match done {
+                Ok(d) => Outcome::Delivered(d),
+                Err(e) => Outcome::Failed(e.to_string()),
+            }
+        })
+    }
+
+    fn replicas<'a>(
+        &'a self,
+        workload: &'a Labels,
+    ) -> BoxFuture<'a, Result<Option<u32>, ExecutorError>> {
+        Box::pin(async move {
+            let (ns, d) = deployment_of(workload)?;
+            Ok(Some(self.client.replicas(&ns, &d).await?))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_as_kubernetes_checks_them() {
+        for ok in ["web", "web-1", "a", "0abc"] {
+            assert!(Name::label("namespace", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Web",
+            "-web",
+            "web-",
+            "a/b",
+            "a..b",
+            "../x",
+            "a%2Fb",
+            "x y",
+            "web.1",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(
+                    Name::label("namespace", bad),
+                    Err(KubeError::InvalidName { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(Name::subdomain("pod", "web-7d4b9c.abc").is_ok());
+        for bad in ["web..x", ".web", "web.", "a/b", "A", &"a".repeat(254)] {
+            assert!(Name::subdomain("pod", bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(Name::subdomain("pod", "web-1").unwrap().segment(), "web-1");
+    }
+
+    #[test]
+    fn a_workload_needs_valid_names() {
+        let w = Labels::new([("namespace", "prod"), ("deployment", "web")]);
+        let (ns, d) = deployment_of(&w).unwrap();
+        assert_eq!((ns.as_str(), d.as_str()), ("prod", "web"));
+        assert!(matches!(
+            deployment_of(&Labels::new([("namespace", "prod")])),
+            Err(KubeError::MissingTarget("deployment"))
+        ));
+        let e = deployment_of(&Labels::new([
+            ("namespace", "prod"),
+            ("deployment", "../../x"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("not a valid Kubernetes name"), "{e}");
+    }
 }

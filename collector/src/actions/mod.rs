@@ -2,6 +2,12 @@
 //! metrics, carried out by executors (signed webhooks, the Docker/Podman
 //! Engine API, Kubernetes), remembered in a persistent audit log.
 //!
+//! - [`engine`]: decides (restart rules, autoscalers), runs and audits actions.
+//! - [`executor`]: [`executor::Action`], [`executor::Outcome`], the
+//!   [`executor::Executor`] trait; [`webhook`], [`docker`] and [`kubernetes`]
+//!   implement it.
+//! - [`triggers`]: alerts and agent events that may start a restart.
+//! - [`source`]: the autoscalers' metric queries.
 //! - [`hpa`]: the Kubernetes HPA algorithm (pure, clock passed in).
 //! - [`restart`]: cooldowns, crash-looping, global rate limit.
 //! - [`audit`]: the persistent audit log and state.
@@ -13,30 +19,36 @@ pub mod audit;
 pub mod config;
 pub mod docker;
 pub mod engine;
+pub mod executor;
 pub mod hpa;
 pub mod kubernetes;
 pub mod restart;
+pub mod source;
+pub mod triggers;
 pub mod webhook;
 
-/// A fresh random id (32 hex digits) for actions and deliveries.
+#[cfg(test)]
+mod tests;
+
+/// `s` as one URL path segment: everything but `A-Z a-z 0-9 - _ . ~`
+/// percent-escaped (names from alert labels go into API paths through it).
+pub fn path_segment(s: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// A fresh random id (a v4 UUID as 32 hex digits) for actions and deliveries.
 pub fn new_id() -> String {
-    format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// A short random suffix for names of things vigil creates.
 pub fn audit_id_suffix() -> String {
-    new_id()[..8].to_string()
-}
-
-/// Installs rustls' ring provider as the process default once (reqwest is
-/// built without a provider so the whole binary uses exactly one).
-pub fn ensure_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    let mut id = new_id();
+    id.truncate(8);
+    id
 }

@@ -4,12 +4,21 @@
 //! (several space-separated signatures while keys rotate).
 //!
 //! Delivery: only 2xx is success; 410 Gone stops at once; 429/503 honour
-//! `Retry-After`; other failures retry with exponential backoff and full
-//! jitter until the attempts run out, then give up (logged and counted by the
-//! caller). The id stays the same across retries, so receivers can dedupe;
+//! `Retry-After`; other failures retry with exponential backoff (`backon`)
+//! and jitter until the attempts run out, then give up (logged and counted by
+//! the caller). The id stays the same across retries, so receivers can dedupe;
 //! the timestamp and signature are fresh for each attempt.
+//! [`WebhookExecutor`] is the webhook [`Executor`]: it delivers the
+//! [`ActionRequest`] as JSON.
 
 use std::time::Duration;
+
+use backon::BackoffBuilder as _;
+
+use futures::future::BoxFuture;
+use vigil_common::Labels;
+
+use super::executor::{ActionRequest, Executor, ExecutorError, Outcome};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -17,6 +26,81 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The webhook executor: the request as JSON, signed, with retries.
+pub struct WebhookExecutor {
+    url: String,
+    secrets: Vec<Secret>,
+    policy: DeliveryPolicy,
+    client: reqwest::Client,
+}
+
+impl WebhookExecutor {
+    pub fn new(
+        url: &str,
+        secrets: Vec<Secret>,
+        timeout: Duration,
+        max_attempts: u32,
+    ) -> Result<Self, ExecutorError> {
+        crate::tls::ensure_crypto_provider();
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| ExecutorError::Client(e.to_string()))?;
+        Ok(WebhookExecutor {
+            url: url.to_string(),
+            secrets,
+            policy: DeliveryPolicy {
+                timeout,
+                max_attempts,
+                ..Default::default()
+            },
+            client,
+        })
+    }
+}
+
+impl Executor for WebhookExecutor {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn execute<'a>(&'a self, req: &'a ActionRequest) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let body = match serde_json::to_vec(req) {
+                Ok(b) => b,
+                Err(e) => return Outcome::Failed(format!("cannot encode the request: {e}")),
+            };
+            match deliver(
+                &self.client,
+                &self.url,
+                &self.secrets,
+                &req.id,
+                &body,
+                &self.policy,
+            )
+            .await
+            {
+                Delivery::Delivered { attempts, status } => {
+                    Outcome::Delivered(format!("HTTP {status} after {attempts} attempt(s)"))
+                }
+                Delivery::Gone { attempts } => {
+                    Outcome::Gone(format!("receiver answered 410 Gone (attempt {attempts})"))
+                }
+                Delivery::GaveUp {
+                    attempts,
+                    last_error,
+                } => Outcome::GaveUp(format!("{attempts} attempts, last: {last_error}")),
+            }
+        })
+    }
+
+    fn replicas<'a>(
+        &'a self,
+        _workload: &'a Labels,
+    ) -> BoxFuture<'a, Result<Option<u32>, ExecutorError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
 
 /// Why a secret or signature was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -167,11 +251,17 @@ pub async fn deliver(
     body: &[u8],
     policy: &DeliveryPolicy,
 ) -> Delivery {
-    let mut backoff = policy.initial_backoff;
+    // backoff from `initial_backoff` doubling to `max_backoff`, with jitter
+    let mut backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(policy.initial_backoff)
+        .with_max_delay(policy.max_backoff)
+        .with_jitter()
+        .without_max_times()
+        .build();
     let mut last_error = String::new();
     let attempts_max = policy.max_attempts.max(1);
     for attempt in 1..=attempts_max {
-        let ts = now_s();
+        let ts = vigil_common::time::now_ms().div_euclid(1000);
         let mut req = client
             .post(url)
             .timeout(policy.timeout)
@@ -215,12 +305,15 @@ pub async fn deliver(
         if attempt == attempts_max {
             break;
         }
+        let next = backoff
+            .next()
+            .unwrap_or(policy.max_backoff)
+            .min(policy.max_backoff);
         let pause = match wait {
             Some(w) => w.min(policy.max_backoff.max(w.min(Duration::from_secs(300)))),
-            None => full_jitter(backoff),
+            None => next,
         };
         tokio::time::sleep(pause).await;
-        backoff = (backoff * 2).min(policy.max_backoff);
     }
     Delivery::GaveUp {
         attempts: attempts_max,
@@ -232,18 +325,6 @@ pub async fn deliver(
 /// and are treated as "no hint").
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-fn full_jitter(cap: Duration) -> Duration {
-    let ms = cap.as_millis().max(1) as u64;
-    Duration::from_millis(rand::random_range(0..=ms))
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -455,17 +455,17 @@ impl<S: crate::ingest::EventSink> crate::ingest::EventSink for LeaderEvents<S> {
 /// The autoscalers' queries answer only on the leader; elsewhere they fail
 /// (the scaler then decides nothing), so a scaler acts on one collector.
 pub struct LeaderSource(
-    pub Arc<dyn crate::actions::engine::MetricSource>,
+    pub Arc<dyn crate::actions::source::MetricSource>,
     pub Leadership,
 );
 
-impl crate::actions::engine::MetricSource for LeaderSource {
-    fn query(&self, expr: &str, at_ms: i64) -> crate::actions::engine::QueryResult {
+impl crate::actions::source::MetricSource for LeaderSource {
+    fn query(&self, expr: &str, at_ms: i64) -> crate::actions::source::QueryResult {
         if self.1.may_act() {
             self.0.query(expr, at_ms)
         } else {
             self.1.skipped("autoscaler_query", 1);
-            Err("this collector is not the leader of its fleet".into())
+            Err(crate::actions::source::SourceError::NotLeader)
         }
     }
 }

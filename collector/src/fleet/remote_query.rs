@@ -212,22 +212,9 @@ impl crate::rules::group::RuleQuerier for RemoteQuery {
 }
 
 /// The autoscalers' queries go to the remote API.
-impl crate::actions::engine::MetricSource for RemoteQuery {
-    fn query(&self, expr: &str, at_ms: i64) -> crate::actions::engine::QueryResult {
-        self.instant_blocking(expr, at_ms)
-            .map(|v| {
-                v.into_iter()
-                    .map(|(l, x)| {
-                        (
-                            l.iter()
-                                .map(|(k, v)| (k.to_string(), v.to_string()))
-                                .collect(),
-                            x,
-                        )
-                    })
-                    .collect()
-            })
-            .map_err(|e| e.to_string())
+impl crate::actions::source::MetricSource for RemoteQuery {
+    fn query(&self, expr: &str, at_ms: i64) -> crate::actions::source::QueryResult {
+        Ok(self.instant_blocking(expr, at_ms)?)
     }
 }
 
@@ -318,7 +305,7 @@ mod tests {
         .unwrap();
         assert_eq!(v, vec![(Labels::new([("a", "b")]), 42.0)]);
         // from async code, as the autoscalers run
-        let v = crate::actions::engine::MetricSource::query(&q, "x", 5).unwrap();
+        let v = crate::actions::source::MetricSource::query(&q, "x", 5).unwrap();
         assert_eq!(v[0].1, 42.0);
         let seen = seen.lock().clone();
         assert_eq!(seen[0].0, "query=sum%28up%29&time=1700000000.123");

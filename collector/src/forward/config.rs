@@ -605,7 +605,7 @@ pub fn build_client(
     tls: Option<&TlsConfig>,
     timeout: std::time::Duration,
 ) -> Result<reqwest::Client, ClientError> {
-    crate::actions::ensure_crypto_provider();
+    crate::tls::ensure_crypto_provider();
     let err = |key: &'static str, message: String| ClientError {
         endpoint: endpoint.to_string(),
         key,

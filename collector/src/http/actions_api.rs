@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::actions::alertmanager;
-use crate::actions::engine::Trigger;
+use crate::actions::triggers::{Trigger, TriggerSource, TriggerStatus};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -83,10 +83,15 @@ async fn alertmanager_webhook(
         .alerts
         .iter()
         .map(|a| Trigger {
-            source: "alertmanager".into(),
+            source: TriggerSource::Alertmanager,
             labels: a.labels.clone(),
             annotations: a.annotations.clone(),
-            status: a.status.clone(),
+            // `parse` admits only these two
+            status: if a.status == "firing" {
+                TriggerStatus::Firing
+            } else {
+                TriggerStatus::Resolved
+            },
             starts_at: a.starts_at.clone(),
             dedup_key: a.dedup_key(),
         })

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -140,45 +140,12 @@ impl Params {
 
 /// `application/x-www-form-urlencoded` decoding (`+` is a space).
 fn decode_form(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (pct_decode(k), pct_decode(v))
-        })
+    form_urlencoded::parse(s.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use vigil_common::time::now_ms;
 
 /// A time parameter: Unix seconds (float) or RFC 3339.
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -188,13 +155,9 @@ fn parse_time(s: &str) -> Result<i64, String> {
         }
         return Ok(((f * 1000.0).round() as i64).clamp(MIN_TIME, MAX_TIME));
     }
-    match humantime::parse_rfc3339_weak(s) {
-        Ok(t) => Ok(match t.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
-        }),
-        Err(_) => Err(format!("cannot parse {s:?} to a valid timestamp")),
-    }
+    vigil_common::time::parse_rfc3339_ms(s)
+        .map(|ms| ms.clamp(MIN_TIME, MAX_TIME))
+        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
 }
 
 /// A duration parameter: float seconds or a Prometheus duration (`5m`).
@@ -205,8 +168,8 @@ fn parse_duration_ms(s: &str) -> Result<i64, String> {
         }
         return Ok((f * 1000.0).round() as i64);
     }
-    promql_parser::util::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
+    s.parse::<vigil_common::Duration>()
+        .map(vigil_common::Duration::as_millis_i64)
         .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
@@ -860,6 +823,13 @@ mod tests {
         assert_eq!(format_float(f64::INFINITY), "+Inf");
         assert_eq!(format_float(f64::NAN), "NaN");
         assert_eq!(format_float(1e21), "1000000000000000000000");
-        assert_eq!(pct_decode("a%2Bb+c%"), "a+b c%");
+        assert_eq!(
+            decode_form("q=a%2Bb+c%&x&=v"),
+            vec![
+                ("q".to_string(), "a+b c%".to_string()),
+                ("x".to_string(), String::new()),
+                (String::new(), "v".to_string())
+            ]
+        );
     }
 }

@@ -7,9 +7,6 @@
 //! RFC 3339), as Loki parses them; errors are 400 with a plain-text message,
 //! as Loki answers.
 
-use std::collections::BTreeMap;
-use std::time::SystemTime;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -38,12 +35,7 @@ pub fn routes() -> Router<AppState> {
 /// Most entries one log query returns.
 const MAX_LIMIT: usize = 50_000;
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+use vigil_common::time::now_ns;
 
 fn bad(msg: impl Into<String>) -> Response {
     (
@@ -78,11 +70,8 @@ fn parse_ts(v: &str) -> Result<i64, String> {
             n
         });
     }
-    humantime::parse_rfc3339_weak(v)
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i64)
-        .ok_or_else(|| format!("invalid timestamp {v:?}"))
+    vigil_common::time::parse_rfc3339_ns(v.as_bytes())
+        .map_err(|_| format!("invalid timestamp {v:?}"))
 }
 
 /// A step or `since`: a duration (`5m`) or float seconds.
@@ -464,6 +453,6 @@ async fn series(
     if selectors.is_empty() {
         return bad("at least one match[] argument is required");
     }
-    let data: Vec<BTreeMap<String, String>> = st.series(&selectors, start, end);
+    let data: Vec<vigil_common::Labels> = st.series(&selectors, start, end);
     ok(json!({"status": "success", "data": data}))
 }

@@ -351,12 +351,7 @@ pub fn admit(streams: Vec<Stream>, limits: &PushLimits, now_ns: i64) -> (Vec<Pus
 }
 
 fn rfc3339(ns: i64) -> String {
-    let t = if ns >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
-    } else {
-        std::time::UNIX_EPOCH
-    };
-    humantime::format_rfc3339_nanos(t).to_string()
+    vigil_common::time::format_rfc3339_ns(ns.max(0))
 }
 
 fn text(status: StatusCode, msg: String) -> Response {

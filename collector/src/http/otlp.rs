@@ -269,7 +269,7 @@ mod tests {
 
     /// A whole collector in-process on port 0, with its data in `dir`.
     async fn collector(dir: &std::path::Path) -> crate::run::Running {
-        crate::actions::ensure_crypto_provider();
+        crate::tls::ensure_crypto_provider();
         let config = crate::config::Settings {
             data_dir: Some(dir.to_path_buf()),
             self_scrape_interval: Some(vigil_common::Duration::from_secs(0)),

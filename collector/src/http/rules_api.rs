@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 use vigil_common::Labels;
 
 use super::AppState;
+use crate::gofmt;
 use crate::rules::alerting::Alert;
-use crate::rules::gofmt;
 use crate::rules::group::{Group, Rule, RuleKindState};
 
 pub fn routes() -> Router<AppState> {
@@ -46,13 +46,7 @@ pub fn go_time_json(ms: Option<i64>) -> String {
     let Some(ms) = ms else {
         return "0001-01-01T00:00:00Z".into();
     };
-    let (date, time, frac) = crate::rules::template::civil(ms.saturating_mul(1_000_000));
-    if frac == 0 {
-        format!("{date}T{time}Z")
-    } else {
-        let f = format!("{frac:09}");
-        format!("{date}T{time}.{}Z", f.trim_end_matches('0'))
-    }
+    vigil_common::time::format_rfc3339_ms(ms)
 }
 
 fn labels_json(l: &Labels) -> Value {

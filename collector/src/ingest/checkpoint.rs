@@ -30,6 +30,8 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     Wal(#[from] wal::WalError),
+    #[error("checkpoint: {0}")]
+    Write(#[from] vigil_common::fs::WriteError),
 }
 
 pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
@@ -71,12 +73,8 @@ pub async fn write(core: &Arc<IngestCore>, data_dir: &Path) -> Result<u64, Check
         .inc();
     if result.is_ok() {
         tel.checkpoint_seconds.set(t0.elapsed().as_secs_f64());
-        tel.checkpoint_last_success.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
-        );
+        tel.checkpoint_last_success
+            .set(vigil_common::time::now_ms().div_euclid(1000));
     }
     result
 }
@@ -124,17 +122,7 @@ fn write_file(
     store: &Store,
 ) -> Result<(), CheckpointError> {
     let path = checkpoint_path(dir);
-    let tmp = dir.join("checkpoint.tmp");
-    let io = |source| CheckpointError::Io {
-        path: path.clone(),
-        source,
-    };
-    let file = std::fs::File::create(&tmp).map_err(io)?;
-    let mut w = CrcWriter {
-        inner: io::BufWriter::with_capacity(1 << 20, file),
-        crc: crc32fast::Hasher::new(),
-    };
-    let body = |w: &mut CrcWriter<_>| -> io::Result<()> {
+    let body = |w: &mut CrcWriter<&mut dyn Write>| -> io::Result<()> {
         w.write_all(MAGIC)?;
         w.write_all(&cut.to_le_bytes())?;
         w.write_all(&(seqs.len() as u64).to_le_bytes())?;
@@ -148,15 +136,15 @@ fn write_file(
         store.write_checkpoint(w)?;
         Ok(())
     };
-    body(&mut w).map_err(io)?;
-    let crc = w.crc.clone().finalize();
-    let mut inner = w.inner.into_inner().map_err(|e| io(e.into_error()))?;
-    inner.write_all(&crc.to_le_bytes()).map_err(io)?;
-    inner.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
+    vigil_common::fs::write_atomic_with(&path, |inner| {
+        let mut w = CrcWriter {
+            inner,
+            crc: crc32fast::Hasher::new(),
+        };
+        body(&mut w)?;
+        let crc = w.crc.finalize();
+        w.inner.write_all(&crc.to_le_bytes())
+    })?;
     Ok(())
 }
 
@@ -326,7 +314,7 @@ pub fn recover(
             }
         })?;
         if let Tail::Torn { offset, reason } = tail {
-            tracing::warn!(segment = %p.display(), offset, reason, "torn WAL tail (a crash mid-write); truncating");
+            tracing::warn!(segment = %p.display(), offset, reason = %reason, "torn WAL tail (a crash mid-write); truncating");
             rec.torn += 1;
             telemetry.wal_torn_tails.inc();
             wal::truncate(&p, offset)?;

@@ -90,9 +90,8 @@ impl PushIngest {
         metrics: Arc<PushMetrics>,
     ) -> Arc<PushIngest> {
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
-        let source = xxhash_rust::xxh3::xxh3_64(
-            format!("vigil-push-{:016x}", rand::random::<u64>()).as_bytes(),
-        );
+        let source =
+            xxhash_rust::xxh3::xxh3_64(format!("vigil-push-{}", uuid::Uuid::new_v4()).as_bytes());
         let writer = LogWriter {
             core: core.clone(),
             source,

@@ -425,36 +425,11 @@ fn line_regex(r: &str) -> Result<Regex, String> {
     Regex::new(r).map_err(|e| format!("bad regex: {e}"))
 }
 
-/// `1h30m`, `5m`, `10s`, `250ms` (Prometheus duration units) in ns.
+/// `1h30m`, `5m`, `10s`, `250ms` (`vigil_common::Duration`, Prometheus'
+/// notation) in ns.
 pub fn parse_duration_ns(s: &str) -> Option<i64> {
-    let mut total: i64 = 0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !c.is_ascii_digit())?;
-        if n_end == 0 {
-            return None;
-        }
-        let n: i64 = rest[..n_end].parse().ok()?;
-        rest = &rest[n_end..];
-        let (unit, len) = [
-            ("ms", 1_000_000i64),
-            ("s", 1_000_000_000),
-            ("m", 60_000_000_000),
-            ("h", 3_600_000_000_000),
-            ("d", 86_400_000_000_000),
-            ("w", 604_800_000_000_000),
-            ("y", 31_536_000_000_000_000),
-        ]
-        .iter()
-        .find(|(u, _)| rest.starts_with(u))
-        .map(|(u, f)| (*f, u.len()))?;
-        total = total.checked_add(n.checked_mul(unit)?)?;
-        rest = &rest[len..];
-    }
-    Some(total)
+    let d = s.parse::<vigil_common::Duration>().ok()?;
+    d.as_millis_i64().checked_mul(1_000_000)
 }
 
 /// Parses a query.

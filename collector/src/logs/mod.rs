@@ -25,7 +25,7 @@
 pub mod logql;
 mod segment;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -404,12 +404,7 @@ impl LogStore {
     }
 
     /// Label sets of streams matching any of `selectors` with data in range.
-    pub fn series(
-        &self,
-        selectors: &[Vec<Matcher>],
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Vec<BTreeMap<String, String>> {
+    pub fn series(&self, selectors: &[Vec<Matcher>], start_ns: i64, end_ns: i64) -> Vec<Labels> {
         let mut out = Vec::new();
         for s in self.inner.read().streams.values() {
             if stream_overlaps(s, start_ns, end_ns)
@@ -417,12 +412,7 @@ impl LogStore {
                     .iter()
                     .any(|ms| ms.iter().all(|m| m.matches_labels(&s.labels)))
             {
-                out.push(
-                    s.labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                );
+                out.push((*s.labels).clone());
             }
         }
         out.sort();

@@ -1,22 +1,28 @@
 //! Segment files of the log store: `<dir>/<seq:016x>.seg`, each a sequence
 //! of chunk records `[magic u32][len u32][crc32 u32][payload]` (little
-//! endian). The payload is a protobuf [`ChunkHeader`] whose lines are a
-//! zstd-compressed [`Entries`] message. A record that is cut short or fails
-//! its checksum ends the segment: the file is truncated there at start.
+//! endian; `vigil_common::framed` with the magic `VCL1`). The payload is a
+//! protobuf [`ChunkHeader`] whose lines are a zstd-compressed [`Entries`]
+//! message. The framing's one torn-tail policy applies: a record that is cut
+//! short, fails its checksum or does not decode ends the segment, and the
+//! file is cut there at start (logged).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
 use vigil_common::Labels;
+use vigil_common::framed;
 
-const MAGIC: u32 = 0x5643_4c31; // "VCL1"
-const HEADER: usize = 12;
 /// Refuse absurd lengths from a damaged file before allocating.
 const MAX_RECORD: u32 = 256 << 20;
+/// The segments' record framing: magic `VCL1`, no prefix.
+const FORMAT: framed::Format = framed::Format {
+    magic: Some(0x5643_4c31),
+    prefix: 0,
+    max_len: MAX_RECORD,
+};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ChunkHeader {
@@ -203,37 +209,24 @@ impl SegmentSet {
         for seq in &seqs {
             let path = seg_path(dir, *seq);
             let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-            let mut buf = Vec::new();
-            file.read_to_end(&mut buf)?;
-            let mut off = 0usize;
             let mut max_ts = i64::MIN;
-            while off + HEADER <= buf.len() {
-                let magic = u32::from_le_bytes(buf[off..off + 4].try_into().unwrap_or_default());
-                let len = u32::from_le_bytes(buf[off + 4..off + 8].try_into().unwrap_or_default());
-                let crc = u32::from_le_bytes(buf[off + 8..off + 12].try_into().unwrap_or_default());
-                if magic != MAGIC || len > MAX_RECORD || off + HEADER + len as usize > buf.len() {
-                    break;
-                }
-                let payload = &buf[off + HEADER..off + HEADER + len as usize];
-                if crc32fast::hash(payload) != crc {
-                    break;
-                }
-                let Ok(rec) = ChunkRecord::decode(payload, false) else {
-                    break;
-                };
+            let mut end = 0u64;
+            let tail = framed::read(&FORMAT, &file, |r| {
+                let rec = ChunkRecord::decode(r.payload, false).map_err(|e| e.to_string())?;
                 max_ts = max_ts.max(rec.max_ts);
-                found(*seq, off as u64, len, &rec);
-                off += HEADER + len as usize;
-            }
-            if off < buf.len() {
+                found(*seq, r.offset, r.payload.len() as u32, &rec);
+                end = r.offset + FORMAT.record_len(r.payload.len()) as u64;
+                Ok(())
+            })?;
+            if let framed::Tail::Torn { offset, reason } = tail {
                 tracing::warn!(
                     path = %path.display(),
-                    kept = off,
-                    cut = buf.len() - off,
+                    kept = offset,
+                    reason = %reason,
                     "log segment: torn or damaged tail cut"
                 );
-                file.set_len(off as u64)?;
-                file.sync_all()?;
+                framed::truncate(&path, offset)?;
+                end = offset;
             }
             file.seek(SeekFrom::End(0))?;
             segments.insert(
@@ -241,7 +234,7 @@ impl SegmentSet {
                 Segment {
                     path,
                     file,
-                    size: off as u64,
+                    size: end,
                     max_ts,
                 },
             );
@@ -304,17 +297,10 @@ impl SegmentSet {
             .segments
             .get_mut(&seq)
             .ok_or_else(|| io::Error::other("no current log segment"))?;
-        let mut buf = Vec::with_capacity(HEADER + payload.len());
-        buf.extend_from_slice(&MAGIC.to_le_bytes());
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        buf.extend_from_slice(&payload);
+        let mut buf = Vec::new();
+        framed::encode(&FORMAT, &[], &payload, &mut buf);
         let off = seg.size;
-        if let Err(e) = seg.file.write_all(&buf) {
-            // leave no partial record behind the next one
-            let _ = seg.file.set_len(off);
-            return Err(e);
-        }
+        framed::append(&mut seg.file, off, &buf)?;
         seg.size += buf.len() as u64;
         seg.max_ts = seg.max_ts.max(rec.max_ts);
         self.dirty = true;
@@ -329,20 +315,9 @@ impl SegmentSet {
                 format!("log segment {seq} removed"),
             )
         })?;
-        let mut buf = vec![0u8; HEADER + len as usize];
-        seg.file.read_exact_at(&mut buf, offset)?;
-        let crc = u32::from_le_bytes(buf[8..12].try_into().unwrap_or_default());
-        let payload = &buf[HEADER..];
-        if crc32fast::hash(payload) != crc {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: chunk at {offset} fails its checksum",
-                    seg.path.display()
-                ),
-            ));
-        }
-        ChunkRecord::decode(payload, true)
+        let r = framed::read_at(&FORMAT, &seg.file, offset, len)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", seg.path.display())))?;
+        ChunkRecord::decode(r.payload(), true)
     }
 
     /// fsyncs the current segment if anything was written since.

@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::BackoffBuilder as _;
+
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,8 +25,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use vigil_common::Labels;
 
-use crate::rules::alerting::OutgoingAlert;
-use crate::rules::template::query_escape;
+use crate::gofmt::query_escape;
 
 /// Prometheus' batch size.
 pub const MAX_BATCH: usize = 64;
@@ -80,8 +81,8 @@ struct Metrics {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PostableAlert {
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub annotations: std::collections::BTreeMap<String, String>,
+    pub labels: Labels,
+    pub annotations: Labels,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +100,19 @@ pub enum NotifierError {
     Client(#[from] reqwest::Error),
 }
 
+/// An alert ready for Alertmanager (what alerting rules and the actions engine hand the notifier).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutgoingAlert {
+    pub labels: Labels,
+    pub annotations: Labels,
+    /// Milliseconds; `FiredAt`, as Prometheus sends it.
+    pub starts_at: Option<i64>,
+    /// Milliseconds: the resolution time, or how long the alert stays valid.
+    pub ends_at: Option<i64>,
+    /// The rule's expression, for `generatorURL`.
+    pub expr: String,
+}
+
 /// The notifier: [`Notifier::send`] queues, [`Notifier::run`] delivers.
 pub struct Notifier {
     opts: NotifierOptions,
@@ -109,15 +123,9 @@ pub struct Notifier {
     metrics: Metrics,
 }
 
-/// RFC 3339 with milliseconds in UTC, as Go's `strfmt.DateTime` writes it.
-pub fn rfc3339_millis(ms: i64) -> String {
-    let (date, time, frac) = crate::rules::template::civil(ms.saturating_mul(1_000_000));
-    format!("{date}T{time}.{:03}Z", frac / 1_000_000)
-}
-
 impl Notifier {
     pub fn new(opts: NotifierOptions) -> Result<Arc<Self>, NotifierError> {
-        crate::actions::ensure_crypto_provider();
+        crate::tls::ensure_crypto_provider();
         let mut urls = Vec::new();
         for u in &opts.alertmanagers {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -225,18 +233,17 @@ impl Notifier {
     }
 
     fn postable(&self, a: OutgoingAlert) -> PostableAlert {
-        let mut labels: std::collections::BTreeMap<String, String> =
-            a.labels.into_pairs().into_iter().collect();
+        let mut labels = a.labels;
         for (k, v) in self.opts.external_labels.iter() {
-            if labels.get(k).is_none_or(|x| x.is_empty()) {
-                labels.insert(k.to_string(), v.to_string());
+            if labels.get(k).is_none_or(str::is_empty) {
+                labels = labels.with(k, v);
             }
         }
         PostableAlert {
             labels,
-            annotations: a.annotations.into_pairs().into_iter().collect(),
-            starts_at: a.starts_at.map(rfc3339_millis),
-            ends_at: a.ends_at.map(rfc3339_millis),
+            annotations: a.annotations,
+            starts_at: a.starts_at.map(vigil_common::time::format_rfc3339_millis),
+            ends_at: a.ends_at.map(vigil_common::time::format_rfc3339_millis),
             generator_url: format!(
                 "{}/graph?g0.expr={}&g0.tab=1",
                 self.opts.external_url.trim_end_matches('/'),
@@ -319,7 +326,13 @@ impl Notifier {
         let am = AmLabels {
             alertmanager: url.to_string(),
         };
-        let mut delay = self.opts.retry_backoff;
+        // `retry_backoff` doubling, with jitter
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(self.opts.retry_backoff)
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+            .without_max_times()
+            .build();
         for attempt in 1..=self.opts.attempts.max(1) {
             let r = self
                 .client
@@ -349,13 +362,11 @@ impl Notifier {
             if !retry || attempt == self.opts.attempts.max(1) || shutdown.is_cancelled() {
                 break;
             }
-            let jitter =
-                Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
+            let delay = delays.next().unwrap_or(Duration::from_secs(60));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(delay + jitter) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
-            delay *= 2;
         }
         false
     }
@@ -539,7 +550,7 @@ mod tests {
         assert_eq!(n.queue_len(), 10);
         assert_eq!(n.dropped(), 2);
         let b = n.next_batch();
-        assert_eq!(b[0].labels["i"], "2", "oldest dropped");
+        assert_eq!(b[0].labels.get("i"), Some("2"), "oldest dropped");
         n.send((0..25).map(|i| alert("B", i)).collect());
         assert_eq!(n.queue_len(), 10);
         assert_eq!(n.dropped(), 2 + 15);

@@ -3,13 +3,19 @@
 //!
 //! Not here: native-histogram functions (`histogram_count` & co. return
 //! nothing, as they would on float-only data).
+//!
+//! About 900 lines because it is one table: [`call`] dispatches every
+//! function name of Prometheus' library in one `match`, next to the
+//! implementation of each, so a name and its semantics are read together.
 
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 use vigil_common::Labels;
+use vigil_common::time::Civil;
 
-use super::eval::{
-    Evaluator, Result, Val, check_unique, drop_name, drop_name_ref, kahan_inc, quantile,
+use super::eval::Evaluator;
+use super::value::{
+    Result, Val, check_unique, drop_name, drop_name_ref, has_fixed_name, kahan_inc, quantile,
 };
 use super::{QueryError, Sample, Series};
 
@@ -161,20 +167,23 @@ pub(super) fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Val> {
                     v: t as f64 / 1000.0,
                 }],
             };
-            let f: fn(f64) -> f64 = match name {
-                "day_of_month" => |x| date_parts(x).2 as f64,
-                "day_of_week" => |x| date_parts(x).3 as f64,
-                "day_of_year" => |x| date_parts(x).4 as f64,
-                "days_in_month" => |x| {
-                    let (y, m, ..) = date_parts(x);
-                    days_in_month(y, m) as f64
-                },
-                "hour" => |x| date_parts(x).5 as f64,
-                "minute" => |x| date_parts(x).6 as f64,
-                "month" => |x| date_parts(x).1 as f64,
-                _ => |x| date_parts(x).0 as f64,
+            // the UTC calendar of the value read as Unix seconds (NaN as 0,
+            // as Go's conversion); NaN past years ±999,999
+            let part: fn(&Civil) -> f64 = match name {
+                "day_of_month" => |c| f64::from(c.day),
+                "day_of_week" => |c| f64::from(c.weekday),
+                "day_of_year" => |c| f64::from(c.day_of_year),
+                "days_in_month" => |c| f64::from(c.days_in_month),
+                "hour" => |c| f64::from(c.hour),
+                "minute" => |c| f64::from(c.minute),
+                "month" => |c| f64::from(c.month),
+                _ => |c| f64::from(c.year),
             };
-            map_vec(v, f)
+            map_vec(v, |x| {
+                Civil::from_unix_secs(x as i64)
+                    .as_ref()
+                    .map_or(f64::NAN, part)
+            })
         }
         "absent" => {
             let v = ev.eval_vector(arg(0)?, t)?;
@@ -387,54 +396,6 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// (year, month 1-12, day 1-31, weekday 0=Sunday, day of year 1-366, hour, minute)
-fn date_parts(secs: f64) -> (i64, i64, i64, i64, i64, i64, i64) {
-    let s = secs as i64;
-    let days = s.div_euclid(86400);
-    let sod = s.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    let dow = (days + 4).rem_euclid(7);
-    let doy = days - days_from_civil(y, 1, 1) + 1;
-    (y, m, d, dow, doy, sod / 3600, (sod % 3600) / 60)
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ => {
-            if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-                29
-            } else {
-                28
-            }
-        }
-    }
-}
-
 /// Prometheus' `BucketQuantile` over classic `le` buckets.
 fn histogram_quantile(phi: f64, v: Vec<Sample>, t: i64) -> Val {
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
@@ -592,7 +553,7 @@ pub(super) fn stream_range_call(
     let Some(Expr::MatrixSelector(ms)) = args.first().map(|a| unwrap_paren(a)) else {
         return Ok(false);
     };
-    if !super::eval::has_fixed_name(&ms.vs) {
+    if !has_fixed_name(&ms.vs) {
         return Ok(false);
     }
     range_function(ev, c, name, &args, t, Some(sink))?;

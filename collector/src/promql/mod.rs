@@ -31,8 +31,12 @@
 //! `rate`-style functions of one are streamed from the preloaded samples
 //! without building the intermediate vector (the dashboard hot path).
 
+mod aggregate;
+mod binary;
 mod eval;
 mod functions;
+mod stream;
+mod value;
 
 use std::time::Duration;
 

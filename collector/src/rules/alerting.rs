@@ -69,18 +69,7 @@ impl Alert {
     }
 }
 
-/// An alert ready for Alertmanager (what the rule hands the notifier).
-#[derive(Clone, Debug, PartialEq)]
-pub struct OutgoingAlert {
-    pub labels: Labels,
-    pub annotations: Labels,
-    /// Milliseconds; `FiredAt`, as Prometheus sends it.
-    pub starts_at: Option<i64>,
-    /// Milliseconds: the resolution time, or how long the alert stays valid.
-    pub ends_at: Option<i64>,
-    /// The rule's expression, for `generatorURL`.
-    pub expr: String,
-}
+pub use crate::notify::OutgoingAlert;
 
 /// An alerting rule and its active alerts.
 #[derive(Debug)]
@@ -171,24 +160,23 @@ impl AlertingRule {
                 external_url,
                 value: v,
             };
-            let mut lb: BTreeMap<String, String> =
-                sample_labels.clone().into_pairs().into_iter().collect();
+            let mut lb: Vec<(String, String)> = sample_labels.clone().into_pairs();
             for (k, t) in &self.labels {
                 let val = t.expand_or_error(&data, query.clone());
-                if val.is_empty() {
-                    lb.remove(k);
-                } else {
-                    lb.insert(k.clone(), val);
+                lb.retain(|(name, _)| name != k);
+                if !val.is_empty() {
+                    lb.push((k.clone(), val));
                 }
             }
-            lb.insert("alertname".into(), self.name.clone());
+            lb.retain(|(name, _)| name != "alertname");
+            lb.push(("alertname".into(), self.name.clone()));
             let annotations = Labels::from_sorted_unchecked(
                 self.annotations
                     .iter()
                     .map(|(k, t)| (k.clone(), t.expand_or_error(&data, query.clone())))
                     .collect(),
             );
-            let labels = Labels::from_sorted_unchecked(lb.into_iter().collect());
+            let labels = Labels::new(lb);
             let h = labels.stable_hash();
             result_fps.insert(h);
             if alerts.contains_key(&h) {

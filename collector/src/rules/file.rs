@@ -11,8 +11,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::gofmt::{self, parse_model_duration};
 use super::template::Template;
+use crate::gofmt::{self, parse_model_duration};
 use crate::promql::Expr;
 
 /// A parsed, validated rule file.

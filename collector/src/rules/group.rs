@@ -253,13 +253,13 @@ impl Group {
     pub fn eval(&mut self, ts: i64, env: &EvalEnv<'_>) -> EvalOutcome {
         let mut outcome = EvalOutcome::default();
         let started = Instant::now();
-        self.last_eval_ms = Some(wall_ms());
+        self.last_eval_ms = Some(vigil_common::time::now_ms());
         self.last_eval_ts = Some(ts);
         let query_ts = ts - self.query_offset_ms;
         for i in 0..self.rules.len() {
             let rule_start = Instant::now();
             let rule = &mut self.rules[i];
-            rule.last_eval_ms = Some(wall_ms());
+            rule.last_eval_ms = Some(vigil_common::time::now_ms());
             let result = eval_rule(rule, ts, query_ts, env, self.limit);
             rule.eval_seconds = rule_start.elapsed().as_secs_f64();
             let samples = match result {
@@ -318,13 +318,6 @@ fn append(store: &Store, labels: &Labels, ts: i64, v: f64) -> Result<(), AppendE
     store.append(r, ts, v)
 }
 
-pub(crate) fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Runs a rule's query as Prometheus' `EngineQueryFunc`: a vector, or a
 /// scalar as a one-sample vector without labels.
 pub fn query_vector(
@@ -377,20 +370,19 @@ fn eval_rule(
             let mut out = Vec::with_capacity(result.len());
             let mut seen = HashSet::with_capacity(result.len());
             for (l, v) in result {
-                let mut m: BTreeMap<String, String> = l
+                let mut m: Vec<(String, String)> = l
                     .into_pairs()
                     .into_iter()
-                    .filter(|(_, v)| !v.is_empty())
+                    .filter(|(k, v)| !v.is_empty() && k != "__name__")
                     .collect();
-                m.insert("__name__".into(), rule.name.clone());
+                m.push(("__name__".into(), rule.name.clone()));
                 for (k, v) in &rule.labels {
-                    if v.is_empty() {
-                        m.remove(k);
-                    } else {
-                        m.insert(k.clone(), v.clone());
+                    m.retain(|(name, _)| name != k);
+                    if !v.is_empty() {
+                        m.push((k.clone(), v.clone()));
                     }
                 }
-                let labels = Labels::from_sorted_unchecked(m.into_iter().collect());
+                let labels = Labels::new(m);
                 if !seen.insert(labels.clone()) {
                     return Err(
                         "vector contains metrics with the same labelset after applying rule labels"

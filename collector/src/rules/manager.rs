@@ -280,7 +280,9 @@ impl RuleManager {
             Ok(n) => {
                 *self.patterns.lock() = patterns.to_vec();
                 self.metrics.reload_ok.set(1);
-                self.metrics.reload_ts.set(wall_ms() / 1000);
+                self.metrics
+                    .reload_ts
+                    .set(vigil_common::time::now_ms() / 1000);
                 tracing::info!(groups = n, "rules loaded");
             }
             Err(e) => {
@@ -324,7 +326,7 @@ impl RuleManager {
             .iter()
             .map(|s| (s.key.clone(), s.clone()))
             .collect();
-        let now = wall_ms();
+        let now = vigil_common::time::now_ms();
         let mut slots = Vec::with_capacity(new.len());
         for mut g in new {
             let k = key(&g.file, &g.name);
@@ -438,7 +440,7 @@ impl RuleManager {
             // `at` changes every evaluation; write only when the alerts changed
             if strip_at(&bytes) != strip_at(&last) {
                 let p = state::path_for(dir, &g.file, &g.name);
-                match state::write_atomic(&p, &bytes) {
+                match vigil_common::fs::write_atomic(&p, &bytes) {
                     Ok(()) => *last = bytes,
                     Err(e) => {
                         self.metrics.state_write_failures.inc();
@@ -494,10 +496,8 @@ impl RuleManager {
                     h.update(f.as_os_str().as_encoded_bytes());
                     if let Ok(md) = std::fs::metadata(&f) {
                         h.update(&md.len().to_le_bytes());
-                        if let Ok(t) = md.modified()
-                            && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
-                        {
-                            h.update(&d.as_nanos().to_le_bytes());
+                        if let Ok(t) = md.modified() {
+                            h.update(&vigil_common::time::unix_ns(t).to_le_bytes());
                         }
                     }
                 }
@@ -568,17 +568,20 @@ impl RuleManager {
     async fn run_group(self: Arc<Self>, slot: Arc<GroupSlot>, stop: CancellationToken) {
         let (interval, first) = {
             let g = slot.group.lock();
-            (g.interval_ms, g.eval_timestamp(wall_ms()) + g.interval_ms)
+            (
+                g.interval_ms,
+                g.eval_timestamp(vigil_common::time::now_ms()) + g.interval_ms,
+            )
         };
         let mut next = first;
         let mut skipping = false;
         loop {
-            let wait = (next - wall_ms()).max(0) as u64;
+            let wait = (next - vigil_common::time::now_ms()).max(0) as u64;
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             }
-            let now = wall_ms();
+            let now = vigil_common::time::now_ms();
             let missed = (now - next) / interval;
             if missed > 0 {
                 self.metrics
@@ -731,7 +734,7 @@ mod tests {
             data_dir: Some(dir.path().join("state")),
             ..Default::default()
         };
-        let now = wall_ms();
+        let now = vigil_common::time::now_ms();
         let m = RuleManager::new(store.clone(), opts.clone(), None);
         m.load(std::slice::from_ref(&f)).unwrap();
         m.eval_group(&m.groups()[0], now - 2000);

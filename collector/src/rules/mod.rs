@@ -10,7 +10,6 @@
 
 pub mod alerting;
 pub mod file;
-pub mod gofmt;
 pub mod group;
 pub mod manager;
 pub mod state;

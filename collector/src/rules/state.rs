@@ -97,20 +97,6 @@ pub fn encode(g: &Group) -> Vec<u8> {
     serde_json::to_vec_pretty(&rec).unwrap_or_default()
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
-}
-
 /// What [`restore`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -220,7 +206,7 @@ mod tests {
         let p = path_for(dir.path(), "t.yml", "g");
         let bytes = encode(&g);
         assert_eq!(bytes, encode(&g), "stable");
-        write_atomic(&p, &bytes).unwrap();
+        vigil_common::fs::write_atomic(&p, &bytes).unwrap();
 
         let mut fresh = group();
         let r = restore(&mut fresh, &p, 1_070_000, 3_600_000).unwrap();

@@ -26,10 +26,10 @@ use serde::Deserialize;
 use vigil_common::Labels;
 
 use super::file;
-use super::gofmt::{
+use super::group::{EvalEnv, Group, RuleKindState, query_vector};
+use crate::gofmt::{
     self, go_duration, go_quote, labels_string, model_duration, parse_model_duration,
 };
-use super::group::{EvalEnv, Group, RuleKindState, query_vector};
 use crate::promql::{Engine, EngineOptions};
 use crate::store::{STALE_NAN, Store, StoreOptions};
 
@@ -58,7 +58,7 @@ struct TestGroup {
     #[serde(default)]
     promql_expr_test: Vec<PromqlTestCase>,
     #[serde(default)]
-    external_labels: Option<BTreeMap<String, String>>,
+    external_labels: Option<Labels>,
     #[serde(default)]
     external_url: Option<String>,
     #[serde(default)]
@@ -89,9 +89,9 @@ struct AlertTestCase {
 #[serde(deny_unknown_fields)]
 struct ExpAlert {
     #[serde(default)]
-    exp_labels: Option<BTreeMap<String, String>>,
+    exp_labels: Option<Labels>,
     #[serde(default)]
-    exp_annotations: Option<BTreeMap<String, String>>,
+    exp_annotations: Option<Labels>,
 }
 
 #[derive(Deserialize)]
@@ -446,7 +446,7 @@ fn run_group(
         default_subquery_step_ms: eval_interval,
         ..Default::default()
     });
-    let external_labels = Labels::new(tg.external_labels.clone().unwrap_or_default());
+    let external_labels = tg.external_labels.clone().unwrap_or_default();
     let external_url = tg.external_url.clone().unwrap_or_default();
 
     // rules
@@ -565,11 +565,12 @@ fn run_group(
                     .exp_alerts
                     .iter()
                     .map(|a| {
-                        let mut l = a.exp_labels.clone().unwrap_or_default();
-                        l.insert("alertname".into(), case.alertname.clone());
                         (
-                            Labels::new(l),
-                            Labels::new(a.exp_annotations.clone().unwrap_or_default()),
+                            a.exp_labels
+                                .clone()
+                                .unwrap_or_default()
+                                .with("alertname", case.alertname.clone()),
+                            a.exp_annotations.clone().unwrap_or_default(),
                         )
                     })
                     .collect();

@@ -26,6 +26,12 @@
 //! series.
 //!
 //! Not here: durability (the WAL in [`crate::wal`]), PromQL (in `promql`).
+//!
+//! This file is long (about 1,100 lines) because [`Store`]'s methods are the
+//! lock order above in practice — creation, append, select, trim,
+//! recompression and memory accounting each take index, shard and series
+//! locks in that order — and splitting them would spread one invariant over
+//! several files; the parts with no lock of their own are the submodules.
 
 mod bits;
 pub(crate) mod checkpoint;
@@ -1007,11 +1013,15 @@ impl Store {
     }
 }
 
-/// Hands free heap pages back to the kernel after a recompression pass.
-/// Recompression frees many short-lived buffers (decoded samples, pco's
-/// working memory) between long-lived chunk allocations; glibc keeps those
-/// pages mapped, and without this the process grew to several times the
-/// store's live bytes in the store benchmark.
+/// Hands glibc's free heap pages back to the kernel after a recompression
+/// pass. Recompression frees many short-lived buffers (decoded samples,
+/// pco's working memory) between long-lived chunk allocations; glibc keeps
+/// those pages mapped, and without this a process on the system allocator
+/// (the store benchmark, library users, tests) grew to several times the
+/// store's live bytes. The `vigil-collector` binary runs on mimalloc, which
+/// returns freed pages by itself; there this trims only what little glibc
+/// holds, and is kept because it is cheap and the store does not know which
+/// allocator it runs under.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn release_free_heap() {

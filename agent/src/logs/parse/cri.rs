@@ -5,15 +5,15 @@
 
 use std::borrow::Cow;
 
-use super::{ParseError, Piece, Stream, parse_rfc3339_nanos};
+use super::{ParseError, Piece, Stream};
 
 /// Decodes one line (without `\n`). The message is everything after the
 /// third space, byte for byte (it may be empty, and may lack the space).
 pub fn parse(line: &[u8]) -> Result<Piece<'_>, ParseError> {
     let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::MissingTimestamp)?;
     let ts = &line[..sp1];
-    let timestamp_ns =
-        parse_rfc3339_nanos(ts).ok_or_else(|| ParseError::BadTimestamp(lossy_prefix(ts)))?;
+    let timestamp_ns = vigil_common::time::parse_rfc3339_ns(ts)
+        .map_err(|_| ParseError::BadTimestamp(lossy_prefix(ts)))?;
     let rest = &line[sp1 + 1..];
     let (stream, rest) = if let Some(r) = rest.strip_prefix(b"stdout ") {
         (Stream::Stdout, r)

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::{ParseError, Piece, Stream, parse_rfc3339_nanos};
+use super::{ParseError, Piece, Stream};
 
 #[derive(serde::Deserialize)]
 struct Line<'a> {
@@ -45,8 +45,8 @@ fn piece<'a>(l: Line<'a>) -> Result<Piece<'a>, ParseError> {
         "stderr" => Stream::Stderr,
         other => return Err(ParseError::BadStream(other.chars().take(64).collect())),
     };
-    let timestamp_ns = parse_rfc3339_nanos(l.time.as_bytes())
-        .ok_or_else(|| ParseError::BadTimestamp(l.time.chars().take(64).collect()))?;
+    let timestamp_ns = vigil_common::time::parse_rfc3339_ns(l.time.as_bytes())
+        .map_err(|_| ParseError::BadTimestamp(l.time.chars().take(64).collect()))?;
     let partial = !l.log.ends_with('\n');
     let msg: Cow<'a, [u8]> = match l.log {
         Cow::Borrowed(s) => Cow::Borrowed(s.strip_suffix('\n').unwrap_or(s).as_bytes()),

@@ -1,9 +1,10 @@
 //! Text formats borrowed from Go, so what we print matches what Prometheus
 //! and promtool print: `strconv.FormatFloat` (`'g'`, `'e'`, `'E'`), `fmt`'s
-//! `%.Ng`, `time.Duration.String`, Prometheus' `model.Duration` (parse and
-//! print) and `strconv.Quote`.
+//! `%.Ng`, `time.Duration.String`, Prometheus' `model.Duration` (printed;
+//! parsed by `vigil_common::Duration`), `strconv.Quote` and `url.QueryEscape`.
+//! Shared by the rules, their templates and the notifier.
 //!
-//! Not here: template execution (see [`super::template`]).
+//! Not here: template execution (see [`crate::rules::template`]).
 
 use std::fmt::Write as _;
 
@@ -188,64 +189,11 @@ pub fn model_duration(ms: i64) -> String {
     r
 }
 
-/// Why a duration was refused; the message is Prometheus'.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    #[error("empty duration string")]
-    Empty,
-    #[error("not a valid duration string: {0:?}")]
-    Invalid(String),
-}
-
-/// Prometheus' `model.ParseDuration`: `0`, or units in the order
-/// `y w d h m s ms`, each at most once (`1h30m`, `90s`, `1y`), in ms.
-pub fn parse_model_duration(s: &str) -> Result<i64, DurationError> {
-    if s.is_empty() {
-        return Err(DurationError::Empty);
-    }
-    if s == "0" {
-        return Ok(0);
-    }
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    let bad = || DurationError::Invalid(s.to_string());
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut next_unit = 0;
-    let mut total: i64 = 0;
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return Err(bad());
-        }
-        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
-        let ustart = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let unit = &s[ustart..i];
-        let pos = UNITS[next_unit..]
-            .iter()
-            .position(|(u, _)| *u == unit)
-            .ok_or_else(bad)?;
-        let mult = UNITS[next_unit + pos].1;
-        next_unit += pos + 1;
-        total = n
-            .checked_mul(mult)
-            .and_then(|x| total.checked_add(x))
-            .ok_or_else(bad)?;
-    }
-    Ok(total)
+/// Prometheus' `model.ParseDuration` in ms (the parser is
+/// `vigil_common::Duration`'s; its errors are Prometheus' messages).
+pub fn parse_model_duration(s: &str) -> Result<i64, vigil_common::duration::ParseDurationError> {
+    s.parse::<vigil_common::Duration>()
+        .map(vigil_common::Duration::as_millis_i64)
 }
 
 /// Go's `strconv.Quote`.
@@ -288,6 +236,23 @@ pub fn labels_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) ->
         out.push_str(&go_quote(v));
     }
     out.push('}');
+    out
+}
+
+/// Go's `url.QueryEscape`.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
     out
 }
 
@@ -348,9 +313,6 @@ mod tests {
         assert_eq!(model_duration(5_400_000), "1h30m");
         assert_eq!(model_duration(14 * 86_400_000), "2w");
         assert_eq!(model_duration(90 * 86_400_000), "90d");
-        assert_eq!(parse_model_duration("1h30m"), Ok(5_400_000));
-        assert_eq!(parse_model_duration("0"), Ok(0));
-        assert_eq!(parse_model_duration("1y"), Ok(365 * 86_400_000));
         assert_eq!(parse_model_duration("90s500ms"), Ok(90_500));
         assert!(parse_model_duration("").is_err());
         assert!(parse_model_duration("5").is_err());
