@@ -49,12 +49,14 @@ if ! podman image exists localhost/bb:1 2>/dev/null; then
 fi
 
 # A Python venv with real push clients for the push tests: the OpenTelemetry
-# SDK with its OTLP exporters (HTTP and gRPC) and python-logging-loki. The
+# SDK with its OTLP exporters (HTTP and gRPC), python-logging-loki, and
+# kubernetes-validate for the manifests. The
 # tests find it through VIGIL_TEST_VENV (default /opt/vigil-test-venv).
 venv=${VIGIL_TEST_VENV:-/opt/vigil-test-venv}
 py_pkgs=(opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2
-         opentelemetry-exporter-otlp-proto-grpc==1.45.2 python-logging-loki==0.3.1)
-if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc, logging_loki' 2>/dev/null; then
+         opentelemetry-exporter-otlp-proto-grpc==1.45.2 python-logging-loki==0.3.1
+         kubernetes-validate==1.37.0)
+if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc, logging_loki, kubernetes_validate' 2>/dev/null; then
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

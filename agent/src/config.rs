@@ -15,10 +15,33 @@ use vigil_common::{ByteSize, Duration};
 #[derive(clap::Args, Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Collector gRPC endpoint (http://host:port, or https:// with TLS).
-    #[arg(long, env = "VIGIL_COLLECTOR", value_name = "URL")]
+    /// Collector gRPC endpoint (http://host:port, or https:// with TLS);
+    /// repeatable (comma-separated in the environment; a string or a list
+    /// in YAML): the first is preferred, the next ones take over while it is
+    /// down (see docs/fleet.md) [default: http://127.0.0.1:9491].
+    #[arg(
+        long = "collector",
+        env = "VIGIL_COLLECTOR",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub collector: Vec<String>,
+
+    /// While shipping to a collector other than the first, how often the
+    /// ones before it are tried again; the agent moves back to the first
+    /// that answers [default: 30s].
+    #[arg(
+        long,
+        env = "VIGIL_COLLECTOR_FAILBACK_INTERVAL",
+        value_name = "DURATION"
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub collector: Option<String>,
+    pub collector_failback_interval: Option<Duration>,
 
     /// Name of this node, put on every series as `node` [default: the hostname].
     #[arg(long, env = "VIGIL_NODE_NAME", value_name = "NAME")]
@@ -258,10 +281,26 @@ pub struct Settings {
     pub log_level: Option<String>,
 }
 
+/// A string or a list of strings (YAML `collector: URL` or `collector: [URL, …]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// Validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub collector: String,
+    /// Collectors in order of preference (at least one, no repeats).
+    pub collectors: Vec<String>,
+    pub failback_interval: std::time::Duration,
     pub node_name: String,
     pub interval: std::time::Duration,
     pub http_listen: Option<SocketAddr>,
@@ -322,12 +361,29 @@ impl Settings {
         let invalid = |m: String| ConfigError::Invalid(m);
         let scrape_jobs =
             self.scrape_jobs(self.interval.unwrap_or(Duration::from_secs(10)).as_std())?;
-        let collector = self
-            .collector
-            .unwrap_or_else(|| DEFAULT_COLLECTOR.to_string());
-        if !(collector.starts_with("http://") || collector.starts_with("https://")) {
+        let mut collectors: Vec<String> = Vec::with_capacity(self.collector.len().max(1));
+        for c in &self.collector {
+            let c = c.trim();
+            if !(c.starts_with("http://") || c.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "collector {c:?} must be a URL like http://host:9491 or https://host:9491"
+                )));
+            }
+            if collectors.iter().any(|x| x == c) {
+                return Err(invalid(format!("collector {c:?} is listed twice")));
+            }
+            collectors.push(c.to_string());
+        }
+        if collectors.is_empty() {
+            collectors.push(DEFAULT_COLLECTOR.to_string());
+        }
+        let failback_interval = self
+            .collector_failback_interval
+            .unwrap_or(Duration::from_secs(30))
+            .as_std();
+        if failback_interval < std::time::Duration::from_millis(100) {
             return Err(invalid(format!(
-                "collector {collector:?} must be a URL like http://host:9491 or https://host:9491"
+                "collector_failback_interval {failback_interval:?} is below 100ms"
             )));
         }
         let node_name = match self.node_name {
@@ -378,7 +434,8 @@ impl Settings {
             _ => return Err(invalid("tls_cert and tls_key go together".into())),
         };
         Ok(Config {
-            collector,
+            collectors,
+            failback_interval,
             node_name,
             interval,
             http_listen,
@@ -522,9 +579,49 @@ mod tests {
     #[test]
     fn defaults_validate() {
         let c = Settings::default().validate().unwrap();
-        assert_eq!(c.collector, DEFAULT_COLLECTOR);
+        assert_eq!(c.collectors, vec![DEFAULT_COLLECTOR.to_string()]);
         assert_eq!(c.interval, std::time::Duration::from_secs(10));
         assert!(!c.node_name.is_empty());
+    }
+
+    #[test]
+    fn collector_is_a_string_or_a_list_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("agent.yml");
+        std::fs::write(&f, "collector: http://a:9491\n").unwrap();
+        let c = Settings::default().load(Some(&f)).unwrap();
+        assert_eq!(c.collectors, vec!["http://a:9491".to_string()]);
+        std::fs::write(&f, "collector: [http://a:9491, 'https://b:9491']\n").unwrap();
+        let c = Settings::default().load(Some(&f)).unwrap();
+        assert_eq!(c.collectors, vec!["http://a:9491", "https://b:9491"]);
+        // the command line's list replaces the file's
+        let c = Settings {
+            collector: vec!["http://c:1".into()],
+            ..Default::default()
+        }
+        .load(Some(&f))
+        .unwrap();
+        assert_eq!(c.collectors, vec!["http://c:1"]);
+        std::fs::write(&f, "collector: 7\n").unwrap();
+        assert!(Settings::default().load(Some(&f)).is_err());
+        // repeated flags and a comma-separated environment variable
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            s: Settings,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "x",
+            "--collector",
+            "http://a:1",
+            "--collector",
+            "http://b:2,http://c:3",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.s.collector,
+            vec!["http://a:1", "http://b:2", "http://c:3"]
+        );
     }
 
     #[test]
@@ -564,10 +661,15 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_the_key() {
         let s = Settings {
-            collector: Some("127.0.0.1:1".into()),
+            collector: vec!["127.0.0.1:1".into()],
             ..Default::default()
         };
         assert!(s.validate().unwrap_err().to_string().contains("collector"));
+        let s = Settings {
+            collector: vec!["http://a:1".into(), "http://a:1".into()],
+            ..Default::default()
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("twice"));
         let s = Settings {
             http_listen: Some("nope".into()),
             ..Default::default()

@@ -86,7 +86,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         });
     }
-    tracing::info!(node = %config.node_name, collector = %config.collector, interval = ?config.interval, "vigil-agent running");
+    tracing::info!(node = %config.node_name, collectors = ?config.collectors, interval = ?config.interval, "vigil-agent running");
     let scraper = Arc::new(Mutex::new(Scraper::new(&config)));
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

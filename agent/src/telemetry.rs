@@ -50,6 +50,12 @@ pub struct Telemetry {
     pub connect_failures: AtomicU64,
     pub auth_failures: AtomicU64,
     pub connected: AtomicI64,
+    /// Moves to the next collector because the one in use failed, and back
+    /// to a preferred one that answers again.
+    pub collector_failovers: AtomicU64,
+    pub collector_failbacks: AtomicU64,
+    /// Position (0 = first) in `--collector` of the collector in use; -1: none.
+    pub collector_index: AtomicI64,
     pub last_acked_seq: AtomicU64,
     pub ack_latency_micros_sum: AtomicU64,
     pub ack_latency_count: AtomicU64,
@@ -207,6 +213,24 @@ impl Telemetry {
                 "1 while a stream to the collector is open.",
                 G,
                 self.connected.load(Ordering::Relaxed) as f64,
+            ),
+            one(
+                "vigil_agent_collector_failovers_total",
+                "Moves to the next collector of the list because the one in use failed.",
+                C,
+                g(&self.collector_failovers),
+            ),
+            one(
+                "vigil_agent_collector_failbacks_total",
+                "Moves back to a preferred collector that answers again.",
+                C,
+                g(&self.collector_failbacks),
+            ),
+            one(
+                "vigil_agent_collector_index",
+                "Position in --collector (0 = first) of the collector the stream is open to; -1 while none is.",
+                G,
+                self.collector_index.load(Ordering::Relaxed) as f64,
             ),
             one(
                 "vigil_agent_last_acked_sequence",

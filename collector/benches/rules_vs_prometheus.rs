@@ -274,6 +274,7 @@ fn bench_vigil(data: &Data, end: i64) -> Figures {
     let env = EvalEnv {
         engine: &engine,
         store: &store,
+        remote: None,
         external_labels: &ext,
         external_url: "",
         resend_delay_ms: 60_000,

@@ -369,6 +369,113 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forward_wal_max_bytes: Option<ByteSize>,
 
+    /// Keep what agents and remote write send in this collector's own store
+    /// (its query APIs, /federate); false makes a gateway that makes data
+    /// durable (WAL) and forwards it, keeping only its own metrics and rule
+    /// output; it needs a forwarding endpoint, and rules or actions need
+    /// --query-url [default: true].
+    #[arg(long, env = "VIGIL_LOCAL_STORE", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_store: Option<bool>,
+
+    /// Gateway mode: a Prometheus-compatible query API (vmselect
+    /// `http://vmselect:8481/select/0/prometheus`, Mimir
+    /// `http://mimir/prometheus`, Prometheus) that rules and autoscalers
+    /// query instead of the local store.
+    #[arg(long, env = "VIGIL_QUERY_URL", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_url: Option<String>,
+
+    /// Header sent with every --query-url request, `Name: value`, e.g.
+    /// `X-Scope-OrgID: team-a` (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "query-header",
+        env = "VIGIL_QUERY_HEADERS",
+        value_name = "NAME: VALUE",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_header: Vec<String>,
+
+    /// Which collector of a fleet evaluates rules and acts: `always` (this
+    /// one: a single collector, or a fleet's dedicated replica), `never`,
+    /// `kubernetes-lease` (a coordination.k8s.io/v1 Lease) or `lock-file`
+    /// (an flock on --leader-election-lock-file) [default: always].
+    #[arg(long, env = "VIGIL_LEADER_ELECTION", value_name = "MODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election: Option<String>,
+
+    /// This collector's name in the election [default: hostname_<random>].
+    #[arg(long, env = "VIGIL_LEADER_ELECTION_IDENTITY", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_identity: Option<String>,
+
+    /// Name of the Lease [default: vigil-collector].
+    #[arg(long, env = "VIGIL_LEADER_ELECTION_LEASE_NAME", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_lease_name: Option<String>,
+
+    /// Namespace of the Lease [default: the service account's, else default].
+    #[arg(
+        long,
+        env = "VIGIL_LEADER_ELECTION_LEASE_NAMESPACE",
+        value_name = "NAME"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_lease_namespace: Option<String>,
+
+    /// Kubernetes API server for the Lease [default: in-cluster,
+    /// https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
+    #[arg(long, env = "VIGIL_LEADER_ELECTION_API_SERVER", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_api_server: Option<String>,
+
+    /// Bearer token file for the API server, re-read for every request
+    /// [default: the service account's token].
+    #[arg(long, env = "VIGIL_LEADER_ELECTION_TOKEN_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_token_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) of the API server [default: the service account's ca.crt].
+    #[arg(long, env = "VIGIL_LEADER_ELECTION_CA_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_ca_file: Option<PathBuf>,
+
+    /// How long a Lease holds for the others once written (whole seconds)
+    /// [default: 15s].
+    #[arg(
+        long,
+        env = "VIGIL_LEADER_ELECTION_LEASE_DURATION",
+        value_name = "DURATION"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_lease_duration: Option<Duration>,
+
+    /// The leader acts until this long after sending its last successful
+    /// renewal; below the lease duration [default: 10s].
+    #[arg(
+        long,
+        env = "VIGIL_LEADER_ELECTION_RENEW_DEADLINE",
+        value_name = "DURATION"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_renew_deadline: Option<Duration>,
+
+    /// How often the leader renews and the others try [default: 2s].
+    #[arg(
+        long,
+        env = "VIGIL_LEADER_ELECTION_RETRY_PERIOD",
+        value_name = "DURATION"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_retry_period: Option<Duration>,
+
+    /// The lock file of `lock-file` election (on a file system all the
+    /// fleet's collectors share the locks of: one host's).
+    #[arg(long, env = "VIGIL_LEADER_ELECTION_LOCK_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election_lock_file: Option<PathBuf>,
+
     /// `remote_write:` entries (YAML only), in Prometheus's shape.
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -421,6 +528,11 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: Option<String>,
     pub forward: ForwardConfig,
+    /// Agents' and remote write's data kept in the local store.
+    pub local_store: bool,
+    /// Gateway mode: where rules and autoscalers query, with headers.
+    pub query_url: Option<(String, Vec<(String, String)>)>,
+    pub election: crate::fleet::leader::Election,
 }
 
 /// The settings as given (flags over environment over file), before
@@ -501,6 +613,7 @@ impl Settings {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let given = Given(self.clone());
         let invalid = |m: String| ConfigError::Invalid(m);
+        let election = self.election()?;
         let addr = |key: &str, v: Option<&str>, d: &str| -> Result<SocketAddr, ConfigError> {
             let a = v.unwrap_or(d);
             a.parse().map_err(|e| {
@@ -750,6 +863,40 @@ impl Settings {
             forward.otlp_export.push(c);
         }
         forward.check_names().map_err(invalid)?;
+        let local_store = self.local_store.unwrap_or(true);
+        let query_url = match &self.query_url {
+            Some(u) => {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(invalid(format!(
+                        "query_url {u:?} must be an http(s) URL like http://vmselect:8481/select/0/prometheus"
+                    )));
+                }
+                let mut headers = Vec::with_capacity(self.query_header.len());
+                for h in &self.query_header {
+                    let (k, v) = h.split_once(':').ok_or_else(|| {
+                        invalid(format!("query_header {h:?} is not `Name: value`"))
+                    })?;
+                    headers.push((k.trim().to_string(), v.trim().to_string()));
+                }
+                Some((u.clone(), headers))
+            }
+            None if !self.query_header.is_empty() => {
+                return Err(invalid("query_header needs query_url".into()));
+            }
+            None => None,
+        };
+        if !local_store {
+            if forward.remote_write.is_empty() && forward.otlp_export.is_empty() {
+                return Err(invalid(
+                    "local_store false needs somewhere to forward to (remote_write_url, remote_write: or otlp_export)".into(),
+                ));
+            }
+            if query_url.is_none() && (!self.rules.is_empty() || self.actions.is_some()) {
+                return Err(invalid(
+                    "with local_store false, rules and actions need query_url (there is no local data to query)".into(),
+                ));
+            }
+        }
         Ok(Config {
             given,
             http_listen,
@@ -797,6 +944,75 @@ impl Settings {
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level,
             forward,
+            local_store,
+            query_url,
+            election,
+        })
+    }
+
+    /// The `leader_election*` settings, validated.
+    fn election(&self) -> Result<crate::fleet::leader::Election, ConfigError> {
+        use crate::fleet::kube_lease::LeaseTarget;
+        use crate::fleet::leader::{Election, default_identity};
+        use crate::fleet::lease::Timings;
+        let invalid = ConfigError::Invalid;
+        let d = Timings::default();
+        let timings = Timings {
+            lease_duration: self
+                .leader_election_lease_duration
+                .map_or(d.lease_duration, |x| x.as_std()),
+            renew_deadline: self
+                .leader_election_renew_deadline
+                .map_or(d.renew_deadline, |x| x.as_std()),
+            retry_period: self
+                .leader_election_retry_period
+                .map_or(d.retry_period, |x| x.as_std()),
+        };
+        let identity = self
+            .leader_election_identity
+            .clone()
+            .unwrap_or_else(default_identity);
+        if identity.is_empty() {
+            return Err(invalid("leader_election_identity is empty".into()));
+        }
+        let mode = self.leader_election.as_deref().unwrap_or("always");
+        if mode != "lock-file" && self.leader_election_lock_file.is_some() {
+            return Err(invalid(format!(
+                "leader_election_lock_file is for leader_election lock-file, not {mode}"
+            )));
+        }
+        Ok(match mode {
+            "always" => Election::Always,
+            "never" => Election::Never,
+            "kubernetes-lease" => {
+                timings.validate().map_err(invalid)?;
+                Election::KubernetesLease {
+                    target: LeaseTarget {
+                        api_server: self.leader_election_api_server.clone(),
+                        token_file: self.leader_election_token_file.clone(),
+                        ca_file: self.leader_election_ca_file.clone(),
+                        namespace: self.leader_election_lease_namespace.clone(),
+                        name: self
+                            .leader_election_lease_name
+                            .clone()
+                            .unwrap_or_else(|| "vigil-collector".into()),
+                    },
+                    identity,
+                    timings,
+                }
+            }
+            "lock-file" => Election::LockFile {
+                path: self.leader_election_lock_file.clone().ok_or_else(|| {
+                    invalid("leader_election lock-file needs leader_election_lock_file".into())
+                })?,
+                identity,
+                retry_period: timings.retry_period,
+            },
+            other => {
+                return Err(invalid(format!(
+                    "leader_election {other:?} is not one of always, never, kubernetes-lease, lock-file"
+                )));
+            }
         })
     }
 }
@@ -834,6 +1050,84 @@ mod tests {
         assert_eq!(c.http_listen.port(), 9490);
         assert_eq!(c.grpc_listen.port(), 9491);
         assert_eq!(c.retention, std::time::Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn fleet_settings_are_checked() {
+        let c = Settings::default().validate().unwrap();
+        assert!(c.local_store && c.query_url.is_none());
+        assert_eq!(c.election, crate::fleet::leader::Election::Always);
+        let err = |s: Settings| s.validate().unwrap_err().to_string();
+        let e = err(Settings {
+            local_store: Some(false),
+            ..Default::default()
+        });
+        assert!(e.contains("forward"), "{e}");
+        let e = err(Settings {
+            local_store: Some(false),
+            remote_write_url: vec!["http://vm:8428/api/v1/write".into()],
+            rules: vec!["r.yml".into()],
+            ..Default::default()
+        });
+        assert!(e.contains("query_url"), "{e}");
+        let c = Settings {
+            local_store: Some(false),
+            remote_write_url: vec!["http://vm:8428/api/v1/write".into()],
+            rules: vec!["r.yml".into()],
+            query_url: Some("http://vm:8428".into()),
+            query_header: vec!["X-Scope-OrgID: a".into()],
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            c.query_url,
+            Some((
+                "http://vm:8428".into(),
+                vec![("X-Scope-OrgID".into(), "a".into())]
+            ))
+        );
+        for (s, want) in [
+            (
+                Settings {
+                    query_url: Some("vm:8428".into()),
+                    ..Default::default()
+                },
+                "query_url",
+            ),
+            (
+                Settings {
+                    query_header: vec!["X: y".into()],
+                    ..Default::default()
+                },
+                "needs query_url",
+            ),
+            (
+                Settings {
+                    leader_election: Some("raft".into()),
+                    ..Default::default()
+                },
+                "not one of",
+            ),
+            (
+                Settings {
+                    leader_election: Some("lock-file".into()),
+                    ..Default::default()
+                },
+                "leader_election_lock_file",
+            ),
+            (
+                Settings {
+                    leader_election: Some("kubernetes-lease".into()),
+                    leader_election_renew_deadline: Some(Duration::from_secs(20)),
+                    ..Default::default()
+                },
+                "renew_deadline",
+            ),
+        ] {
+            let e = err(s);
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
     }
 
     #[test]

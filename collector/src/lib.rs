@@ -39,6 +39,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod fleet;
 pub mod forward;
 pub mod gofmt;
 pub mod http;

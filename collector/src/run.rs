@@ -92,23 +92,45 @@ pub async fn start(
         }
         None => None,
     };
+    // who of the fleet acts (rules, notifications, actions)
+    let (leadership, election_tasks) =
+        crate::fleet::leader::start(&config.election, shutdown.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    leadership.register(&mut telemetry.registry.lock());
     let events: Option<Arc<dyn crate::ingest::EventSink>> = actions.as_ref().map(|a| {
-        Arc::new(crate::actions::triggers::EventTriggers(a.clone()))
-            as Arc<dyn crate::ingest::EventSink>
+        Arc::new(crate::fleet::leader::LeaderEvents(
+            crate::actions::triggers::EventTriggers(a.clone()),
+            leadership.clone(),
+        )) as Arc<dyn crate::ingest::EventSink>
     });
+    // gateway mode: rules and autoscalers query a remote API
+    let remote = match &config.query_url {
+        Some((url, headers)) => Some(
+            crate::fleet::remote_query::RemoteQuery::new(url, headers, config.query.timeout)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => None,
+    };
 
-    let logs = {
+    let logs = if !config.local_store {
+        None
+    } else {
         let dir = data_dir.join("logs");
         let opts = crate::logs::LogStoreOptions {
             retention: config.log_retention,
             max_bytes: config.log_max_bytes,
             ..Default::default()
         };
-        tokio::task::spawn_blocking(move || crate::logs::LogStore::open(&dir, opts))
-            .await
-            .context("log store task")??
+        Some(
+            tokio::task::spawn_blocking(move || crate::logs::LogStore::open(&dir, opts))
+                .await
+                .context("log store task")??,
+        )
     };
-    telemetry.watch_logs(logs.clone());
+    if let Some(l) = &logs {
+        telemetry.watch_logs(l.clone());
+    }
+    let local_store = config.local_store;
     let t0 = std::time::Instant::now();
     let (dd, st, md, tel, ls) = (
         data_dir.clone(),
@@ -124,10 +146,13 @@ pub async fn start(
         checkpoint::recover(
             &dd,
             &st,
+            local_store,
             &md,
             &tel,
             |l| {
-                ls.append(l);
+                if let Some(ls) = &ls {
+                    ls.append(l);
+                }
             },
             |_| {},
         )
@@ -145,18 +170,21 @@ pub async fn start(
     );
     let wal = Wal::start(&checkpoint::wal_dir(&data_dir))?;
     wal.set_checkpointed(recovered.replay_from);
-    let core = Arc::new(
-        IngestCore::new(
-            store.clone(),
-            wal,
-            telemetry.clone(),
-            metadata.clone(),
-            Some(logs.clone() as Arc<dyn crate::ingest::LogSink>),
-            events,
-            recovered.durable,
-        )
-        .with_limits(config.series_limits),
-    );
+    let core = IngestCore::new(
+        store.clone(),
+        wal,
+        telemetry.clone(),
+        metadata.clone(),
+        logs.clone().map(|l| l as Arc<dyn crate::ingest::LogSink>),
+        events,
+        recovered.durable,
+    )
+    .with_limits(config.series_limits);
+    let core = Arc::new(if config.local_store {
+        core
+    } else {
+        core.without_local_store()
+    });
 
     // rules and Alertmanager
     let external_labels = config.external_labels.clone();
@@ -195,8 +223,15 @@ pub async fn start(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(groups = n, "rules loaded");
         if let Some(a) = &actions {
-            m.set_alert_sink(Arc::new(crate::actions::triggers::RuleTriggers(a.clone())));
+            m.set_alert_sink(Arc::new(crate::fleet::leader::LeaderAlerts(
+                crate::actions::triggers::RuleTriggers(a.clone()),
+                leadership.clone(),
+            )));
         }
+        if let Some(r) = &remote {
+            m.set_querier(Arc::new(r.clone()));
+        }
+        m.set_leadership(leadership.clone());
         m.set_output(core.clone());
         Some(m)
     };
@@ -208,7 +243,8 @@ pub async fn start(
 
     let mut state = AppState::new(store.clone());
     state.rules = rules.clone();
-    state.logs = Some(logs.clone());
+    state.logs = logs.clone();
+    state.leadership = leadership.clone();
     state.telemetry = Some(telemetry.clone());
     state.metadata = metadata.clone();
     state.actions = actions.clone();
@@ -236,7 +272,7 @@ pub async fn start(
     state.auth.register(&mut telemetry.registry.lock());
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
-    let mut tasks = Vec::new();
+    let mut tasks = election_tasks;
 
     // gRPC
     let svc = IngestService::new(core.clone(), config.max_message_bytes)
@@ -347,9 +383,12 @@ pub async fn start(
             let now_ms = vigil_common::time::now_ms();
             let st = c.store.clone();
             let _ = tokio::task::spawn_blocking(move || st.trim(now_ms)).await;
-            let ls = logs.clone();
-            let _ = tokio::task::spawn_blocking(move || ls.trim(now_ms.saturating_mul(1_000_000)))
+            if let Some(ls) = logs.clone() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    ls.trim(now_ms.saturating_mul(1_000_000))
+                })
                 .await;
+            }
             c.telemetry.series.set(c.store.series_count() as i64);
             let wal_bytes = c.wal.stats.bytes.load(Ordering::Relaxed);
             if last.elapsed() >= CHECKPOINT_EVERY || wal_bytes >= CHECKPOINT_WAL_BYTES {
@@ -390,8 +429,16 @@ pub async fn start(
 
     // autoscalers
     if let Some(a) = actions {
-        let source = Arc::new(crate::actions::source::PromqlSource::new(store.clone()));
-        let data = Some(store.subscribe_appends());
+        let inner: Arc<dyn crate::actions::source::MetricSource> = match &remote {
+            Some(r) => Arc::new(r.clone()),
+            None => Arc::new(crate::actions::source::PromqlSource::new(store.clone())),
+        };
+        let source = Arc::new(crate::fleet::leader::LeaderSource(
+            inner,
+            leadership.clone(),
+        ));
+        // remote data arrives on no local signal: the interval paces them
+        let data = remote.is_none().then(|| store.subscribe_appends());
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             a.run_autoscalers(source, data, sd).await;

@@ -149,6 +149,22 @@ pub fn format_rfc3339_millis(ms: i64) -> String {
     )
 }
 
+/// RFC 3339 in UTC with exactly six fraction digits, as Kubernetes writes a
+/// `MicroTime`: `2026-11-22T10:48:32.500000Z`.
+pub fn format_rfc3339_micros(ns: i64) -> String {
+    let c = Civil::from_unix_ns(ns);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        c.nanosecond / 1_000
+    )
+}
+
 /// A UTC calendar date and time of day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Civil {

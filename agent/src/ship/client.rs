@@ -3,6 +3,15 @@
 //! most `max_in_flight` unacknowledged, apply cumulative acks to the buffer,
 //! and on any failure reconnect with exponential backoff and full jitter,
 //! retransmitting everything not yet acknowledged.
+//!
+//! With several collectors (`--collector` repeated) the list is an order of
+//! preference: a failure moves the stream at once to the next collector
+//! (failover; after a whole round of failures, the backoff); while on any
+//! but the first, the ones before it are probed every
+//! `collector_failback_interval` and the stream moves back to the first that
+//! answers (failback) — after the batches in flight were acknowledged, so a
+//! planned move sends nothing twice. Why the buffer and the sequences stay
+//! right across collectors is in `proto/vigil/v1/ingest.proto`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -45,12 +54,31 @@ pub struct Client {
 enum End {
     Shutdown,
     Retry(String),
+    /// Move to the collector at this index (a preferred one answers again).
+    Switch(usize),
+}
+
+/// How long a failback waits for the acks of what is in flight before it
+/// moves anyway (what is unacknowledged then is sent again, to the new one).
+const FAILBACK_DRAIN: Duration = Duration::from_secs(10);
+
+/// Which collector to try after the one at `index` failed, and whether a
+/// whole round failed (then the caller backs off): the next in the list,
+/// wrapping to the first.
+fn after_failure(index: usize, failed_in_a_row: usize, collectors: usize) -> (usize, bool) {
+    let round_over = failed_in_a_row.is_multiple_of(collectors.max(1));
+    let next = if round_over {
+        0
+    } else {
+        (index + 1) % collectors.max(1)
+    };
+    (next, round_over)
 }
 
 impl Client {
-    fn endpoint(&self) -> Result<Endpoint, String> {
-        let mut ep = Endpoint::from_shared(self.config.collector.clone())
-            .map_err(|e| format!("collector URL {}: {e}", self.config.collector))?
+    fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+        let mut ep = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("collector URL {url}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
@@ -75,6 +103,7 @@ impl Client {
     /// Runs until `drain` is cancelled and everything buffered is
     /// acknowledged; the shipper bounds that wait with `shutdown_timeout`.
     pub async fn run(self, drain: CancellationToken) {
+        let n = self.config.collectors.len();
         // reconnect delays: 50 ms doubling to 30 s, each with up to as much
         // again of jitter; reset after a session that lasted 30 s
         let delays = || {
@@ -87,44 +116,85 @@ impl Client {
         };
         let mut backoff = delays();
         let mut rejections: HashMap<u64, u32> = HashMap::new();
+        let mut index = 0usize;
+        let mut failed_in_a_row = 0usize;
+        self.telemetry.collector_index.store(-1, Ordering::Relaxed);
         loop {
             if drain.is_cancelled() && self.buffer.lock().is_empty() {
                 return;
             }
-            let ep = match self.endpoint() {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot reach the collector");
-                    if wait_or(&drain, Duration::from_secs(5)).await {
-                        return;
-                    }
+            let url = self.config.collectors[index].clone();
+            let started = Instant::now();
+            let end = match self.endpoint(&url) {
+                Ok(ep) => self.session(ep, index, &drain, &mut rejections).await,
+                Err(e) => End::Retry(e),
+            };
+            self.telemetry.connected.store(0, Ordering::Relaxed);
+            self.telemetry.collector_index.store(-1, Ordering::Relaxed);
+            let why = match end {
+                End::Shutdown => return,
+                End::Switch(to) => {
+                    tracing::info!(from = %url, to = %self.config.collectors[to], "moving back to a preferred collector");
+                    self.telemetry
+                        .collector_failbacks
+                        .fetch_add(1, Ordering::Relaxed);
+                    index = to;
+                    failed_in_a_row = 0;
                     continue;
                 }
+                End::Retry(why) => why,
             };
-            let started = Instant::now();
-            match self.session(ep, &drain, &mut rejections).await {
-                End::Shutdown => return,
-                End::Retry(why) => {
-                    self.telemetry.connected.store(0, Ordering::Relaxed);
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff = delays();
-                    }
-                    let pause = backoff.next().unwrap_or(Duration::from_secs(30));
-                    tracing::warn!(error = %why, retry_in_ms = pause.as_millis() as u64, "collector stream ended");
-                    if wait_or(&drain, pause).await && self.buffer.lock().is_empty() {
-                        return;
-                    }
-                }
+            if started.elapsed() > Duration::from_secs(30) {
+                // it worked for a while: this is a fresh failure
+                backoff = delays();
+                failed_in_a_row = 0;
+            }
+            failed_in_a_row += 1;
+            let (next, round_over) = after_failure(index, failed_in_a_row, n);
+            if !round_over {
+                tracing::warn!(error = %why, collector = %url, next = %self.config.collectors[next], "collector failed; trying the next one");
+                self.telemetry
+                    .collector_failovers
+                    .fetch_add(1, Ordering::Relaxed);
+                index = next;
+                continue;
+            }
+            let pause = backoff.next().unwrap_or(Duration::from_secs(30));
+            tracing::warn!(error = %why, collector = %url, retry_in_ms = pause.as_millis() as u64, "collector stream ended");
+            if wait_or(&drain, pause).await && self.buffer.lock().is_empty() {
+                return;
+            }
+            if next != index && n > 1 {
+                self.telemetry
+                    .collector_failovers
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            index = next;
+        }
+    }
+
+    /// Tries the collectors before `index`, in order; the first that
+    /// accepts a connection (TCP, TLS and HTTP/2 handshakes) wins.
+    async fn probe_preferred(&self, index: usize) -> Option<usize> {
+        for i in 0..index {
+            let Ok(ep) = self.endpoint(&self.config.collectors[i]) else {
+                continue;
+            };
+            if ep.connect().await.is_ok() {
+                return Some(i);
             }
         }
+        None
     }
 
     async fn session(
         &self,
         ep: Endpoint,
+        index: usize,
         drain: &CancellationToken,
         rejections: &mut HashMap<u64, u32>,
     ) -> End {
+        let url = &self.config.collectors[index];
         let channel: Channel = match tokio::select! {
             c = ep.connect() => c,
             _ = drain.cancelled() => return End::Shutdown,
@@ -134,7 +204,7 @@ impl Client {
                 self.telemetry
                     .connect_failures
                     .fetch_add(1, Ordering::Relaxed);
-                return End::Retry(format!("connect {}: {e}", self.config.collector));
+                return End::Retry(format!("connect {url}: {e}"));
             }
         };
         let token = self.config.token.clone();
@@ -183,7 +253,10 @@ impl Client {
         };
         self.telemetry.connects.fetch_add(1, Ordering::Relaxed);
         self.telemetry.connected.store(1, Ordering::Relaxed);
-        tracing::info!(collector = %self.config.collector, durable_seq = welcome.durable_seq,
+        self.telemetry
+            .collector_index
+            .store(index as i64, Ordering::Relaxed);
+        tracing::info!(collector = %url, durable_seq = welcome.durable_seq,
             version = %welcome.collector_version, "connected to the collector");
         // what the collector already holds is acknowledged
         self.apply_ack(welcome.durable_seq, None);
@@ -194,11 +267,29 @@ impl Client {
         let mut in_flight_bytes = 0usize;
         let mut cursor = welcome.durable_seq;
         let mut drain_seen = false;
+        // failback: while not on the first collector, probe the preferred
+        // ones now and then; once one answers, stop sending, let what is in
+        // flight be acknowledged, and move
+        let mut failback_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.failback_interval,
+            self.config.failback_interval,
+        );
+        failback_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe: Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = Option<usize>> + Send + '_>>,
+        > = None;
+        let mut moving: Option<(usize, tokio::time::Instant)> = None;
         loop {
+            if let Some((to, since)) = moving
+                && (in_flight.is_empty() || since.elapsed() >= FAILBACK_DRAIN)
+            {
+                return End::Switch(to);
+            }
             // send what fits in the window
             // bounded by count and by bytes: a log backlog must not pile up
             // encoded batches in memory faster than the collector acks them
-            while in_flight.len() < self.config.max_in_flight
+            while moving.is_none()
+                && in_flight.len() < self.config.max_in_flight
                 && (in_flight.is_empty() || in_flight_bytes < MAX_IN_FLIGHT_BYTES)
             {
                 let next = self.buffer.lock().seqs_after(cursor, 1).first().copied();
@@ -264,6 +355,16 @@ impl Client {
                 },
                 _ = self.sealed.notified() => {}
                 _ = drain.cancelled(), if !drain_seen => drain_seen = true,
+                _ = failback_tick.tick(), if index > 0 && probe.is_none() && moving.is_none() && !drain_seen => {
+                    probe = Some(Box::pin(self.probe_preferred(index)));
+                }
+                found = async { match probe.as_mut() { Some(p) => p.await, None => std::future::pending().await } } => {
+                    probe = None;
+                    if let Some(to) = found {
+                        moving = Some((to, tokio::time::Instant::now()));
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)), if moving.is_some() => {}
             }
         }
     }
@@ -347,5 +448,24 @@ async fn wait_or(token: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = token.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_failure;
+
+    #[test]
+    fn a_failure_moves_to_the_next_and_a_failed_round_backs_off_from_the_first() {
+        // three collectors, the first fails: try the second, then the third,
+        // then (a whole round failed) back off and start again at the first
+        assert_eq!(after_failure(0, 1, 3), (1, false));
+        assert_eq!(after_failure(1, 2, 3), (2, false));
+        assert_eq!(after_failure(2, 3, 3), (0, true));
+        // a failure on the third after it worked: the first is next
+        assert_eq!(after_failure(2, 1, 3), (0, false));
+        // one collector: every failure is a whole round
+        assert_eq!(after_failure(0, 1, 1), (0, true));
+        assert_eq!(after_failure(0, 2, 1), (0, true));
     }
 }

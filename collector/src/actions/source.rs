@@ -18,6 +18,9 @@ pub enum SourceError {
     Query(#[from] QueryError),
     #[error("query returns a {0}, not a vector or scalar")]
     NotAVector(&'static str),
+    /// In a fleet only the leader's autoscalers read (and so act).
+    #[error("this collector is not the leader of its fleet")]
+    NotLeader,
 }
 
 /// An instant query's answer: each sample's labels and value.

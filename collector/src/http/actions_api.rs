@@ -65,6 +65,16 @@ async fn alertmanager_webhook(
             );
         }
     }
+    if !s.leadership.may_act() {
+        // another collector of the fleet acts; Alertmanager retries (and,
+        // behind a Service, reaches another replica)
+        s.leadership.skipped("alertmanager_webhook", 1);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this collector is not the leader of its fleet; another one acts",
+        );
+    }
     let n = match alertmanager::parse(&body) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e.to_string()),

@@ -59,6 +59,9 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// Start time and settings for the status endpoints.
     pub status: Arc<status::StatusInfo>,
+    /// Whether this collector is the one of its fleet that acts (the
+    /// Alertmanager webhook answers 503 elsewhere, so Alertmanager retries).
+    pub leadership: crate::fleet::leader::Leadership,
 }
 
 impl AppState {
@@ -78,6 +81,7 @@ impl AppState {
             series_limits: Default::default(),
             auth: auth::Auth::open(),
             status: Arc::default(),
+            leadership: crate::fleet::leader::Leadership::always(),
         }
     }
 }

@@ -168,9 +168,13 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
 
 /// Loads the checkpoint (if any) into `store`/`metadata` and replays the
 /// WAL after it, calling `logs`/`events` for what the records hold.
+/// `samples`: whether the WAL's samples go back into `store` (false for a
+/// gateway without local storage; sequences, metadata, logs and events are
+/// recovered either way).
 pub fn recover(
     data_dir: &Path,
     store: &Store,
+    samples: bool,
     metadata: &Metadata,
     telemetry: &Telemetry,
     mut logs: impl FnMut(&[IngestedLog]),
@@ -238,7 +242,7 @@ pub fn recover(
                         .chunks_exact(2)
                         .map(|c| (c[0].clone(), c[1].clone())),
                 );
-                let sref = if labels.metric_name().is_some() {
+                let sref = if samples && labels.metric_name().is_some() {
                     let tenant = if !r.agent_id.is_empty() {
                         r.agent_id.as_str()
                     } else if !r.tenant.is_empty() {

@@ -255,6 +255,9 @@ pub struct IngestCore {
     pub limits: crate::config::SeriesLimits,
     /// Which agents are connected, and how their batches arrive.
     pub roster: super::roster::Roster,
+    /// False in a gateway without local storage: samples go to the WAL
+    /// (hence forwarding) only, never to the store.
+    local_store: bool,
 }
 
 impl IngestCore {
@@ -285,7 +288,19 @@ impl IngestCore {
             gate: tokio::sync::RwLock::new(()),
             limits: Default::default(),
             roster: Default::default(),
+            local_store: true,
         }
+    }
+
+    /// A gateway without local storage: agents' and remote write's samples
+    /// are made durable and forwarded but not stored here.
+    pub fn without_local_store(mut self) -> Self {
+        self.local_store = false;
+        self
+    }
+
+    pub fn has_local_store(&self) -> bool {
+        self.local_store
     }
 
     /// Sets the label limits (the default is [`crate::config::SeriesLimits::default`]).
@@ -354,7 +369,7 @@ impl IngestCore {
                 self.count_refused(e.reason(), 1);
                 tracing::debug!(agent = agent_id, error = %e, "series refused");
                 None
-            } else if labels.metric_name().is_some() {
+            } else if labels.metric_name().is_some() && self.local_store {
                 match self.store.get_or_create_for(agent_id, &labels) {
                     Ok(r) => Some(r),
                     Err(e) => {
@@ -417,7 +432,9 @@ impl IngestCore {
                 ids.push(id);
                 match store {
                     Some(s) => samples.push((s, blk.timestamp_ms, *v)),
-                    None => refused += 1,
+                    // without a local store, nothing is refused for its sake
+                    None if self.local_store => refused += 1,
+                    None => {}
                 }
             }
             count += blk.refs.len() as u64;
@@ -536,6 +553,26 @@ impl IngestCore {
                 });
                 continue;
             }
+            if !self.local_store {
+                // a gateway: durable and forwarded, not stored here
+                points.sort_by_key(|p| p.0);
+                let id = labels.stable_hash();
+                for (t, v) in points {
+                    let b = blocks.entry(t).or_insert_with(|| WalBlock {
+                        timestamp_ms: t,
+                        ids: Vec::new(),
+                        values: Vec::new(),
+                    });
+                    b.ids.push(id);
+                    b.values.push(v);
+                    out.appended += 1;
+                }
+                uses.push(SeriesUse {
+                    id,
+                    labels: Arc::new(labels),
+                });
+                continue;
+            }
             let sref = match self.store.get_or_create_for(tenant, &labels) {
                 Ok(r) => r,
                 Err(e) => {
@@ -575,7 +612,7 @@ impl IngestCore {
                 });
             }
         }
-        if samples.is_empty() && metadata.is_empty() {
+        if samples.is_empty() && blocks.is_empty() && metadata.is_empty() {
             return Ok(out);
         }
         let mut blocks: Vec<WalBlock> = blocks.into_values().collect();
@@ -615,7 +652,10 @@ impl IngestCore {
             "sample too far in the future".into()
         });
         self.telemetry.samples.inc_by(summary.appended);
-        out.appended = summary.appended;
+        out.appended += summary.appended;
+        if !self.local_store {
+            self.telemetry.samples.inc_by(out.appended);
+        }
         Ok(out)
     }
 

@@ -106,10 +106,21 @@ impl Rule {
     }
 }
 
+/// Where rule expressions are evaluated when not by the collector's own
+/// engine over its store: a remote Prometheus-compatible API (gateway
+/// mode, [`crate::fleet::remote_query`]). Called on a blocking thread.
+pub trait RuleQuerier: Send + Sync {
+    /// The samples of `expr` (as written in the rule) at `ts_ms`.
+    fn query(&self, expr: &str, ts_ms: i64) -> Result<Vec<(Labels, f64)>, QueryError>;
+}
+
 /// What one group evaluation needs from outside.
 pub struct EvalEnv<'a> {
     pub engine: &'a Engine,
+    /// Where results are written (and, without `remote`, what is queried).
     pub store: &'a Arc<Store>,
+    /// When set, expressions (and templates' `query`) go there instead.
+    pub remote: Option<Arc<dyn RuleQuerier>>,
     pub external_labels: &'a Labels,
     pub external_url: &'a str,
     pub resend_delay_ms: i64,
@@ -221,6 +232,17 @@ impl Group {
         }
     }
 
+    /// Forgets the alerts' state (pending and firing): what a collector
+    /// held before another one led its fleet is stale; it starts afresh,
+    /// as after a first start.
+    pub fn forget_alerts(&mut self) {
+        for r in &mut self.rules {
+            if let RuleKindState::Alerting(a) = &mut r.kind {
+                a.active.clear();
+            }
+        }
+    }
+
     /// All series this group's rules wrote last time (for stale markers when
     /// the group is removed).
     pub fn written_series(&self) -> impl Iterator<Item = &Labels> {
@@ -322,6 +344,15 @@ pub fn template_query(engine: &Engine, store: &Arc<Store>, ts: i64) -> QueryFn {
     })
 }
 
+/// A `query` function for templates that asks the remote API.
+fn remote_template_query(remote: Arc<dyn RuleQuerier>, ts: i64) -> QueryFn {
+    Arc::new(move |q: &str| {
+        // parsed here too, so a bad template query reads the same either way
+        crate::promql::parse(q).map_err(|e| e.to_string())?;
+        remote.query(q, ts).map_err(|e| e.to_string())
+    })
+}
+
 fn eval_rule(
     rule: &mut Rule,
     ts: i64,
@@ -329,8 +360,11 @@ fn eval_rule(
     env: &EvalEnv<'_>,
     limit: usize,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let result =
-        query_vector(env.engine, env.store, &rule.expr, query_ts).map_err(|e| e.to_string())?;
+    let result = match &env.remote {
+        Some(r) => r.query(&rule.expr_text, query_ts),
+        None => query_vector(env.engine, env.store, &rule.expr, query_ts),
+    }
+    .map_err(|e| e.to_string())?;
     match &mut rule.kind {
         RuleKindState::Recording => {
             let mut out = Vec::with_capacity(result.len());
@@ -366,7 +400,10 @@ fn eval_rule(
             Ok(out)
         }
         RuleKindState::Alerting(a) => {
-            let query = template_query(env.engine, env.store, query_ts);
+            let query = match &env.remote {
+                Some(r) => remote_template_query(r.clone(), query_ts),
+                None => template_query(env.engine, env.store, query_ts),
+            };
             a.eval(
                 ts,
                 result,
@@ -424,6 +461,7 @@ mod tests {
         let env = EvalEnv {
             engine: &engine,
             store: &store,
+            remote: None,
             external_labels: &ext,
             external_url: "",
             resend_delay_ms: 60_000,
@@ -473,6 +511,7 @@ mod tests {
         let env = EvalEnv {
             engine: &engine,
             store: &store,
+            remote: None,
             external_labels: &ext,
             external_url: "",
             resend_delay_ms: 60_000,
@@ -504,6 +543,7 @@ mod tests {
         let env = EvalEnv {
             engine: &engine,
             store: &store,
+            remote: None,
             external_labels: &ext,
             external_url: "",
             resend_delay_ms: 60_000,

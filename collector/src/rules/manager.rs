@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 use vigil_common::Labels;
 
 use super::file;
-use super::group::{EvalEnv, Group};
+use super::group::{EvalEnv, Group, RuleQuerier};
 use super::state;
+use crate::fleet::leader::Leadership;
 use crate::ingest::core::IngestCore;
 use crate::notify::Notifier;
 use crate::promql::{Engine, EngineOptions};
@@ -131,6 +132,10 @@ pub struct RuleManager {
     output: RwLock<Option<Arc<IngestCore>>>,
     /// Staleness markers of removed groups, written with the next evaluation.
     pending_output: Mutex<Vec<(Labels, i64, f64)>>,
+    /// Gateway mode: expressions go to a remote API ([`Self::set_querier`]).
+    querier: RwLock<Option<Arc<dyn RuleQuerier>>>,
+    /// In a fleet, groups evaluate only while this says so.
+    leadership: RwLock<Option<Leadership>>,
 }
 
 /// Something besides Alertmanager that wants the alerts a group sends
@@ -165,7 +170,22 @@ impl RuleManager {
             alert_sink: RwLock::new(None),
             output: RwLock::new(None),
             pending_output: Mutex::new(Vec::new()),
+            querier: RwLock::new(None),
+            leadership: RwLock::new(None),
         })
+    }
+
+    /// Evaluates every expression (and templates' `query`) there instead of
+    /// over the local store; results are still written locally and to the
+    /// WAL (hence forwarded).
+    pub fn set_querier(&self, q: Arc<dyn RuleQuerier>) {
+        *self.querier.write() = Some(q);
+    }
+
+    /// Groups evaluate only while `l` may act; a group that resumes after
+    /// skipping forgets its alerts' state (another collector held it).
+    pub fn set_leadership(&self, l: Leadership) {
+        *self.leadership.write() = Some(l);
     }
 
     /// Makes rule output durable through the ingest WAL: every evaluation's
@@ -377,6 +397,7 @@ impl RuleManager {
         let env = EvalEnv {
             engine: &self.engine,
             store: &self.store,
+            remote: self.querier.read().clone(),
             external_labels: &self.opts.external_labels,
             external_url: &self.opts.external_url,
             resend_delay_ms: self.opts.resend_delay.as_millis() as i64,
@@ -553,6 +574,7 @@ impl RuleManager {
             )
         };
         let mut next = first;
+        let mut skipping = false;
         loop {
             let wait = (next - vigil_common::time::now_ms()).max(0) as u64;
             tokio::select! {
@@ -569,6 +591,16 @@ impl RuleManager {
                     })
                     .inc_by(missed as u64);
                 next += missed * interval;
+            }
+            let leader = self.leadership.read().clone();
+            if let Some(l) = leader.filter(|l| !l.may_act()) {
+                l.skipped("rule_group", 1);
+                skipping = true;
+                next += interval;
+                continue;
+            }
+            if std::mem::take(&mut skipping) {
+                slot.group.lock().forget_alerts();
             }
             self.eval_and_log(&slot, next).await;
             next += interval;

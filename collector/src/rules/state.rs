@@ -195,6 +195,7 @@ mod tests {
         let env = EvalEnv {
             engine: &engine,
             store: &store,
+            remote: None,
             external_labels: &ext,
             external_url: "",
             resend_delay_ms: 60_000,

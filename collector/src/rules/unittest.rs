@@ -504,6 +504,7 @@ fn run_group(
     let env = EvalEnv {
         engine: &engine,
         store: &store,
+        remote: None,
         external_labels: &external_labels,
         external_url: &external_url,
         resend_delay_ms: 60_000,
