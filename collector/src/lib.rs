@@ -14,6 +14,8 @@
 //! - [`forward`]: the WAL tailed per endpoint and sent on — remote write,
 //!   Loki push, OTLP — each with a persisted cursor.
 //! - [`store`]: series and samples in memory, as the queries need them.
+//! - [`space`]: the write guard — free disk space, and refusing new data
+//!   while the disk is full.
 //! - [`net`]: accepting connections on both listeners, within limits.
 //! - [`http`]: `/metrics`, health, and the Prometheus HTTP API.
 //! - [`rules`]: alerting and recording rules (Prometheus' format), the
@@ -38,6 +40,7 @@ pub mod push;
 pub mod rules;
 pub mod run;
 pub mod selfscrape;
+pub mod space;
 pub mod store;
 pub mod telemetry;
 pub mod wal;

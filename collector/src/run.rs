@@ -144,6 +144,16 @@ pub async fn start(
         data_dir.display()
     );
     let wal = Wal::start(&checkpoint::wal_dir(&data_dir))?;
+    let space = crate::space::Space::new(
+        vec![
+            data_dir.clone(),
+            checkpoint::wal_dir(&data_dir),
+            data_dir.join("logs"),
+        ],
+        config.min_free_disk,
+        shutdown.clone(),
+    );
+    space.register(&mut telemetry.registry.lock());
     wal.set_checkpointed(recovered.replay_from);
     let core = Arc::new(
         IngestCore::new(
@@ -155,7 +165,8 @@ pub async fn start(
             events,
             recovered.durable,
         )
-        .with_limits(config.series_limits),
+        .with_limits(config.series_limits)
+        .with_space(space.clone()),
     );
 
     // rules and Alertmanager
@@ -231,7 +242,7 @@ pub async fn start(
     state.auth.register(&mut telemetry.registry.lock());
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(space.run())];
 
     // gRPC
     let svc = IngestService::new(core.clone(), config.max_message_bytes)

@@ -4,6 +4,7 @@
 //! signal. Pipeline code lives in the two binaries' crates.
 
 pub mod config;
+pub mod disk;
 pub mod duration;
 pub mod exposition;
 pub mod labels;

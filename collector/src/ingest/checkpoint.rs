@@ -148,11 +148,17 @@ fn write_file(
         store.write_checkpoint(w)?;
         Ok(())
     };
-    body(&mut w).map_err(io)?;
-    let crc = w.crc.clone().finalize();
-    let mut inner = w.inner.into_inner().map_err(|e| io(e.into_error()))?;
-    inner.write_all(&crc.to_le_bytes()).map_err(io)?;
-    inner.sync_all().map_err(io)?;
+    let written = body(&mut w).and_then(|_| {
+        let crc = w.crc.clone().finalize();
+        let mut inner = w.inner.into_inner().map_err(|e| e.into_error())?;
+        inner.write_all(&crc.to_le_bytes())?;
+        inner.sync_all()
+    });
+    if let Err(e) = written {
+        // a half-written checkpoint (a full disk) must not keep the space
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
     std::fs::rename(&tmp, &path).map_err(io)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())

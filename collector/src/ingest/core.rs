@@ -12,9 +12,10 @@ use vigil_proto::v1 as pb;
 
 use super::{EventSink, IngestedEvent, IngestedLog, LogSink};
 use crate::metadata::Metadata;
+use crate::space::Space;
 use crate::store::{AppendError, SeriesRef, Store};
 use crate::telemetry::{ReasonLabels, Telemetry};
-use crate::wal::{Append, SeriesUse, Wal, WalBlock, WalEvent, WalLog, WalRecord};
+use crate::wal::{Append, Position, SeriesUse, Wal, WalBlock, WalEvent, WalLog, WalRecord};
 
 /// Largest ref a stream may define (refs index a table).
 pub const MAX_REF: u32 = 1 << 24;
@@ -253,6 +254,8 @@ pub struct IngestCore {
     pub gate: tokio::sync::RwLock<()>,
     /// Label limits every series must respect, whoever sends it.
     pub limits: crate::config::SeriesLimits,
+    /// Whether the disk has room for new data (see [`crate::space`]).
+    pub space: Arc<Space>,
 }
 
 impl IngestCore {
@@ -266,7 +269,15 @@ impl IngestCore {
         durable: HashMap<String, u64>,
     ) -> Self {
         telemetry.watch_wal(wal.stats.clone());
+        // without a configured guard: full only once a write fails for lack
+        // of space, writable again once the WAL's disk has room
+        let space = Space::new(
+            vec![wal.dir().to_path_buf()],
+            0,
+            tokio_util::sync::CancellationToken::new(),
+        );
         IngestCore {
+            space,
             store,
             wal,
             telemetry,
@@ -289,6 +300,23 @@ impl IngestCore {
     pub fn with_limits(mut self, limits: crate::config::SeriesLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Sets the write guard (the default refuses only after a write failed
+    /// for lack of space).
+    pub fn with_space(mut self, space: Arc<Space>) -> Self {
+        self.space = space;
+        self
+    }
+
+    /// Appends to the WAL; a write that failed for lack of space makes the
+    /// guard full at once.
+    pub async fn append_wal(&self, a: Append) -> Result<Position, crate::wal::WalError> {
+        let r = self.wal.append(a).await;
+        if let Err(crate::wal::WalError::Io { source, .. }) = &r {
+            self.space.note_error(source);
+        }
+        r
     }
 
     pub fn agent(&self, id: &str) -> Arc<tokio::sync::Mutex<u64>> {
@@ -581,22 +609,21 @@ impl IngestCore {
         // series is not refused as out of order
         samples.sort_by_key(|s| s.1);
         let gate = self.gate.read().await;
-        self.wal
-            .append(Append {
-                record: WalRecord {
-                    agent_id: String::new(),
-                    seq: 0,
-                    series: Vec::new(),
-                    blocks,
-                    logs: Vec::new(),
-                    events: Vec::new(),
-                    metadata: metadata.clone(),
-                    tenant: tenant.to_string(),
-                    cut: false,
-                },
-                uses,
-            })
-            .await?;
+        self.append_wal(Append {
+            record: WalRecord {
+                agent_id: String::new(),
+                seq: 0,
+                series: Vec::new(),
+                blocks,
+                logs: Vec::new(),
+                events: Vec::new(),
+                metadata: metadata.clone(),
+                tenant: tenant.to_string(),
+                cut: false,
+            },
+            uses,
+        })
+        .await?;
         let summary = self.store.append_batch(&samples);
         self.metadata.update(&metadata);
         drop(gate);
@@ -645,8 +672,7 @@ impl IngestCore {
         for (l, t, v) in samples {
             by_series.entry(l).or_default().push((t, v));
         }
-        self.wal
-            .append(external_record(by_series.into_iter().collect()))
+        self.append_wal(external_record(by_series.into_iter().collect()))
             .await
             .map(|_| ())
     }
