@@ -41,6 +41,7 @@ pub struct Telemetry {
     pub buffer_batches: AtomicU64,
     pub buffer_max_bytes: AtomicU64,
     pub buffer_corrupt_records: AtomicU64,
+    pub buffer_disk_full: AtomicU64,
     pub dropped_batches: AtomicU64,
     pub dropped_samples: AtomicU64,
     pub dropped_log_records: AtomicU64,
@@ -161,8 +162,14 @@ impl Telemetry {
                 g(&self.buffer_corrupt_records),
             ),
             one(
+                "vigil_agent_buffer_disk_full_total",
+                "Batches that found the state dir's disk full (below 1 MiB available) and dropped the oldest buffered ones to make room.",
+                C,
+                g(&self.buffer_disk_full),
+            ),
+            one(
                 "vigil_agent_dropped_batches_total",
-                "Batches dropped because the disk buffer was full (oldest first).",
+                "Batches dropped because the disk buffer was full — its bound or its disk (oldest first).",
                 C,
                 g(&self.dropped_batches),
             ),

@@ -154,6 +154,14 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_budget: Option<ByteSize>,
 
+    /// Below this much free space on the data directory's disk the collector
+    /// stops taking new data (agents keep buffering, remote write and pushes
+    /// get 503) until space returns; queries go on; 0 = only once a write
+    /// fails [default: 64MiB].
+    #[arg(long, env = "VIGIL_MIN_FREE_DISK", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_free_disk: Option<ByteSize>,
+
     /// Samples up to this much older than their series' newest are still
     /// accepted; older ones are refused and counted [default: 0s].
     #[arg(long, env = "VIGIL_OUT_OF_ORDER_WINDOW", value_name = "DURATION")]
@@ -510,6 +518,7 @@ pub struct Config {
     pub max_series: usize,
     pub max_series_per_agent: usize,
     pub memory_budget: u64,
+    pub min_free_disk: u64,
     pub out_of_order_window: std::time::Duration,
     pub push: crate::push::PushLimits,
     pub http_limits: crate::net::ConnLimits,
@@ -917,6 +926,7 @@ impl Settings {
             max_series,
             max_series_per_agent,
             memory_budget: self.memory_budget.map(|b| b.0).unwrap_or(0),
+            min_free_disk: self.min_free_disk.map(|b| b.0).unwrap_or(64 << 20),
             out_of_order_window: self
                 .out_of_order_window
                 .map(|d| d.as_std())

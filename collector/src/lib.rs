@@ -18,6 +18,8 @@
 //!   blocks), as the queries need them; [`metadata`]: `# HELP`/`# TYPE`.
 //! - [`logs`]: the log store (zstd chunks in segment files) and LogQL.
 //! - [`promql`]: the PromQL engine over the store.
+//! - [`space`]: the write guard — free disk space, and refusing new data
+//!   while the disk is full.
 //! - [`net`]: accepting connections on both listeners, within limits.
 //! - [`http`]: `/metrics`, `/federate`, health, the Prometheus and Loki HTTP
 //!   APIs, remote write, pushes, the rules and actions APIs, authentication.
@@ -54,6 +56,7 @@ pub mod push;
 pub mod rules;
 pub mod run;
 pub mod selfscrape;
+pub mod space;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -169,6 +169,16 @@ pub async fn start(
         data_dir.display()
     );
     let wal = Wal::start(&checkpoint::wal_dir(&data_dir))?;
+    let space = crate::space::Space::new(
+        vec![
+            data_dir.clone(),
+            checkpoint::wal_dir(&data_dir),
+            data_dir.join("logs"),
+        ],
+        config.min_free_disk,
+        shutdown.clone(),
+    );
+    space.register(&mut telemetry.registry.lock());
     wal.set_checkpointed(recovered.replay_from);
     let core = IngestCore::new(
         store.clone(),
@@ -179,7 +189,8 @@ pub async fn start(
         events,
         recovered.durable,
     )
-    .with_limits(config.series_limits);
+    .with_limits(config.series_limits)
+    .with_space(space.clone());
     let core = Arc::new(if config.local_store {
         core
     } else {
@@ -273,6 +284,7 @@ pub async fn start(
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
     let mut tasks = election_tasks;
+    tasks.push(tokio::spawn(space.run()));
 
     // gRPC
     let svc = IngestService::new(core.clone(), config.max_message_bytes)

@@ -185,9 +185,30 @@ pub enum WalError {
 enum Request {
     Append(
         Box<Append>,
-        tokio::sync::oneshot::Sender<Result<Position, String>>,
+        tokio::sync::oneshot::Sender<Result<Position, Failure>>,
     ),
-    Cut(tokio::sync::oneshot::Sender<Result<u64, String>>),
+    Cut(tokio::sync::oneshot::Sender<Result<u64, Failure>>),
+}
+
+/// A write failure as the writer thread reports it: the kind survives, so a
+/// full disk is told apart from other errors (see `crate::space`).
+#[derive(Clone, Debug)]
+struct Failure {
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn new(e: impl std::fmt::Display, kind: io::ErrorKind) -> Failure {
+        Failure {
+            kind,
+            message: e.to_string(),
+        }
+    }
+
+    fn into_io(self) -> io::Error {
+        io::Error::new(self.kind, self.message)
+    }
 }
 
 /// Figures the telemetry reads.
@@ -365,8 +386,10 @@ impl Writer {
     fn rotate(&mut self, forget_definitions: bool) -> Result<(), WalError> {
         let p = segment_path(&self.dir, self.segment);
         self.file.sync_data().map_err(io_err(&p))?;
+        // the number moves on only once the new file exists: a failed
+        // rotation keeps writing where the durable end is published
+        self.file = Self::open_segment(&self.dir, self.segment + 1)?;
         self.segment += 1;
-        self.file = Self::open_segment(&self.dir, self.segment)?;
         self.size = 0;
         if forget_definitions {
             self.defined.clear();
@@ -425,7 +448,11 @@ impl Writer {
                             && self.buf.is_empty()
                             && let Err(e) = self.rotate(false)
                         {
-                            let _ = done.send(Err(e.to_string()));
+                            let kind = match &e {
+                                WalError::Io { source, .. } => source.kind(),
+                                WalError::Stopped => io::ErrorKind::Other,
+                            };
+                            let _ = done.send(Err(Failure::new(e, kind)));
                             continue;
                         }
                         self.encode(*a);
@@ -451,16 +478,17 @@ impl Writer {
                 let _ = done.send(result.clone().map(|_| pos));
             }
             for done in cuts {
-                let r = result
-                    .clone()
-                    .and_then(|_| self.rotate(true).map_err(|e| e.to_string()));
+                let r = result.clone().and_then(|_| {
+                    self.rotate(true)
+                        .map_err(|e| Failure::new(e, io::ErrorKind::Other))
+                });
                 let _ = done.send(r.map(|_| self.segment));
             }
         }
         let _ = self.file.sync_data();
     }
 
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), Failure> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -470,7 +498,7 @@ impl Writer {
             .file
             .write_all(&self.buf)
             .and_then(|_| self.file.sync_data())
-            .map_err(|e| format!("WAL {}: {e}", p.display()));
+            .map_err(|e| Failure::new(format!("WAL {}: {e}", p.display()), e.kind()));
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .fsync_micros
@@ -486,8 +514,11 @@ impl Writer {
             // a failed write may have left part of the buffer on disk: cut
             // it off (best effort; readers stop at the durable size anyway),
             // start a fresh segment so later records never follow a torn
-            // one, and whatever it defined is defined again
+            // one, and whatever it defined is defined again — even when no
+            // new segment can be made (a full disk), the definitions the
+            // lost records carried must be written again
             self.buf.clear();
+            self.defined.clear();
             let _ = self.file.set_len(self.size);
             let _ = self.rotate(true);
         }
@@ -605,7 +636,7 @@ impl Wal {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(e)) => Err(WalError::Io {
                 path: self.dir.clone(),
-                source: io::Error::other(e),
+                source: e.into_io(),
             }),
             Err(_) => Err(WalError::Stopped),
         }
@@ -624,7 +655,7 @@ impl Wal {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(WalError::Io {
                 path: self.dir.clone(),
-                source: io::Error::other(e),
+                source: e.into_io(),
             }),
             Err(_) => Err(WalError::Stopped),
         }

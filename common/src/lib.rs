@@ -6,6 +6,7 @@
 //! shutdown signal. Pipeline code lives in the two binaries' crates.
 
 pub mod config;
+pub mod disk;
 pub mod duration;
 pub mod exposition;
 pub mod framed;

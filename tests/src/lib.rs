@@ -202,6 +202,86 @@ pub fn start_agent(dir: &Path, grpc_port: u16, extra: &[String]) -> Proc {
     Proc::start("agent", &bin("vigil-agent"), &args, &dir.join("logs"))
 }
 
+/// A tmpfs of a given size that the test mounts on a fresh directory
+/// (root only) and unmounts on drop — declare it before the processes that
+/// use it, so they are killed first.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `32m`); `Err` says
+    /// why not (not root, no `mount`).
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes available on it now.
+    pub fn available(&self) -> u64 {
+        vigil_common::disk::space(self.dir.path())
+            .map(|s| s.available)
+            .unwrap_or(0)
+    }
+
+    /// Fills it with `name` until only `leave` bytes are available; returns
+    /// the file's path (delete it to give the space back).
+    pub fn fill(&self, name: &str, leave: u64) -> PathBuf {
+        let p = self.dir.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .expect("ballast file");
+        let chunk = vec![0x5au8; 64 << 10];
+        while self.available() > leave {
+            let n = (self.available() - leave).min(chunk.len() as u64) as usize;
+            if f.write_all(&chunk[..n.max(1)]).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+        p
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let p = self.dir.path();
+        let ok = Command::new("umount")
+            .arg(p)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            // a process still holds a file open: detach it now, the kernel
+            // frees it when the last user goes
+            let _ = Command::new("umount").arg("-l").arg(p).status();
+        }
+    }
+}
+
 /// Converts `&str` arguments for [`start_collector`] and [`start_agent`].
 pub fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()

@@ -194,7 +194,7 @@ fn three_agents_two_gateways_leader_killed_for_a_minute() {
     let c1_dir = dir.join("c1");
     let mut c1 = start_collector(&c1_dir, h1, g1, &gateway("c1"));
     wait_for(Duration::from_secs(20), "c1 leads", || match poll(&a1) {
-        Some((l, _)) if l == 1.0 => Ok(()),
+        Some((1.0, _)) => Ok(()),
         other => Err(format!("{other:?}")),
     });
     let mut c2 = start_collector(&dir.join("c2"), h2, g2, &gateway("c2"));
@@ -236,7 +236,7 @@ fn three_agents_two_gateways_leader_killed_for_a_minute() {
     c1.kill9();
     wait_for(Duration::from_secs(30), "c2 takes over", || {
         match poll(&a2) {
-            Some((l, _)) if l == 1.0 => Ok(()),
+            Some((1.0, _)) => Ok(()),
             other => Err(format!("{other:?}")),
         }
     });

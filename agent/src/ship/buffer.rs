@@ -12,6 +12,16 @@
 //! mid-write, a bad disk: a record cut short, failing its checksum or not
 //! decoding) follows the framing's one policy: it is cut at open, counted
 //! and logged, and appends go to a fresh segment.
+//!
+//! # A full disk
+//! The buffer also keeps [`FREE_RESERVE`] available on its filesystem (room
+//! for the ack ledger and the log checkpoints beside it): before a batch is
+//! written, the oldest segments are dropped — counted and logged like the
+//! bound — until the batch and the reserve fit; a write that still fails for
+//! lack of space (another writer took it) is cut back and retried after
+//! dropping more. Only when nothing is left to drop is the new batch itself
+//! lost (and counted by the caller). Segments are sized from the smaller of
+//! the bound and the filesystem, so dropping frees space in small steps.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -32,6 +42,8 @@ const FORMAT: framed::Format = framed::Format {
     prefix: 8,
     max_len: MAX_RECORD,
 };
+/// Bytes the buffer leaves available on its filesystem (see the module doc).
+pub const FREE_RESERVE: u64 = 1 << 20;
 
 /// Why the buffer failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +84,14 @@ struct Segment {
     live: usize,
 }
 
-/// What was dropped to stay under the bound.
+/// What was dropped to stay under the bound or to fit on the disk.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Dropped {
     pub batches: u64,
     pub samples: u64,
     pub logs: u64,
+    /// Appends that found the disk full and dropped to make room.
+    pub disk_full: u64,
 }
 
 pub struct Buffer {
@@ -151,10 +165,15 @@ impl Buffer {
             }
         }
         numbers.sort_unstable();
+        // a small filesystem gets small segments: dropping the oldest one
+        // for room then frees a little, not everything
+        let room = vigil_common::disk::space(dir)
+            .map(|s| s.total)
+            .unwrap_or(u64::MAX);
         let mut b = Buffer {
             dir: dir.to_path_buf(),
             max_bytes,
-            segment_max: (max_bytes / 16).clamp(64 << 10, 64 << 20),
+            segment_max: (max_bytes.min(room) / 16).clamp(64 << 10, 64 << 20),
             segments: VecDeque::new(),
             entries: VecDeque::new(),
             acked,
@@ -279,6 +298,8 @@ impl Buffer {
         let (samples, logs, log_positions) = summarize(batch);
         let mut frame = Vec::new();
         framed::encode(&FORMAT, &batch.seq.to_le_bytes(), &payload, &mut frame);
+        let mut dropped = Dropped::default();
+        self.make_room(frame.len() as u64, &mut dropped)?;
         if self
             .segments
             .back()
@@ -288,13 +309,23 @@ impl Buffer {
             let next = self.segments.back().map(|s| s.n + 1).unwrap_or(1);
             self.new_segment(next)?;
         }
-        let dir = self.dir.clone();
+        let offset = loop {
+            match self.write_frame(&frame) {
+                Ok(offset) => break offset,
+                Err(e) if vigil_common::disk::is_full(&e) => {
+                    dropped.disk_full += 1;
+                    if !self.drop_oldest(&mut dropped)? {
+                        self.log_dropped(&dropped);
+                        return Err(self.io_error(e));
+                    }
+                }
+                Err(e) => return Err(self.io_error(e)),
+            }
+        };
         let seg = self.segments.back_mut().ok_or_else(|| BufferError::Io {
-            path: dir.clone(),
+            path: self.dir.clone(),
             source: io::Error::other("no segment"),
         })?;
-        let offset = seg.size;
-        framed::append(&mut seg.file, offset, &frame).map_err(io_err(&seg_path(&dir, seg.n)))?;
         seg.size += frame.len() as u64;
         seg.live += 1;
         self.entries.push_back(Entry {
@@ -307,7 +338,101 @@ impl Buffer {
             log_positions,
         });
         self.last_seq = self.last_seq.max(batch.seq);
-        self.enforce_bound()
+        let bound = self.enforce_bound()?;
+        dropped.batches += bound.batches;
+        dropped.samples += bound.samples;
+        dropped.logs += bound.logs;
+        Ok(dropped)
+    }
+
+    fn io_error(&self, e: io::Error) -> BufferError {
+        let n = self.segments.back().map(|s| s.n).unwrap_or(0);
+        io_err(&seg_path(&self.dir, n))(e)
+    }
+
+    /// Writes a frame at the end of the current segment; returns its offset.
+    /// A write that fails part-way is cut back, so the segment never holds
+    /// a partial record in front of the next one.
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<u64> {
+        let seg = self
+            .segments
+            .back_mut()
+            .ok_or_else(|| io::Error::other("no segment"))?;
+        let offset = seg.size;
+        framed::append(&mut seg.file, offset, frame)?;
+        Ok(offset)
+    }
+
+    /// Drops the oldest batches until `need` bytes plus [`FREE_RESERVE`] are
+    /// available on the filesystem, or nothing is left to drop.
+    fn make_room(&mut self, need: u64, d: &mut Dropped) -> Result<(), BufferError> {
+        let enough = |dir: &Path| {
+            vigil_common::disk::space(dir)
+                .map(|s| s.available >= need + FREE_RESERVE)
+                // an unknown free space is not a reason to drop data
+                .unwrap_or(true)
+        };
+        if enough(&self.dir) {
+            return Ok(());
+        }
+        d.disk_full += 1;
+        while !enough(&self.dir) {
+            if !self.drop_oldest(d)? {
+                break;
+            }
+        }
+        self.log_dropped(d);
+        Ok(())
+    }
+
+    /// Drops the oldest segment with its batches (when it is the one being
+    /// written, a fresh one takes its place); false when the buffer holds
+    /// nothing to drop.
+    fn drop_oldest(&mut self, d: &mut Dropped) -> Result<bool, BufferError> {
+        let Some(oldest) = self.segments.front() else {
+            return Ok(false);
+        };
+        if self.segments.len() == 1 {
+            if oldest.size == 0 {
+                return Ok(false);
+            }
+            let next = oldest.n + 1;
+            self.new_segment(next)?;
+        }
+        let Some(old) = self.segments.pop_front() else {
+            return Ok(false);
+        };
+        self.drop_entries_of(old.n, d);
+        let p = seg_path(&self.dir, old.n);
+        std::fs::remove_file(&p).map_err(io_err(&p))?;
+        Ok(true)
+    }
+
+    fn drop_entries_of(&mut self, segment: u64, d: &mut Dropped) {
+        while self
+            .entries
+            .front()
+            .map(|e| e.segment == segment)
+            .unwrap_or(false)
+        {
+            if let Some(e) = self.entries.pop_front() {
+                d.batches += 1;
+                d.samples += e.samples;
+                d.logs += e.logs;
+            }
+        }
+    }
+
+    fn log_dropped(&self, d: &Dropped) {
+        if d.batches > 0 || d.disk_full > 0 {
+            tracing::warn!(
+                batches = d.batches,
+                samples = d.samples,
+                log_records = d.logs,
+                dir = %self.dir.display(),
+                "disk full: dropped the oldest buffered batches to make room"
+            );
+        }
     }
 
     fn enforce_bound(&mut self) -> Result<Dropped, BufferError> {
@@ -316,18 +441,7 @@ impl Buffer {
             let Some(old) = self.segments.pop_front() else {
                 break;
             };
-            while self
-                .entries
-                .front()
-                .map(|e| e.segment == old.n)
-                .unwrap_or(false)
-            {
-                if let Some(e) = self.entries.pop_front() {
-                    d.batches += 1;
-                    d.samples += e.samples;
-                    d.logs += e.logs;
-                }
-            }
+            self.drop_entries_of(old.n, &mut d);
             let p = seg_path(&self.dir, old.n);
             std::fs::remove_file(&p).map_err(io_err(&p))?;
         }
@@ -575,6 +689,73 @@ mod tests {
         let b = Buffer::open(d.path(), 1 << 20).unwrap();
         assert_eq!(b.acked(), 2);
         assert_eq!(b.seqs_after(0, 10), vec![3]);
+    }
+
+    /// A tmpfs of `size` mounted on a fresh directory for the test (root
+    /// only), unmounted on drop.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let d = tempfile::tempdir().ok()?;
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(d.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            ok.then_some(Tmpfs(d))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_drops_the_oldest_keeps_the_reserve_and_every_append_succeeds() {
+        let Some(fs) = Tmpfs::mount("3m") else {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        };
+        let dir = fs.0.path().join("buffer");
+        // a bound far above the disk: only the disk limits the buffer
+        let mut b = Buffer::open(&dir, 1 << 30).unwrap();
+        let mut dropped = Dropped::default();
+        for s in 1..=300 {
+            let d = b.append(&batch(s, 20_000)).unwrap();
+            dropped.batches += d.batches;
+            dropped.samples += d.samples;
+            dropped.disk_full += d.disk_full;
+            // the reserve stays free for the ledger and checkpoints
+            let avail = vigil_common::disk::space(fs.0.path()).unwrap().available;
+            assert!(avail >= FREE_RESERVE, "{avail} bytes left after batch {s}");
+        }
+        assert!(dropped.disk_full > 0, "the disk never filled");
+        assert!(dropped.batches > 0);
+        let left = b.seqs_after(0, 1000);
+        assert_eq!(*left.last().unwrap(), 300, "the newest must be kept");
+        assert_eq!(
+            left.len() as u64 + dropped.batches,
+            300,
+            "every batch is either kept or counted as dropped"
+        );
+        // the oldest went first: what is left is one run up to the newest
+        assert!(left.windows(2).all(|w| w[1] == w[0] + 1), "{left:?}");
+        // acks still write the ledger, and the kept batches read back
+        let first = left[0];
+        b.ack(first).unwrap();
+        assert_eq!(b.acked(), first);
+        assert_eq!(b.read(300).unwrap().unwrap().seq, 300);
+        drop(b);
+        let b = Buffer::open(&dir, 1 << 30).unwrap();
+        assert_eq!(b.seqs_after(0, 1000).first(), Some(&(first + 1)));
+        assert_eq!(b.corrupt, 0, "a cut-back write left a torn record");
     }
 
     proptest::proptest! {

@@ -208,6 +208,8 @@ pub fn start(
             match buf.append(&b) {
                 Ok(d) => {
                     tel.batches_sealed.fetch_add(1, Ordering::Relaxed);
+                    tel.buffer_disk_full
+                        .fetch_add(d.disk_full, Ordering::Relaxed);
                     if d.batches > 0 {
                         tel.dropped_batches.fetch_add(d.batches, Ordering::Relaxed);
                         tel.dropped_samples.fetch_add(d.samples, Ordering::Relaxed);

@@ -150,14 +150,23 @@ async fn healthy() -> &'static str {
     "vigil-collector is Healthy.\n"
 }
 
-async fn ready(State(s): State<AppState>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "vigil-collector is Ready.\n")
-    } else {
-        (
+/// 200 once the collector serves queries — also while a full disk stops it
+/// from taking new data, which the body then says (a readiness probe that
+/// took it out of its Service would stop the queries too, and agents keep
+/// their data either way); 503 while it starts (WAL replay).
+async fn ready(State(s): State<AppState>) -> (StatusCode, String) {
+    if !s.ready.load(Ordering::Acquire) {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "vigil-collector is starting.\n",
-        )
+            "vigil-collector is starting.\n".into(),
+        );
+    }
+    match s.ingest.as_ref().and_then(|c| c.space.full()) {
+        Some(full) => (
+            StatusCode::OK,
+            format!("vigil-collector is Ready for queries, not for writes: {full}.\n"),
+        ),
+        None => (StatusCode::OK, "vigil-collector is Ready.\n".into()),
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Status codes as the spec documents them: 204 on success, 400 for a body
 //! that cannot be decoded or breaks a request limit (the sender must not
-//! retry it), 503 when the samples cannot be made durable (retry). Samples
+//! retry it), 503 when the samples cannot be made durable or the disk is
+//! full (`crate::space`; retry). Samples
 //! the store refuses (label limits, series budget, too far in the future,
 //! out of order, a different value at a stored timestamp) are left out and
 //! the rest stored; the answer is then 400 with the reasons (see
@@ -188,6 +189,14 @@ async fn write(
         )
             .into_response();
     }
+    // a full disk: the sender keeps the samples and retries
+    if let Some(full) = s
+        .ingest
+        .as_ref()
+        .and_then(|c| c.space.refuse(crate::space::Source::RemoteWrite))
+    {
+        return disk_full_answer(&full);
+    }
     let req = match decode(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -261,6 +270,16 @@ async fn write(
         );
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// 503 with `Retry-After`: the disk is full, nothing was taken, retry.
+pub fn disk_full_answer(full: &crate::space::DiskFull) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("retry-after", "5")],
+        format!("{full}\n"),
+    )
+        .into_response()
 }
 
 /// 204 when everything was stored. When some samples were refused, the

@@ -12,9 +12,10 @@ use vigil_proto::v1 as pb;
 
 use super::{EventSink, IngestedEvent, IngestedLog, LogSink};
 use crate::metadata::Metadata;
+use crate::space::Space;
 use crate::store::{AppendError, SeriesRef, Store};
 use crate::telemetry::{ReasonLabels, Telemetry};
-use crate::wal::{Append, SeriesUse, Wal, WalBlock, WalEvent, WalLog, WalRecord};
+use crate::wal::{Append, Position, SeriesUse, Wal, WalBlock, WalEvent, WalLog, WalRecord};
 
 /// Largest ref a stream may define (refs index a table).
 pub const MAX_REF: u32 = 1 << 24;
@@ -258,6 +259,8 @@ pub struct IngestCore {
     /// False in a gateway without local storage: samples go to the WAL
     /// (hence forwarding) only, never to the store.
     local_store: bool,
+    /// Whether the disk has room for new data (see [`crate::space`]).
+    pub space: Arc<Space>,
 }
 
 impl IngestCore {
@@ -271,7 +274,15 @@ impl IngestCore {
         durable: HashMap<String, u64>,
     ) -> Self {
         telemetry.watch_wal(wal.stats.clone());
+        // without a configured guard: full only once a write fails for lack
+        // of space, writable again once the WAL's disk has room
+        let space = Space::new(
+            vec![wal.dir().to_path_buf()],
+            0,
+            tokio_util::sync::CancellationToken::new(),
+        );
         IngestCore {
+            space,
             store,
             wal,
             telemetry,
@@ -307,6 +318,23 @@ impl IngestCore {
     pub fn with_limits(mut self, limits: crate::config::SeriesLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Sets the write guard (the default refuses only after a write failed
+    /// for lack of space).
+    pub fn with_space(mut self, space: Arc<Space>) -> Self {
+        self.space = space;
+        self
+    }
+
+    /// Appends to the WAL; a write that failed for lack of space makes the
+    /// guard full at once.
+    pub async fn append_wal(&self, a: Append) -> Result<Position, crate::wal::WalError> {
+        let r = self.wal.append(a).await;
+        if let Err(crate::wal::WalError::Io { source, .. }) = &r {
+            self.space.note_error(source);
+        }
+        r
     }
 
     pub fn agent(&self, id: &str) -> Arc<tokio::sync::Mutex<u64>> {
@@ -621,22 +649,21 @@ impl IngestCore {
         // series is not refused as out of order
         samples.sort_by_key(|s| s.1);
         let gate = self.gate.read().await;
-        self.wal
-            .append(Append {
-                record: WalRecord {
-                    agent_id: String::new(),
-                    seq: 0,
-                    series: Vec::new(),
-                    blocks,
-                    logs: Vec::new(),
-                    events: Vec::new(),
-                    metadata: metadata.clone(),
-                    tenant: tenant.to_string(),
-                    cut: false,
-                },
-                uses,
-            })
-            .await?;
+        self.append_wal(Append {
+            record: WalRecord {
+                agent_id: String::new(),
+                seq: 0,
+                series: Vec::new(),
+                blocks,
+                logs: Vec::new(),
+                events: Vec::new(),
+                metadata: metadata.clone(),
+                tenant: tenant.to_string(),
+                cut: false,
+            },
+            uses,
+        })
+        .await?;
         let summary = self.store.append_batch(&samples);
         self.metadata.update(&metadata);
         drop(gate);
@@ -688,8 +715,7 @@ impl IngestCore {
         for (l, t, v) in samples {
             by_series.entry(l).or_default().push((t, v));
         }
-        self.wal
-            .append(external_record(by_series.into_iter().collect()))
+        self.append_wal(external_record(by_series.into_iter().collect()))
             .await
             .map(|_| ())
     }

@@ -106,6 +106,18 @@ impl PushIngest {
         })
     }
 
+    /// Refuses (retryable) while the disk is full (see [`crate::space`]).
+    fn admit(&self, protocol: Protocol) -> Result<(), PushError> {
+        let source = match protocol {
+            Protocol::Loki => crate::space::Source::LokiPush,
+            Protocol::OtlpGrpc | Protocol::OtlpHttp => crate::space::Source::Otlp,
+        };
+        match self.core.space.refuse(source) {
+            Some(full) => Err(PushError::Unavailable(full.to_string())),
+            None => Ok(()),
+        }
+    }
+
     /// Makes samples (and their families' metadata) durable, then stores
     /// them.
     pub async fn write_samples(
@@ -114,6 +126,7 @@ impl PushIngest {
         series: Vec<(Labels, Vec<(i64, f64)>)>,
         metadata: Vec<pb::MetricMetadata>,
     ) -> Result<ExternalOutcome, PushError> {
+        self.admit(protocol)?;
         let n: u64 = series.iter().map(|(_, s)| s.len() as u64).sum();
         let out = self
             .core
@@ -130,6 +143,7 @@ impl PushIngest {
         protocol: Protocol,
         logs: Vec<PushedLog>,
     ) -> Result<(), PushError> {
+        self.admit(protocol)?;
         let n = logs.len() as u64;
         let (done, wait) = tokio::sync::oneshot::channel();
         self.logs
@@ -204,8 +218,7 @@ impl LogWriter {
         }
         let gate = self.core.gate.read().await;
         self.core
-            .wal
-            .append(Append {
+            .append_wal(Append {
                 record: WalRecord {
                     agent_id: String::new(),
                     seq: 0,

@@ -1,6 +1,8 @@
 //! The gRPC face of ingest: one task per agent stream. It insists on `Hello`
 //! first, answers `Welcome` with the agent's durable sequence, then for every
 //! batch: drop and ack a duplicate, or resolve → WAL (fsync) → apply → ack.
+//! While the disk is full (`crate::space`) a new batch waits, unacknowledged,
+//! until space returns.
 //! A malformed batch ends that stream with INVALID_ARGUMENT; other streams go on.
 
 use std::net::SocketAddr;
@@ -222,8 +224,18 @@ async fn stream_loop(
             Ok(r) => r,
             Err(e) => return Err(invalid(core, e)),
         };
+        // a full disk: the batch waits here, unacknowledged, until space
+        // returns; the agent stops at its in-flight window and buffers
+        if core.space.full().is_some() {
+            core.space.count(crate::space::Source::Agent);
+            if let Err(e) = core.space.wait_writable().await {
+                return Err(Status::unavailable(e.to_string()));
+            }
+        }
         let gate = core.gate.read().await;
-        if let Err(e) = core.wal.append(resolved.append).await {
+        if let Err(e) = core.append_wal(resolved.append).await {
+            // the agent retransmits after reconnecting (a full disk found
+            // here makes its next batch wait above)
             tracing::error!(error = %e, "WAL append failed; the batch is not acknowledged");
             return Err(Status::unavailable(format!(
                 "collector cannot make data durable: {e}"

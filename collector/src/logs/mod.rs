@@ -249,7 +249,22 @@ impl LogStore {
             (s.labels.clone(), head.entries)
         };
         let rec = ChunkRecord::from_entries(&labels, &entries);
-        let (segment, offset, len) = segs.write(&rec)?;
+        let (segment, offset, len) = match segs.write(&rec) {
+            Ok(w) => w,
+            Err(e) => {
+                // the lines go back in front of the open chunk, so a later
+                // seal (or the checkpoint's flush) writes them: a full disk
+                // must not lose what the WAL acknowledged
+                let mut g = self.inner.write();
+                if let Some(s) = g.streams.get_mut(&h) {
+                    let later = std::mem::take(&mut s.head.entries);
+                    s.head.bytes += entries.iter().map(|e| e.3.len() + 24).sum::<usize>();
+                    s.head.entries = entries;
+                    s.head.entries.extend(later);
+                }
+                return Err(e);
+            }
+        };
         let mut g = self.inner.write();
         if let Some(s) = g.streams.get_mut(&h) {
             s.chunks.push(ChunkRef {
