@@ -1,13 +1,15 @@
 //! Forwarding cost against vmagent, side by side in one run, as whole
 //! processes: the same remote-write stream goes to
 //! - the release collector forwarding to VictoriaMetrics (`via="vigil"`),
+//! - the same as a gateway, `--local-store=false` (`via="gateway"`: the
+//!   like-for-like comparison with vmagent, which stores nothing either),
 //! - the release collector without forwarding (`via="baseline"`: what
 //!   ingest, WAL and store cost on their own),
 //! - vmagent forwarding to the same VictoriaMetrics (`via="vmagent"`).
 //!
 //! Reports CPU-seconds per sample (utime + stime from /proc) and peak RSS of
 //! each, then stops VictoriaMetrics, feeds a backlog of
-//! `FORWARD_BACKLOG_MIN` minutes of the stream to the forwarding collector
+//! `FORWARD_BACKLOG_MIN` minutes of the stream to the forwarding collectors
 //! and to vmagent, starts VictoriaMetrics again and times how long each
 //! takes to deliver it all.
 //!
@@ -139,7 +141,7 @@ fn start_vm(dir: &Path, port: u16) -> Proc {
     p
 }
 
-fn start_collector(dir: &Path, name: &str, vm: Option<u16>) -> (Proc, String) {
+fn start_collector(dir: &Path, name: &str, vm: Option<u16>, extra: &[&str]) -> (Proc, String) {
     let (hp, gp) = (free_port(), free_port());
     let mut a = vec![
         "--http-listen".to_string(),
@@ -155,6 +157,7 @@ fn start_collector(dir: &Path, name: &str, vm: Option<u16>) -> (Proc, String) {
         a.push("--remote-write-url".into());
         a.push(format!("http://127.0.0.1:{vm}/api/v1/write"));
     }
+    a.extend(extra.iter().map(|x| x.to_string()));
     let p = Proc::start(name, &bin("vigil-collector"), &a, &dir.join("logs"));
     let addr = format!("127.0.0.1:{hp}");
     wait_for(Duration::from_secs(30), "collector", || {
@@ -224,11 +227,13 @@ fn main() {
     let d = dir.path();
     let vm_port = free_port();
     let mut vm = start_vm(d, vm_port);
-    let (mut fwd, fwd_addr) = start_collector(d, "vigil", Some(vm_port));
-    let (mut base, base_addr) = start_collector(d, "baseline", None);
+    let (mut fwd, fwd_addr) = start_collector(d, "vigil", Some(vm_port), &[]);
+    let (mut gw, gw_addr) = start_collector(d, "gateway", Some(vm_port), &["--local-store=false"]);
+    let (mut base, base_addr) = start_collector(d, "baseline", None, &[]);
     let (mut vma, vma_addr) = start_vmagent(d, vm_port);
     let targets = [
         ("vigil", fwd_addr.clone(), fwd.pid()),
+        ("gateway", gw_addr.clone(), gw.pid()),
         ("baseline", base_addr.clone(), base.pid()),
         ("vmagent", vma_addr.clone(), vma.pid()),
     ];
@@ -260,11 +265,15 @@ fn main() {
         Duration::from_secs(120),
         "VictoriaMetrics has both streams",
         || {
-            let (a, b) = (vm_count(vm_port, "vigil"), vm_count(vm_port, "vmagent"));
-            if a >= want && b >= want {
+            let (a, g, b) = (
+                vm_count(vm_port, "vigil"),
+                vm_count(vm_port, "gateway"),
+                vm_count(vm_port, "vmagent"),
+            );
+            if a >= want && g >= want && b >= want {
                 Ok(())
             } else {
-                Err(format!("vigil {a}, vmagent {b}, want {want}"))
+                Err(format!("vigil {a}, gateway {g}, vmagent {b}, want {want}"))
             }
         },
     );
@@ -289,7 +298,17 @@ fn main() {
     }
     println!(
         "forwarding share of the collector (vigil − baseline): {:.3} µs/sample",
-        per[0] - per[1]
+        per[0] - per[2]
+    );
+    // what a sample costs on disk (the WAL a gateway keeps for an outage)
+    // and on the wire to the engine
+    let wal = metric(&fwd_addr, "vigil_collector_wal_bytes");
+    let total = series as f64 * (rounds + warm) as f64;
+    println!(
+        "vigil WAL bytes per sample {:.2}; remote-write bytes sent per sample {:.2}",
+        wal / total,
+        metric(&fwd_addr, "vigil_collector_forward_sent_bytes_total")
+            / metric(&fwd_addr, "vigil_collector_forward_samples_sent_total").max(1.0)
     );
 
     // a backlog: the engine away while FORWARD_BACKLOG_MIN minutes of the
@@ -316,10 +335,15 @@ fn main() {
     let want = want + (series * backlog_rounds) as f64;
     vm = start_vm(d, vm_port);
     let t0 = Instant::now();
-    let (mut done_vigil, mut done_vma) = (None, None);
-    while (done_vigil.is_none() || done_vma.is_none()) && t0.elapsed() < Duration::from_secs(900) {
+    let (mut done_vigil, mut done_gw, mut done_vma) = (None, None, None);
+    while (done_vigil.is_none() || done_gw.is_none() || done_vma.is_none())
+        && t0.elapsed() < Duration::from_secs(900)
+    {
         if done_vigil.is_none() && vm_count(vm_port, "vigil") >= want {
             done_vigil = Some(t0.elapsed());
+        }
+        if done_gw.is_none() && vm_count(vm_port, "gateway") >= want {
+            done_gw = Some(t0.elapsed());
         }
         if done_vma.is_none() && vm_count(vm_port, "vmagent") >= want {
             done_vma = Some(t0.elapsed());
@@ -327,7 +351,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let n = (series * backlog_rounds) as f64;
-    for (via, d) in [("vigil", done_vigil), ("vmagent", done_vma)] {
+    for (via, d) in [
+        ("vigil", done_vigil),
+        ("gateway", done_gw),
+        ("vmagent", done_vma),
+    ] {
         match d {
             Some(d) => println!(
                 "{via:<10} drained the backlog in {:.1}s ({:.0} samples/s)",
@@ -345,6 +373,7 @@ fn main() {
         metric(&fwd_addr, "vigil_collector_forward_shards"),
     );
     fwd.terminate(Duration::from_secs(20));
+    gw.terminate(Duration::from_secs(20));
     base.terminate(Duration::from_secs(20));
     vma.terminate(Duration::from_secs(20));
     vm.terminate(Duration::from_secs(30));
