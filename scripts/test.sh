@@ -22,3 +22,10 @@ echo "== tests"
 # file into the working directory of whoever started the container.
 export VIGIL_TEST_SCRATCH="$(mktemp -d)"
 cargo test --workspace --locked --no-fail-fast -- --test-threads=2
+
+echo "== fuzz targets (each briefly, from the committed seed corpus)"
+# VIGIL_FUZZ_SECONDS=0 skips them; scripts/fuzz.sh itself skips without
+# the nightly toolchain or cargo-fuzz.
+if [ "${VIGIL_FUZZ_SECONDS:-10}" != 0 ]; then
+  bash scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-10}"
+fi
