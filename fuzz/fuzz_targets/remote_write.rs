@@ -1,6 +1,6 @@
 //! Prometheus remote write 1.0 (snappy block + protobuf `WriteRequest`)
-//! through the collector's real receiver: `POST /api/v1/write` on a fresh
-//! store, and `decode` itself. The first byte says whether the rest is the
+//! through the collector's real receiver: `POST /api/v1/write`, and
+//! `decode` and `apply` (on a fresh store) themselves. The first byte says whether the rest is the
 //! body as sent (snappy) or the protobuf, which the target compresses (so
 //! mutations reach the protobuf and label checks, not only snappy's framing).
 //! Remote write 2.0 is not implemented by the collector (the receiver
@@ -9,13 +9,10 @@
 //! back to itself; a request that decodes appends at most its sample count.
 #![no_main]
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use http::Request;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use tower::ServiceExt;
 use vigil_collector::http::remote_write::{self, WriteRequest};
 use vigil_collector::store::{Store, StoreOptions};
 
@@ -45,20 +42,19 @@ fuzz_target!(|data: &[u8]| {
         assert!(o.appended + o.out_of_order + o.refused_series <= samples as u64);
     }
 
-    // the HTTP receiver, on a store of its own
-    let store = Arc::new(Store::new(StoreOptions::default()));
-    let app = vigil_collector::http::router(vigil_collector::http::AppState::new(store));
+    // the HTTP receiver (one app per process: building the router is far
+    // dearer than a request)
     let req = Request::post("/api/v1/write")
         .header("content-type", "application/x-protobuf")
         .header("content-encoding", "snappy")
         .header("x-prometheus-remote-write-version", "0.1.0")
         .body(Body::from(body))
         .expect("request");
-    let status = vigil_fuzz::runtime()
-        .block_on(async { app.oneshot(req).await.expect("infallible").status() });
+    let (status, answer) = vigil_fuzz::send(req);
     assert!(
         status.is_success() || status.is_client_error(),
-        "remote write answered {status}"
+        "remote write answered {status}: {}",
+        String::from_utf8_lossy(&answer)
     );
 });
 
