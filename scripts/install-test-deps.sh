@@ -5,7 +5,8 @@
 # podman set up as testbed.md describes (runc, k8s-file
 # logs, a registry-free busybox image `localhost/bb:1`), a Python venv with
 # push clients (OpenTelemetry SDK, python-logging-loki), and the Rust
-# components (rustfmt, clippy). Safe to run again; skips what is present.
+# components (rustfmt, clippy; cargo-fuzz when the nightly toolchain is
+# there). Safe to run again; skips what is present.
 set -euo pipefail
 
 need_pkgs=()
@@ -69,4 +70,10 @@ fi
 
 command -v rustup >/dev/null 2>&1 && { cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt; }
 command -v rustup >/dev/null 2>&1 && { cargo clippy --version >/dev/null 2>&1 || rustup component add clippy; }
+# cargo-fuzz for scripts/fuzz.sh, when the nightly toolchain is there (no
+# other toolchain can be fetched here; fuzz.sh skips cleanly without it).
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi
 echo "test dependencies ready"

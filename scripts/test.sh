@@ -22,3 +22,12 @@ echo "== tests"
 # file into the working directory of whoever started the container.
 export VIGIL_TEST_SCRATCH="$(mktemp -d)"
 cargo test --workspace --locked --no-fail-fast -- --test-threads=2
+
+echo "== fuzz targets (each briefly, from the committed seed corpus)"
+# VIGIL_FUZZ_SECONDS=0 skips them; scripts/fuzz.sh itself skips without
+# the nightly toolchain or cargo-fuzz. CI builds the targets without
+# AddressSanitizer and unoptimised (the long runs of docs/reliability.md use
+# the full instrumentation): the build is most of the cost.
+if [ "${VIGIL_FUZZ_SECONDS:-8}" != 0 ]; then
+  FUZZ_BUILD_ARGS="${FUZZ_BUILD_ARGS--s none --dev}" bash scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-8}"
+fi

@@ -127,12 +127,14 @@ pub struct Entry {
 
 /// Parses `{name="value", …}` (Go string escapes in values).
 pub fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
-    use promql_parser::parser::{self, Expr};
+    use promql_parser::parser::Expr;
     let t = s.trim();
     if !t.starts_with('{') {
         return Err(format!("{s:?} is not a label set like {{name=\"value\"}}"));
     }
-    let expr = parser::parse(t).map_err(|e| format!("{s:?}: {e}"))?;
+    // through the query parser's depth bound: a label set is a selector,
+    // and anything nested deeper must not reach the recursive parser
+    let expr = crate::promql::parse(t).map_err(|e| format!("{s:?}: {e}"))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(format!("{s:?} is not a label set"));
     };
@@ -451,6 +453,43 @@ async fn push(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Resp
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the `loki_push` fuzz target: a stream's label set went to the
+    /// PromQL parser without the depth bound queries have, so a push whose
+    /// labels were `{a="b"} + ((((…1))))` or `{a="b"} + 1 + 1 + …` overflowed
+    /// the stack and aborted the collector.
+    #[test]
+    fn deeply_nested_label_sets_are_refused_not_a_stack_overflow() {
+        let n = 200_000;
+        for s in [
+            format!("{{a=\"b\"}} + {}1{}", "(".repeat(n), ")".repeat(n)),
+            format!("{{a=\"b\"}}{}", " + 1".repeat(n)),
+        ] {
+            let e = parse_labels(&s).unwrap_err();
+            assert!(e.contains("too deeply nested"), "{}", &e[e.len() - 200..]);
+        }
+        // through the protobuf decoding a push takes: that stream is refused
+        let deep = format!("{{a=\"b\"}}{}", " + 1".repeat(n));
+        let req = PushRequest {
+            streams: vec![StreamAdapter {
+                labels: deep,
+                entries: vec![EntryAdapter {
+                    timestamp: Some(Timestamp {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
+                    line: b"x".to_vec(),
+                    structured_metadata: vec![],
+                }],
+                hash: 0,
+            }],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&prost::Message::encode_to_vec(&req))
+            .unwrap();
+        let streams = decode_protobuf(&body, 64 << 20).unwrap();
+        assert!(streams[0].labels.is_err());
+    }
 
     #[test]
     fn label_sets_parse_as_loki_writes_them() {
