@@ -162,6 +162,20 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_free_disk: Option<ByteSize>,
 
+    /// Memory the collector may use; 0 = no memory-pressure guard [default:
+    /// the limit of its cgroup (v1 memory.limit_in_bytes, v2 memory.max), or
+    /// none].
+    #[arg(long, env = "VIGIL_MEMORY_LIMIT", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<ByteSize>,
+
+    /// Above this fraction of memory_limit (resident memory), new series
+    /// are refused and counted, with 503 to pushes, until use falls 5 points
+    /// below it; existing series keep ingesting [default: 0.8].
+    #[arg(long, env = "VIGIL_MEMORY_PRESSURE_FRACTION", value_name = "FRACTION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_pressure_fraction: Option<f64>,
+
     /// Samples up to this much older than their series' newest are still
     /// accepted; older ones are refused and counted [default: 0s].
     #[arg(long, env = "VIGIL_OUT_OF_ORDER_WINDOW", value_name = "DURATION")]
@@ -519,6 +533,9 @@ pub struct Config {
     pub max_series_per_agent: usize,
     pub memory_budget: u64,
     pub min_free_disk: u64,
+    /// None: find the cgroup's at start; Some(0): no guard.
+    pub memory_limit: Option<u64>,
+    pub memory_pressure_fraction: f64,
     pub out_of_order_window: std::time::Duration,
     pub push: crate::push::PushLimits,
     pub http_limits: crate::net::ConnLimits,
@@ -606,6 +623,10 @@ pub struct TlsFiles {
     /// When set, agents must present a client certificate signed by it.
     pub client_ca: Option<PathBuf>,
 }
+
+/// The lowest memory_pressure_fraction that leaves room for the guard's
+/// hysteresis ([`crate::memory::HYSTERESIS`]).
+const HYSTERESIS_FLOOR: f64 = crate::memory::HYSTERESIS;
 
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:9490";
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:9491";
@@ -872,6 +893,12 @@ impl Settings {
             forward.otlp_export.push(c);
         }
         forward.check_names().map_err(invalid)?;
+        let memory_pressure_fraction = self.memory_pressure_fraction.unwrap_or(0.8);
+        if !(memory_pressure_fraction > HYSTERESIS_FLOOR && memory_pressure_fraction <= 1.0) {
+            return Err(invalid(format!(
+                "memory_pressure_fraction {memory_pressure_fraction} must be above {HYSTERESIS_FLOOR} and at most 1"
+            )));
+        }
         let local_store = self.local_store.unwrap_or(true);
         let query_url = match &self.query_url {
             Some(u) => {
@@ -927,6 +954,8 @@ impl Settings {
             max_series_per_agent,
             memory_budget: self.memory_budget.map(|b| b.0).unwrap_or(0),
             min_free_disk: self.min_free_disk.map(|b| b.0).unwrap_or(64 << 20),
+            memory_limit: self.memory_limit.map(|b| b.0),
+            memory_pressure_fraction,
             out_of_order_window: self
                 .out_of_order_window
                 .map(|d| d.as_std())

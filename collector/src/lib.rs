@@ -15,7 +15,9 @@
 //! - [`forward`]: the WAL tailed per endpoint and sent on — remote write,
 //!   Loki push, OTLP — each with a persisted cursor.
 //! - [`store`]: series and samples in memory (Gorilla head chunks, pco
-//!   blocks), as the queries need them; [`metadata`]: `# HELP`/`# TYPE`.
+//!   blocks), as the queries need them; [`metadata`]: `# HELP`/`# TYPE`;
+//!   [`memory`]: the memory limit and the guard that refuses new series
+//!   under memory pressure.
 //! - [`logs`]: the log store (zstd chunks in segment files) and LogQL.
 //! - [`promql`]: the PromQL engine over the store.
 //! - [`space`]: the write guard — free disk space, and refusing new data
@@ -47,6 +49,7 @@ pub mod gofmt;
 pub mod http;
 pub mod ingest;
 pub mod logs;
+pub mod memory;
 pub mod metadata;
 pub mod net;
 pub mod notify;

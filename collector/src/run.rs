@@ -58,6 +58,42 @@ impl Running {
     }
 }
 
+/// The memory-pressure guard: `memory_limit` as given (0: none), else the
+/// limit of the collector's cgroup, else none.
+fn memory_guard(config: &Config) -> Option<Arc<crate::memory::MemoryGuard>> {
+    let limit = match config.memory_limit {
+        Some(0) => {
+            tracing::info!("memory-pressure guard off (memory_limit 0)");
+            return None;
+        }
+        Some(b) => b,
+        None => match crate::memory::cgroup_limit(
+            std::path::Path::new("/proc/self"),
+            std::path::Path::new("/"),
+        ) {
+            Some(found) => {
+                tracing::info!(limit_bytes = found.bytes, cgroup = %found.cgroup.display(),
+                    "memory limit from the cgroup");
+                found.bytes
+            }
+            None => {
+                tracing::info!(
+                    "no cgroup memory limit and no memory_limit: memory-pressure guard off"
+                );
+                return None;
+            }
+        },
+    };
+    let g = crate::memory::MemoryGuard::new(limit, config.memory_pressure_fraction);
+    tracing::info!(
+        limit_mib = limit >> 20,
+        fraction = config.memory_pressure_fraction,
+        used_mib = g.used() >> 20,
+        "memory-pressure guard: new series are refused above the fraction of the limit"
+    );
+    Some(Arc::new(g))
+}
+
 /// Recovers state from `config.data_dir` and serves on the given listeners
 /// until `shutdown` is cancelled (then call [`Running::stop`]).
 pub async fn start(
@@ -70,6 +106,7 @@ pub async fn start(
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let telemetry = Telemetry::new();
+    let memory_guard = memory_guard(config);
     let store = Arc::new(Store::new(StoreOptions {
         retention_ms: config.retention.as_millis() as i64,
         max_series: config.max_series,
@@ -77,8 +114,22 @@ pub async fn start(
         max_bytes: config.memory_budget,
         out_of_order_window_ms: config.out_of_order_window.as_millis() as i64,
         max_future_ms: config.series_limits.max_future_ms,
+        memory_guard: memory_guard.clone(),
         ..Default::default()
     }));
+    if let Some(g) = memory_guard {
+        // measured every second, so the state recovers without traffic
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => g.refresh(),
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     telemetry.watch_store(store.clone());
     let metadata = Arc::new(Metadata::default());
 

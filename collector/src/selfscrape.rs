@@ -141,7 +141,7 @@ pub async fn run(
             .into_iter()
             .map(|(l, v)| (l, vec![(now, v)]))
             .collect();
-        if let Err(e) = core.write_external(series, Vec::new(), JOB).await {
+        if let Err(e) = core.write_own(series, JOB).await {
             tracing::warn!(error = %e, "self-scrape: write failed");
         }
     }

@@ -60,6 +60,8 @@ pub struct Telemetry {
     store_removed_series: Counter,
     store_recompressed_chunks: Counter,
     store_corrupt_chunks: Counter,
+    memory_used: Gauge,
+    memory_pressure: Gauge,
     log_stored: Counter,
     log_bytes: Counter,
     log_duplicates: Counter,
@@ -120,6 +122,8 @@ impl Telemetry {
             store_removed_series: Counter::default(),
             store_recompressed_chunks: Counter::default(),
             store_corrupt_chunks: Counter::default(),
+            memory_used: Gauge::default(),
+            memory_pressure: Gauge::default(),
             log_stored: Counter::default(),
             log_bytes: Counter::default(),
             log_duplicates: Counter::default(),
@@ -301,12 +305,22 @@ impl Telemetry {
             );
             r.register(
                 "vigil_collector_store_limit",
-                "Configured store limits (max_series, max_series_per_agent, memory_budget_bytes; 0 = none)",
+                "Configured store limits (max_series, max_series_per_agent, memory_budget_bytes, memory_limit_bytes; 0 = none)",
                 t.store_limits.clone(),
             );
             r.register(
+                "vigil_collector_memory_used_bytes",
+                "Resident memory of the collector as the memory-pressure guard last measured it (0 without a memory limit)",
+                t.memory_used.clone(),
+            );
+            r.register(
+                "vigil_collector_memory_pressure",
+                "1 while new series are refused because memory use is above memory_pressure_fraction of memory_limit",
+                t.memory_pressure.clone(),
+            );
+            r.register(
                 "vigil_collector_store_refused",
-                "Samples or series the store refused, by reason (out_of_order, duplicate, too_old, series_limit, agent_series_limit, memory_budget)",
+                "Samples or series the store refused, by reason (out_of_order, duplicate, too_old, series_limit, agent_series_limit, memory_budget, memory_pressure: new series)",
                 t.store_refused.clone(),
             );
             r.register(
@@ -346,6 +360,13 @@ impl Telemetry {
             ("max_series", o.max_series as i64),
             ("max_series_per_agent", o.max_series_per_tenant as i64),
             ("memory_budget_bytes", o.max_bytes as i64),
+            (
+                "memory_limit_bytes",
+                o.memory_guard
+                    .as_ref()
+                    .map(|g| g.limit() as i64)
+                    .unwrap_or(0),
+            ),
         ] {
             self.store_limits
                 .get_or_create(&LimitLabels { limit: name.into() })
@@ -384,6 +405,11 @@ impl Telemetry {
             return;
         };
         let st = store.stats();
+        if let Some(g) = &store.options().memory_guard {
+            let gs = g.stats();
+            self.memory_used.set(gs.used as i64);
+            self.memory_pressure.set(i64::from(gs.pressure));
+        }
         self.series.set(st.series as i64);
         self.store_samples.set(st.samples as i64);
         self.store_bytes.set(st.bytes as i64);
@@ -397,6 +423,7 @@ impl Telemetry {
             ("series_limit", st.refused_series_limit),
             ("agent_series_limit", st.refused_tenant_limit),
             ("memory_budget", st.refused_memory),
+            ("memory_pressure", st.refused_memory_pressure),
         ] {
             follow(&self.store_refused.get_or_create(&reason(r)), v);
         }

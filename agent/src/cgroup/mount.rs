@@ -34,23 +34,14 @@ impl Hierarchies {
 
     pub fn from_mountinfo(text: &str, host_root: &Path) -> Self {
         let mut h = Hierarchies::default();
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let Some(sep) = fields.iter().position(|f| *f == "-") else {
-                continue;
-            };
-            if fields.len() < 5 || fields.len() < sep + 4 {
-                continue;
-            }
-            let mount = unescape(fields[4]);
-            let fstype = fields[sep + 1];
-            let dir = host_root.join(mount.trim_start_matches('/'));
-            match fstype {
+        for m in vigil_common::mountinfo::parse(text) {
+            let dir = host_root.join(m.mount_point.trim_start_matches('/'));
+            match m.fstype.as_str() {
                 "cgroup2" if h.v2.is_none() => {
                     h.v2 = Some(dir);
                 }
                 "cgroup" => {
-                    for opt in fields[sep + 3].split(',') {
+                    for opt in m.super_options.split(',') {
                         if matches!(
                             opt,
                             "cpu" | "cpuacct" | "memory" | "blkio" | "pids" | "cpuset"
@@ -69,24 +60,4 @@ impl Hierarchies {
     pub(super) fn is_v2(&self) -> bool {
         self.v2.is_some() && !self.v1.contains_key("memory") && !self.v1.contains_key("cpuacct")
     }
-}
-
-/// `\040` style octal escapes in mountinfo paths.
-pub(super) fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -282,7 +282,10 @@ pub fn disk_full_answer(full: &crate::space::DiskFull) -> Response {
         .into_response()
 }
 
-/// 204 when everything was stored. When some samples were refused, the
+/// 204 when everything was stored. Under memory pressure (new series
+/// refused, see [`crate::memory`]) 503 with `Retry-After`: the condition
+/// passes, and Prometheus retries 5xx (what was stored already is a no-op
+/// the second time). When some samples were refused for other reasons, the
 /// others are stored and the answer is 400 naming each refusal reason and
 /// the first refused series, the way Mimir answers partial refusals: the
 /// sender must not retry what cannot succeed, and nothing it sent is
@@ -294,6 +297,19 @@ fn refusal_answer(o: &ExternalOutcome) -> Response {
         return StatusCode::NO_CONTENT.into_response();
     }
     let reasons: Vec<String> = o.refused.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    if o.refused.iter().any(|(r, _)| *r == "memory_pressure") {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "10")],
+            format!(
+                "{refused} samples refused ({}), {} stored; first: {}\n",
+                reasons.join(", "),
+                o.appended,
+                o.first_error.as_deref().unwrap_or("")
+            ),
+        )
+            .into_response();
+    }
     tracing::debug!(
         refused,
         appended = o.appended,

@@ -250,7 +250,7 @@ pub fn recover(
                     } else {
                         super::core::REMOTE_WRITE_TENANT
                     };
-                    store.get_or_create_for(tenant, &labels).ok()
+                    store.get_or_create_trusted_for(tenant, &labels).ok()
                 } else {
                     None
                 };

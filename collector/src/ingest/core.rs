@@ -57,6 +57,8 @@ struct SeriesEntry {
     labels: Arc<Labels>,
     /// None: the store refused the series (limit); its samples are counted.
     store: Option<SeriesRef>,
+    /// Why `store` is None (a `samples_refused` reason).
+    refused: Option<&'static str>,
     /// Last batch (per stream) that listed this series as used.
     used_in: u64,
 }
@@ -198,7 +200,8 @@ pub fn source_id(d: &pb::SourceDef) -> u64 {
 pub struct Resolved {
     pub append: Append,
     pub samples: Vec<(SeriesRef, i64, f64)>,
-    pub refused_samples: u64,
+    /// Samples of refused series, by reason.
+    pub refused_samples: Vec<(&'static str, u64)>,
     pub logs: Vec<IngestedLog>,
     pub events: Vec<IngestedEvent>,
     pub sample_count: u64,
@@ -391,27 +394,28 @@ impl IngestCore {
                 let pairs: Vec<(&str, &str)> = labels.iter().collect();
                 check_label_limits(&pairs, &self.limits).err()
             };
-            let store = if let Some(e) = over_limits {
+            let (store, refused) = if let Some(e) = over_limits {
                 // the series is refused, not the batch: the agent must not
                 // retry it forever
                 self.count_refused(e.reason(), 1);
                 tracing::debug!(agent = agent_id, error = %e, "series refused");
-                None
+                (None, Some(e.reason()))
             } else if labels.metric_name().is_some() && self.local_store {
                 match self.store.get_or_create_for(agent_id, &labels) {
-                    Ok(r) => Some(r),
+                    Ok(r) => (Some(r), None),
                     Err(e) => {
                         self.refused(&e, 1);
-                        None
+                        (None, Some(append_reason(&e)))
                     }
                 }
             } else {
-                None
+                (None, None)
             };
             *slot(&mut refs.series, d.r#ref)? = Some(SeriesEntry {
                 id: labels.stable_hash(),
                 labels: Arc::new(labels),
                 store,
+                refused,
                 used_in: 0,
             });
         }
@@ -419,8 +423,11 @@ impl IngestCore {
             *slot(&mut refs.sources, s.r#ref)? = Some((source_id(s), Arc::from(s.path.as_str())));
         }
         let mut uses = Vec::new();
+        let store = &self.store;
         let mut use_series =
-            |refs: &mut StreamRefs, r: u32| -> Result<(u64, Option<SeriesRef>), BatchError> {
+            |refs: &mut StreamRefs,
+             r: u32|
+             -> Result<(u64, Option<SeriesRef>, &'static str), BatchError> {
                 let e = refs
                     .series
                     .get_mut(r as usize)
@@ -432,8 +439,16 @@ impl IngestCore {
                         id: e.id,
                         labels: e.labels.clone(),
                     });
+                    // memory pressure passes: a series refused under it is
+                    // asked for again once per batch
+                    if e.refused == Some("memory_pressure") {
+                        match store.get_or_create_for(agent_id, &e.labels) {
+                            Ok(s) => (e.store, e.refused) = (Some(s), None),
+                            Err(err) => e.refused = Some(append_reason(&err)),
+                        }
+                    }
                 }
-                Ok((e.id, e.store))
+                Ok((e.id, e.store, e.refused.unwrap_or("series_limit")))
             };
         let labels_of = |refs: &StreamRefs, r: u32| -> Arc<Labels> {
             refs.series
@@ -444,7 +459,7 @@ impl IngestCore {
         };
         let mut blocks = Vec::with_capacity(b.samples.len());
         let mut samples = Vec::new();
-        let mut refused = 0u64;
+        let mut refused: Vec<(&'static str, u64)> = Vec::new();
         let mut count = 0u64;
         for blk in &b.samples {
             if blk.refs.len() != blk.values.len() {
@@ -456,13 +471,16 @@ impl IngestCore {
             }
             let mut ids = Vec::with_capacity(blk.refs.len());
             for (r, v) in blk.refs.iter().zip(&blk.values) {
-                let (id, store) = use_series(refs, *r)?;
+                let (id, store, why) = use_series(refs, *r)?;
                 ids.push(id);
                 match store {
                     Some(s) => samples.push((s, blk.timestamp_ms, *v)),
                     // without a local store, nothing is refused for its sake
-                    None if self.local_store => refused += 1,
-                    None => {}
+                    None if !self.local_store => {}
+                    None => match refused.iter_mut().find(|x| x.0 == why) {
+                        Some(x) => x.1 += 1,
+                        None => refused.push((why, 1)),
+                    },
                 }
             }
             count += blk.refs.len() as u64;
@@ -475,7 +493,7 @@ impl IngestCore {
         let mut logs = Vec::with_capacity(b.logs.len());
         let mut wal_logs = Vec::with_capacity(b.logs.len());
         for l in &b.logs {
-            let (stream_id, _) = use_series(refs, l.stream_ref)?;
+            let (stream_id, _, _) = use_series(refs, l.stream_ref)?;
             let stream_labels = labels_of(refs, l.stream_ref);
             let (sid, path) = refs
                 .sources
@@ -504,7 +522,7 @@ impl IngestCore {
         let mut events = Vec::with_capacity(b.events.len());
         let mut wal_events = Vec::with_capacity(b.events.len());
         for ev in &b.events {
-            let (subject_id, _) = use_series(refs, ev.subject_ref)?;
+            let (subject_id, _, _) = use_series(refs, ev.subject_ref)?;
             let subject_labels = labels_of(refs, ev.subject_ref);
             let mut attrs: Vec<(String, String)> = ev
                 .attributes
@@ -565,6 +583,29 @@ impl IngestCore {
         metadata: Vec<pb::MetricMetadata>,
         tenant: &str,
     ) -> Result<ExternalOutcome, crate::wal::WalError> {
+        self.write_external_inner(series, metadata, tenant, true)
+            .await
+    }
+
+    /// [`Self::write_external`] for the collector's own series (the
+    /// self-scrape): not refused under memory pressure, so the metrics that
+    /// report the pressure are stored while it lasts.
+    pub async fn write_own(
+        &self,
+        series: Vec<(Labels, Vec<(i64, f64)>)>,
+        tenant: &str,
+    ) -> Result<ExternalOutcome, crate::wal::WalError> {
+        self.write_external_inner(series, Vec::new(), tenant, false)
+            .await
+    }
+
+    async fn write_external_inner(
+        &self,
+        series: Vec<(Labels, Vec<(i64, f64)>)>,
+        metadata: Vec<pb::MetricMetadata>,
+        tenant: &str,
+        guarded: bool,
+    ) -> Result<ExternalOutcome, crate::wal::WalError> {
         let mut out = ExternalOutcome::default();
         if series.is_empty() && metadata.is_empty() {
             return Ok(out);
@@ -601,11 +642,16 @@ impl IngestCore {
                 });
                 continue;
             }
-            let sref = match self.store.get_or_create_for(tenant, &labels) {
+            let created = if guarded {
+                self.store.get_or_create_for(tenant, &labels)
+            } else {
+                self.store.get_or_create_trusted_for(tenant, &labels)
+            };
+            let sref = match created {
                 Ok(r) => r,
                 Err(e) => {
                     self.refused(&e, points.len() as u64);
-                    out.refuse("series_limit", points.len() as u64, || {
+                    out.refuse(append_reason(&e), points.len() as u64, || {
                         format!("series {}: {e}", labels_excerpt(&labels))
                     });
                     continue;
@@ -754,6 +800,7 @@ fn append_reason(e: &AppendError) -> &'static str {
         AppendError::Duplicate { .. } => "duplicate",
         AppendError::TooFarInFuture { .. } => "too_far_in_future",
         AppendError::UnknownSeries(_) => "unknown_series",
+        AppendError::MemoryPressure { .. } => "memory_pressure",
     }
 }
 
@@ -769,3 +816,6 @@ fn labels_excerpt(l: &Labels) -> String {
     }
     format!("{}…", &s[..end])
 }
+
+#[cfg(test)]
+mod tests;

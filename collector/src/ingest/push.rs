@@ -134,6 +134,13 @@ impl PushIngest {
             .await
             .map_err(|e| PushError::Unavailable(e.to_string()))?;
         self.metrics.samples(protocol, n);
+        // new series refused under memory pressure: the sender retries
+        // (what was stored is a no-op the second time)
+        if out.refused.iter().any(|(r, _)| *r == "memory_pressure") {
+            return Err(PushError::Unavailable(
+                out.first_error.unwrap_or_else(|| "memory pressure".into()),
+            ));
+        }
         Ok(out)
     }
 

@@ -264,12 +264,12 @@ async fn stream_loop(
         t.samples.inc_by(resolved.sample_count);
         t.log_records.inc_by(resolved.logs.len() as u64);
         t.events.inc_by(resolved.events.len() as u64);
-        if resolved.refused_samples > 0 {
+        for (reason, n) in &resolved.refused_samples {
             t.samples_refused
                 .get_or_create(&ReasonLabels {
-                    reason: "series_limit".into(),
+                    reason: (*reason).into(),
                 })
-                .inc_by(resolved.refused_samples);
+                .inc_by(*n);
         }
         t.ack_latency.observe(arrived.elapsed().as_secs_f64());
         if tx.send(Ok(ack(batch.seq, 0))).await.is_err() {

@@ -87,6 +87,16 @@ pub enum AppendError {
     },
     #[error("unknown series reference {0:?}")]
     UnknownSeries(SeriesRef),
+    /// The collector's memory use is above `--memory-pressure-fraction` of
+    /// its limit: new series are refused until it falls again.
+    #[error(
+        "memory pressure: the collector uses {used_mib} MiB, above {percent}% of its {limit_mib} MiB memory limit (memory_limit, memory_pressure_fraction); new series are refused until it falls"
+    )]
+    MemoryPressure {
+        used_mib: u64,
+        limit_mib: u64,
+        percent: u64,
+    },
 }
 
 /// What [`Store::append_batch`] did.
@@ -237,6 +247,9 @@ pub struct StoreOptions {
     /// (a forged future sample would make every later one out of order).
     /// 0 = no limit.
     pub max_future_ms: i64,
+    /// Refuses new series of ingest ([`Store::get_or_create_for`]) under
+    /// memory pressure; recovery and rules are not refused.
+    pub memory_guard: Option<std::sync::Arc<crate::memory::MemoryGuard>>,
 }
 
 impl Default for StoreOptions {
@@ -251,6 +264,7 @@ impl Default for StoreOptions {
             chunk_span_ms: 2 * 3600 * 1000,
             block_samples: 720,
             max_future_ms: 0,
+            memory_guard: None,
         }
     }
 }
@@ -279,6 +293,8 @@ pub struct StoreStats {
     pub refused_tenant_limit: u64,
     /// New series refused because the memory budget was exhausted.
     pub refused_memory: u64,
+    /// New series refused under memory pressure (see [`crate::memory`]).
+    pub refused_memory_pressure: u64,
     pub dropped_chunks_budget: u64,
     pub dropped_chunks_retention: u64,
     /// Series removed because retention emptied them.
@@ -317,6 +333,7 @@ struct Counters {
     series_limit: AtomicU64,
     tenant_limit: AtomicU64,
     memory: AtomicU64,
+    memory_pressure: AtomicU64,
     dropped_budget: AtomicU64,
     dropped_retention: AtomicU64,
     removed: AtomicU64,
@@ -451,24 +468,37 @@ impl Store {
 
     /// The series' handle, creating the series if it is new.
     pub fn get_or_create(&self, labels: &Labels) -> Result<SeriesRef, AppendError> {
-        self.get_or_create_inner(None, labels)
+        self.get_or_create_inner(None, labels, false)
     }
 
     /// Like [`Store::get_or_create`], counting a new series against
     /// `tenant`'s limit ([`StoreOptions::max_series_per_tenant`]). The tenant
-    /// of an existing series does not change.
+    /// of an existing series does not change. A new series is refused under
+    /// memory pressure ([`StoreOptions::memory_guard`]).
     pub fn get_or_create_for(
         &self,
         tenant: &str,
         labels: &Labels,
     ) -> Result<SeriesRef, AppendError> {
-        self.get_or_create_inner(Some(tenant), labels)
+        self.get_or_create_inner(Some(tenant), labels, true)
+    }
+
+    /// Like [`Store::get_or_create_for`] without the memory guard: for
+    /// recovery, which brings back what was already acknowledged, and the
+    /// collector's own series (the self-scrape), whose number is bounded.
+    pub fn get_or_create_trusted_for(
+        &self,
+        tenant: &str,
+        labels: &Labels,
+    ) -> Result<SeriesRef, AppendError> {
+        self.get_or_create_inner(Some(tenant), labels, false)
     }
 
     fn get_or_create_inner(
         &self,
         tenant: Option<&str>,
         labels: &Labels,
+        guarded: bool,
     ) -> Result<SeriesRef, AppendError> {
         let normalized;
         let labels = if labels.iter().any(|(_, v)| v.is_empty()) {
@@ -497,6 +527,20 @@ impl Store {
                 self.resurrect(id)?;
             }
             return Ok(SeriesRef(id));
+        }
+        if guarded
+            && let Some(g) = &self.opts.memory_guard
+            && g.refuse_new_series()
+        {
+            self.counters
+                .memory_pressure
+                .fetch_add(1, Ordering::Relaxed);
+            let mib = |b: u64| b >> 20;
+            return Err(AppendError::MemoryPressure {
+                used_mib: mib(g.used()),
+                limit_mib: mib(g.limit()),
+                percent: (g.stats().fraction * 100.0).round() as u64,
+            });
         }
         if !self.enforce_budget() {
             self.counters.memory.fetch_add(1, Ordering::Relaxed);
@@ -808,6 +852,7 @@ impl Store {
             refused_series_limit: l(&c.series_limit),
             refused_tenant_limit: l(&c.tenant_limit),
             refused_memory: l(&c.memory),
+            refused_memory_pressure: l(&c.memory_pressure),
             dropped_chunks_budget: l(&c.dropped_budget),
             dropped_chunks_retention: l(&c.dropped_retention),
             removed_series: l(&c.removed),
@@ -1176,7 +1221,7 @@ impl Store {
     fn install(&self, staged: Vec<checkpoint::StagedSeries>) {
         for st in staged {
             let r = match &st.tenant {
-                Some(t) => self.get_or_create_for(t, &st.labels),
+                Some(t) => self.get_or_create_trusted_for(t, &st.labels),
                 None => self.get_or_create(&st.labels),
             };
             let Ok(r) = r else { continue };

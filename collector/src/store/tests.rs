@@ -422,6 +422,47 @@ fn cardinality_limits_total_and_per_tenant() {
     assert_eq!(st.series, 5);
 }
 
+/// Memory use the guard of the next test measures.
+static MEASURED: AtomicU64 = AtomicU64::new(0);
+
+#[test]
+fn memory_pressure_refuses_new_series_of_ingest_only() {
+    MEASURED.store(100, Ordering::Relaxed);
+    let guard = std::sync::Arc::new(crate::memory::MemoryGuard::with_measure(1000, 0.8, || {
+        Some(MEASURED.load(Ordering::Relaxed))
+    }));
+    let s = Store::new(StoreOptions {
+        memory_guard: Some(guard.clone()),
+        ..Default::default()
+    });
+    let old = s.get_or_create_for("a", &l("m", "old")).unwrap();
+    MEASURED.store(900, Ordering::Relaxed);
+    guard.refresh();
+    let err = s.get_or_create_for("a", &l("m", "new")).unwrap_err();
+    assert!(
+        matches!(err, AppendError::MemoryPressure { percent: 80, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("memory_limit"), "{err}");
+    // existing series are found and still append
+    assert_eq!(s.get_or_create_for("b", &l("m", "old")).unwrap(), old);
+    s.append(old, 1000, 1.0).unwrap();
+    // recovery, the self-scrape and rules are not refused
+    s.get_or_create_trusted_for("a", &l("m", "replayed"))
+        .unwrap();
+    s.get_or_create(&l("m", "rule")).unwrap();
+    // below the fraction minus the hysteresis, new series are let in again
+    MEASURED.store(760, Ordering::Relaxed);
+    guard.refresh();
+    assert!(s.get_or_create_for("a", &l("m", "new")).is_err());
+    MEASURED.store(700, Ordering::Relaxed);
+    guard.refresh();
+    s.get_or_create_for("a", &l("m", "new")).unwrap();
+    let st = s.stats();
+    assert_eq!(st.refused_memory_pressure, 2);
+    assert_eq!(st.series, 4);
+}
+
 #[test]
 fn series_limit_is_enforced() {
     let s = Store::new(StoreOptions {

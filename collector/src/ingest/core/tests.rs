@@ -1,0 +1,94 @@
+//! Resolving agent batches under memory pressure: a new series is refused
+//! (its samples counted by reason), existing ones are stored, and the refused
+//! series is asked for again on the next batch once the pressure is gone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::*;
+use crate::store::StoreOptions;
+
+static MEASURED: AtomicU64 = AtomicU64::new(0);
+
+fn def(r: u32, name: &str) -> pb::SeriesDef {
+    pb::SeriesDef {
+        r#ref: r,
+        labels: vec![
+            pb::Label {
+                name: "__name__".into(),
+                value: name.into(),
+            },
+            pb::Label {
+                name: "node".into(),
+                value: "n1".into(),
+            },
+        ],
+    }
+}
+
+fn batch(seq: u64, defs: Vec<pb::SeriesDef>) -> pb::Batch {
+    pb::Batch {
+        seq,
+        created_ms: 1000 * seq as i64,
+        series: defs,
+        samples: vec![pb::SampleBlock {
+            timestamp_ms: 1000 * seq as i64,
+            refs: vec![0, 1],
+            values: vec![1.0, 2.0],
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn agent_series_refused_under_memory_pressure_come_back_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    MEASURED.store(0, Ordering::Relaxed);
+    let guard = Arc::new(crate::memory::MemoryGuard::with_measure(1000, 0.8, || {
+        Some(MEASURED.load(Ordering::Relaxed))
+    }));
+    let store = Arc::new(Store::new(StoreOptions {
+        memory_guard: Some(guard.clone()),
+        ..Default::default()
+    }));
+    let old = store
+        .get_or_create_for("a1", &Labels::new([("__name__", "old"), ("node", "n1")]))
+        .unwrap();
+    let wal = crate::wal::Wal::start(&dir.path().join("wal")).unwrap();
+    let core = IngestCore::new(
+        store.clone(),
+        wal,
+        crate::telemetry::Telemetry::new(),
+        Arc::new(crate::metadata::Metadata::default()),
+        None,
+        None,
+        Default::default(),
+    );
+    MEASURED.store(900, Ordering::Relaxed);
+    guard.refresh();
+    let mut refs = StreamRefs::default();
+    let r = core
+        .resolve(
+            "a1",
+            "n1",
+            &mut refs,
+            &batch(1, vec![def(0, "old"), def(1, "new")]),
+        )
+        .unwrap();
+    assert_eq!(r.samples, vec![(old, 1000, 1.0)]);
+    assert_eq!(r.refused_samples, vec![("memory_pressure", 1)]);
+    // still under pressure: still refused, by the same reason
+    let r = core
+        .resolve("a1", "n1", &mut refs, &batch(2, vec![]))
+        .unwrap();
+    assert_eq!(r.refused_samples, vec![("memory_pressure", 1)]);
+    // the pressure passes: the series is created on the next batch
+    MEASURED.store(100, Ordering::Relaxed);
+    guard.refresh();
+    let r = core
+        .resolve("a1", "n1", &mut refs, &batch(3, vec![]))
+        .unwrap();
+    assert!(r.refused_samples.is_empty(), "{:?}", r.refused_samples);
+    assert_eq!(r.samples.len(), 2);
+    assert_eq!(r.samples[0], (old, 3000, 1.0));
+    assert_eq!((r.samples[1].1, r.samples[1].2), (3000, 2.0));
+}
