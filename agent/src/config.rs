@@ -198,7 +198,9 @@ pub struct Settings {
     /// Run the health probes Docker/Podman containers declare with
     /// `vigil.probe.<liveness|readiness>.*` labels (asking the
     /// --container-socket sockets every --discovery-refresh-interval; see
-    /// docs/probes.md) [default: true].
+    /// docs/probes.md). The same watch ships `vigil_container_info` (image
+    /// and service of each container, what release tracking reads) either
+    /// way [default: true].
     #[arg(long, env = "VIGIL_PROBES", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<bool>,
@@ -291,8 +293,9 @@ pub struct Config {
     pub cgroup_open_files: usize,
     /// Application scrape jobs, validated.
     pub scrape_jobs: Vec<crate::targets::config::Job>,
-    /// Container probes: the Engine API sockets asked and how often; `None`: off.
-    pub probes: Option<(Vec<PathBuf>, std::time::Duration)>,
+    /// The Engine API watch (probes and `vigil_container_info`): the sockets
+    /// asked, how often, and whether probes run.
+    pub probes: (Vec<PathBuf>, std::time::Duration, bool),
     pub log_format: LogFormat,
     pub log_level: Option<String>,
 }
@@ -387,7 +390,7 @@ impl Settings {
             (None, None) => None,
             _ => return Err(invalid("tls_cert and tls_key go together".into())),
         };
-        let probes = self.probes.unwrap_or(true).then(|| {
+        let probes = {
             let host_root = self.host_root.clone().unwrap_or_else(|| PathBuf::from("/"));
             let sockets = if self.container_sockets.is_empty() {
                 crate::targets::config::default_sockets(&host_root)
@@ -399,8 +402,9 @@ impl Settings {
                 self.discovery_refresh_interval
                     .unwrap_or(Duration::from_secs(5))
                     .as_std(),
+                self.probes.unwrap_or(true),
             )
-        });
+        };
         Ok(Config {
             collector,
             node_name,

@@ -388,9 +388,12 @@ pub async fn start(
         }
     }
 
-    // autoscalers
+    // autoscalers and release tracking
     if let Some(a) = actions {
         let source = Arc::new(crate::actions::source::PromqlSource::new(store.clone()));
+        tasks.push(tokio::spawn(
+            a.clone().run_rollouts(source.clone(), shutdown.clone()),
+        ));
         let data = Some(store.subscribe_appends());
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {

@@ -93,6 +93,7 @@ pub async fn run(
     sockets: Vec<PathBuf>,
     host_root: PathBuf,
     refresh: Duration,
+    probes_on: bool,
     ship: ShipHandle,
     shutdown: CancellationToken,
 ) {
@@ -101,20 +102,25 @@ pub async fn run(
         .map(|p| (p.clone(), Client::new(Dial::Unix(p), None)))
         .collect();
     let mut running: HashMap<String, Running> = HashMap::new();
+    let mut info_before: Vec<Vec<(String, String)>> = Vec::new();
     loop {
         let mut wanted: HashMap<String, Wanted> = HashMap::new();
+        let mut info = Vec::new();
         let mut complete = true;
         for (path, client) in &mut clients {
             if !path.exists() {
                 continue;
             }
-            match discover(path, client, &host_root).await {
+            match discover(path, client, &host_root, &mut info).await {
                 Ok(w) => wanted.extend(w),
                 Err(e) => {
                     complete = false;
                     tracing::debug!(error = %e, "probe discovery");
                 }
             }
+        }
+        if !probes_on {
+            wanted.clear();
         }
         for (id, w) in &wanted {
             if running.get(id).is_some_and(|r| r.wanted == *w) {
@@ -154,6 +160,19 @@ pub async fn run(
                 },
             );
         }
+        if probes_on || !info.is_empty() || !info_before.is_empty() {
+            let s = container_info(&info, &info_before, complete);
+            if !s.families.is_empty() {
+                ship.submit_scrape(s);
+            }
+            if complete {
+                info_before = info;
+            } else {
+                info_before.extend(info);
+                info_before.sort();
+                info_before.dedup();
+            }
+        }
         // a socket that did not answer keeps its containers' probes running
         if complete {
             running.retain(|id, r| {
@@ -176,6 +195,7 @@ async fn discover(
     socket: &Path,
     client: &mut Client,
     host_root: &Path,
+    info: &mut Vec<Vec<(String, String)>>,
 ) -> Result<HashMap<String, Wanted>, String> {
     let url = format!("unix://{}/containers/json", socket.display());
     let accept = [("accept", "application/json")];
@@ -188,9 +208,22 @@ async fn discover(
     let mut out = HashMap::new();
     for c in list {
         let labels = c.labels.clone().unwrap_or_default();
-        if labels.contains_key("io.kubernetes.pod.name")
-            || !labels.keys().any(|k| k.starts_with(PREFIX))
-        {
+        if labels.contains_key("io.kubernetes.pod.name") {
+            continue;
+        }
+        let name = c
+            .names
+            .first()
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        let identity = vec![
+            ("container_id".to_string(), c.id.clone()),
+            ("image".to_string(), c.image.clone().unwrap_or_default()),
+            ("name".to_string(), name),
+            ("service".to_string(), service_of(&labels)),
+        ];
+        info.push(identity.clone());
+        if !labels.keys().any(|k| k.starts_with(PREFIX)) {
             continue;
         }
         let path = format!("/containers/{}/json", c.id);
@@ -216,17 +249,6 @@ async fn discover(
             )),
             None => None,
         };
-        let name = c
-            .names
-            .first()
-            .map(|n| n.trim_start_matches('/').to_string())
-            .unwrap_or_default();
-        let identity = vec![
-            ("container_id".to_string(), c.id.clone()),
-            ("name".to_string(), name),
-            ("image".to_string(), c.image.clone().unwrap_or_default()),
-            ("service".to_string(), service_of(&labels)),
-        ];
         out.insert(
             c.id.clone(),
             Wanted {
@@ -240,6 +262,35 @@ async fn discover(
         );
     }
     Ok(out)
+}
+
+/// `vigil_container_info` of the containers listed now, and staleness
+/// markers for those listed before and gone (only when every socket
+/// answered: a socket that did not says nothing about its containers).
+fn container_info(
+    now: &[Vec<(String, String)>],
+    before: &[Vec<(String, String)>],
+    complete: bool,
+) -> Scrape {
+    let mut s = Scrape::new(vigil_common::time::now_ms());
+    let mut f = MetricFamily::new(
+        "vigil_container_info",
+        "A running Docker/Podman container with its image and service (label vigil.service, else com.docker.compose.service)",
+        MetricKind::Gauge,
+    );
+    for l in now {
+        f.push(l.iter().cloned(), 1.0);
+    }
+    if complete {
+        let stale = f64::from_bits(vigil_common::exposition::STALE_NAN);
+        for l in before.iter().filter(|l| !now.contains(l)) {
+            f.push(l.iter().cloned(), stale);
+        }
+    }
+    if !f.samples.is_empty() {
+        s.families.push(f);
+    }
+    s
 }
 
 /// The series of one probe's result.
@@ -391,6 +442,23 @@ mod tests {
         assert_eq!(service_of(&l), "web");
         l.insert("vigil.service".to_string(), "api".to_string());
         assert_eq!(service_of(&l), "api");
+    }
+
+    #[test]
+    fn container_info_marks_gone_containers_stale() {
+        let a = vec![("container_id".to_string(), "a".to_string())];
+        let b = vec![("container_id".to_string(), "b".to_string())];
+        let s = container_info(std::slice::from_ref(&b), &[a.clone(), b.clone()], true);
+        let f = &s.families[0];
+        assert_eq!(f.samples.len(), 2);
+        assert_eq!(f.samples[0].value, 1.0);
+        assert_eq!(
+            f.samples[1].value.to_bits(),
+            vigil_common::exposition::STALE_NAN
+        );
+        // a socket did not answer: nothing is declared gone
+        let s = container_info(std::slice::from_ref(&b), &[a, b.clone()], false);
+        assert_eq!(s.families[0].samples.len(), 1);
     }
 
     #[test]

@@ -32,6 +32,14 @@ pub enum AuditResult {
     Failed,
     GaveUp,
     Gone,
+    /// Release tracking: a workload started running a new image …
+    RolloutStarted,
+    /// … runs only the new one …
+    RolloutCompleted,
+    /// … runs only the old one again …
+    RolloutReverted,
+    /// … or a third image replaced the new one mid-rollout.
+    RolloutSuperseded,
 }
 
 impl AuditResult {
@@ -47,6 +55,10 @@ impl AuditResult {
             AuditResult::Failed => "failed",
             AuditResult::GaveUp => "gave_up",
             AuditResult::Gone => "gone",
+            AuditResult::RolloutStarted => "rollout_started",
+            AuditResult::RolloutCompleted => "rollout_completed",
+            AuditResult::RolloutReverted => "rollout_reverted",
+            AuditResult::RolloutSuperseded => "rollout_superseded",
         }
     }
 }
@@ -85,6 +97,11 @@ pub struct AuditEntry {
     pub from_replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_replicas: Option<u32>,
+    /// Image before and after, for rollouts and rollbacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_image: Option<String>,
 }
 
 /// What must survive a restart besides the log.
@@ -98,6 +115,9 @@ pub struct ActionState {
     pub scalers: BTreeMap<String, ScalerState>,
     /// Alertmanager notifications already handled: key → time seen (ms).
     pub seen_notifications: BTreeMap<String, i64>,
+    /// Release tracking: versions per workload key.
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, super::rollout::WorkloadVersions>,
 }
 
 /// Why the audit store failed.
@@ -252,6 +272,8 @@ mod tests {
             id: "act-1".into(),
             from_replicas: None,
             to_replicas: None,
+            from_image: None,
+            to_image: None,
         }
     }
 

@@ -43,6 +43,19 @@ struct RawFile {
     autoscale: Vec<RawScaler>,
     #[serde(default)]
     global: RawGlobal,
+    #[serde(default)]
+    rollouts: RawRollouts,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRollouts {
+    /// How often workloads' images are looked at [default: 2s].
+    interval: Option<Duration>,
+    /// Running replicas per workload and image: the result's `image` label
+    /// is the version, all its other labels name the workload
+    /// [default: `count by (service, image) (vigil_container_info{service!=""})`].
+    query: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -214,9 +227,31 @@ pub struct ScalerConfig {
     pub dry_run: bool,
 }
 
+/// Release tracking (see `rollout`).
+#[derive(Clone, Debug)]
+pub struct RolloutsConfig {
+    pub interval: std::time::Duration,
+    pub query: String,
+}
+
+/// Replicas per Docker/Podman service and image, from the agents'
+/// `vigil_container_info`.
+pub const DEFAULT_ROLLOUT_QUERY: &str =
+    r#"count by (service, image) (vigil_container_info{service!=""})"#;
+
+impl Default for RolloutsConfig {
+    fn default() -> Self {
+        RolloutsConfig {
+            interval: std::time::Duration::from_secs(2),
+            query: DEFAULT_ROLLOUT_QUERY.to_string(),
+        }
+    }
+}
+
 /// The validated actions file.
 #[derive(Clone, Debug, Default)]
 pub struct ActionsConfig {
+    pub rollouts: RolloutsConfig,
     pub executors: BTreeMap<String, ExecutorConfig>,
     pub restart: Vec<RestartRule>,
     pub autoscale: Vec<ScalerConfig>,
@@ -425,7 +460,24 @@ impl ActionsConfig {
             ),
             None => None,
         };
+        let rollouts = RolloutsConfig {
+            interval: raw
+                .rollouts
+                .interval
+                .unwrap_or(Duration::from_secs(2))
+                .as_std()
+                .max(std::time::Duration::from_millis(100)),
+            query: match raw.rollouts.query {
+                Some(q) => {
+                    promql_parser::parser::parse(&q)
+                        .map_err(|e| err(format!("rollouts: query: {e}")))?;
+                    q
+                }
+                None => DEFAULT_ROLLOUT_QUERY.to_string(),
+            },
+        };
         Ok(ActionsConfig {
+            rollouts,
             executors,
             restart,
             autoscale,

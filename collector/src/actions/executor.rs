@@ -24,6 +24,8 @@ use super::triggers::Trigger;
 pub enum ActionKind {
     Restart,
     Scale,
+    /// A workload's image changed (a release seen, not an action taken).
+    Rollout,
 }
 
 impl ActionKind {
@@ -31,6 +33,7 @@ impl ActionKind {
         match self {
             ActionKind::Restart => "restart",
             ActionKind::Scale => "scale",
+            ActionKind::Rollout => "rollout",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`source`]: the autoscalers' metric queries.
 //! - [`hpa`]: the Kubernetes HPA algorithm (pure, clock passed in).
 //! - [`restart`]: cooldowns, crash-looping, global rate limit.
+//! - [`rollout`]: releases as data — a workload's image changes, tracked.
 //! - [`audit`]: the persistent audit log and state.
 //! - [`alertmanager`]: Alertmanager webhook payloads as triggers.
 //! - [`webhook`]: Standard Webhooks signing and delivery with retries.
@@ -23,6 +24,7 @@ pub mod executor;
 pub mod hpa;
 pub mod kubernetes;
 pub mod restart;
+pub mod rollout;
 pub mod source;
 pub mod triggers;
 pub mod webhook;
