@@ -40,6 +40,13 @@ pub enum AuditResult {
     RolloutReverted,
     /// … or a third image replaced the new one mid-rollout.
     RolloutSuperseded,
+    /// Rollout analysis: every check passed over the whole window.
+    AnalysisPassed,
+    /// The window ended with a check still without data: no verdict.
+    AnalysisInconclusive,
+    /// A failed analysis of an image vigil already rolled back, rolled out
+    /// again by someone: left alone.
+    SkippedRerollout,
 }
 
 impl AuditResult {
@@ -59,6 +66,9 @@ impl AuditResult {
             AuditResult::RolloutCompleted => "rollout_completed",
             AuditResult::RolloutReverted => "rollout_reverted",
             AuditResult::RolloutSuperseded => "rollout_superseded",
+            AuditResult::AnalysisPassed => "analysis_passed",
+            AuditResult::AnalysisInconclusive => "analysis_inconclusive",
+            AuditResult::SkippedRerollout => "skipped_rerollout",
         }
     }
 }
@@ -118,6 +128,12 @@ pub struct ActionState {
     /// Release tracking: versions per workload key.
     #[serde(default)]
     pub rollouts: BTreeMap<String, super::rollout::WorkloadVersions>,
+    /// Rollout analyses judged: `rule|workload` → the rollout's start (ms).
+    #[serde(default)]
+    pub analysed: BTreeMap<String, i64>,
+    /// Rollbacks decided: `rule|workload` → (when, the image rolled back).
+    #[serde(default)]
+    pub rolled_back: BTreeMap<String, (i64, String)>,
 }
 
 /// Why the audit store failed.

@@ -45,6 +45,37 @@ struct RawFile {
     global: RawGlobal,
     #[serde(default)]
     rollouts: RawRollouts,
+    #[serde(default)]
+    rollback: Vec<RawRollback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollback {
+    name: String,
+    /// Workload labels (e.g. `{service: web}`).
+    #[serde(default, rename = "match")]
+    matchers: BTreeMap<String, String>,
+    executor: String,
+    /// How long after a rollout starts its new version is judged [default: 60s].
+    window: Option<Duration>,
+    /// No second rollback of the workload within this time [default: 10m].
+    cooldown: Option<Duration>,
+    checks: Vec<RawCheck>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: String,
+    /// A built-in: restarts, oom_kills, probe_failures, error_logs_per_second.
+    metric: Option<String>,
+    /// PromQL with $image, $window, $ids, $names, $<workload label>.
+    query: Option<String>,
+    max: Option<f64>,
+    max_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -227,6 +258,19 @@ pub struct ScalerConfig {
     pub dry_run: bool,
 }
 
+/// A rollback rule: analysis of matching workloads' rollouts, and the
+/// rollback when a check fails.
+#[derive(Clone, Debug)]
+pub struct RollbackRule {
+    pub name: String,
+    pub matchers: Vec<LabelMatch>,
+    pub executor: String,
+    pub window_ms: i64,
+    pub cooldown_ms: i64,
+    pub checks: Vec<super::analysis::Check>,
+    pub dry_run: bool,
+}
+
 /// Release tracking (see `rollout`).
 #[derive(Clone, Debug)]
 pub struct RolloutsConfig {
@@ -252,6 +296,7 @@ impl Default for RolloutsConfig {
 #[derive(Clone, Debug, Default)]
 pub struct ActionsConfig {
     pub rollouts: RolloutsConfig,
+    pub rollback: Vec<RollbackRule>,
     pub executors: BTreeMap<String, ExecutorConfig>,
     pub restart: Vec<RestartRule>,
     pub autoscale: Vec<ScalerConfig>,
@@ -476,7 +521,92 @@ impl ActionsConfig {
                 None => DEFAULT_ROLLOUT_QUERY.to_string(),
             },
         };
+        let mut rollback = Vec::new();
+        for r in raw.rollback {
+            let what = format!("rollback rule {}", r.name);
+            known(&r.executor, &what)?;
+            if matches!(
+                executors.get(&r.executor),
+                Some(ExecutorConfig::Kubernetes { .. })
+            ) {
+                return Err(err(format!(
+                    "{what}: the kubernetes executor does not roll back; use a docker or webhook executor"
+                )));
+            }
+            if r.matchers.is_empty() {
+                return Err(err(format!("{what}: needs at least one matcher")));
+            }
+            if r.checks.is_empty() {
+                return Err(err(format!("{what}: needs at least one check")));
+            }
+            let mut checks = Vec::new();
+            for c in r.checks {
+                let query = match (c.metric, c.query) {
+                    (Some(m), None) => super::analysis::builtin(&m)
+                        .ok_or_else(|| {
+                            err(format!(
+                                "{what}: check {}: unknown metric {m:?} (restarts, oom_kills, probe_failures, error_logs_per_second)",
+                                c.name
+                            ))
+                        })?
+                        .to_string(),
+                    (None, Some(q)) => q,
+                    _ => {
+                        return Err(err(format!(
+                            "{what}: check {}: needs one of metric and query",
+                            c.name
+                        )));
+                    }
+                };
+                let sample = super::analysis::render(
+                    &query,
+                    &Labels::new(r.matchers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                    &super::analysis::Version {
+                        image: "i".into(),
+                        container_ids: vec!["c".into()],
+                        names: vec!["n".into()],
+                    },
+                    60,
+                );
+                promql_parser::parser::parse(&sample)
+                    .map_err(|e| err(format!("{what}: check {}: query: {e}", c.name)))?;
+                if c.max.is_none() && c.max_ratio.is_none() {
+                    return Err(err(format!(
+                        "{what}: check {}: needs max or max_ratio",
+                        c.name
+                    )));
+                }
+                if c.max.is_some_and(f64::is_nan)
+                    || c.max_ratio.is_some_and(|r| r.is_nan() || r <= 0.0)
+                {
+                    return Err(err(format!(
+                        "{what}: check {}: max must be a number, max_ratio above 0",
+                        c.name
+                    )));
+                }
+                checks.push(super::analysis::Check {
+                    name: c.name,
+                    query,
+                    max: c.max,
+                    max_ratio: c.max_ratio,
+                });
+            }
+            rollback.push(RollbackRule {
+                matchers: r
+                    .matchers
+                    .into_iter()
+                    .map(|(k, v)| LabelMatch::Equal(k, v))
+                    .collect(),
+                executor: r.executor,
+                window_ms: r.window.unwrap_or(Duration::from_secs(60)).as_millis() as i64,
+                cooldown_ms: r.cooldown.unwrap_or(Duration::from_secs(600)).as_millis() as i64,
+                checks,
+                dry_run: r.dry_run,
+                name: r.name,
+            });
+        }
         Ok(ActionsConfig {
+            rollback,
             rollouts,
             executors,
             restart,

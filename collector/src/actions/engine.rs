@@ -333,8 +333,14 @@ impl Actions {
             id: req.id.clone(),
             from_replicas,
             to_replicas,
-            from_image: None,
-            to_image: None,
+            from_image: match &req.action {
+                Action::Rollback { from_image, .. } => Some(from_image.clone()),
+                _ => None,
+            },
+            to_image: match &req.action {
+                Action::Rollback { to_image, .. } => Some(to_image.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -887,7 +893,7 @@ impl Actions {
     /// One look at every workload's images at `now`: changes are audited,
     /// counted and persisted. Returns the changes seen.
     pub fn observe_rollouts(
-        &self,
+        self: &Arc<Self>,
         source: &dyn MetricSource,
         now: i64,
     ) -> Vec<(Labels, super::rollout::Change)> {
@@ -927,6 +933,7 @@ impl Actions {
                 (c, v.clone())
             };
             self.show_rollout(&key, &v);
+            self.analyse(&key, &workload, &v, source, now);
             let (result, from, to, what) = match &change {
                 Change::None | Change::Baseline { .. } => {
                     if let Change::Baseline { image } = &change {
@@ -999,6 +1006,227 @@ impl Actions {
                 _ = tick.tick() => {}
             }
             self.observe_rollouts(source.as_ref(), vigil_common::time::now_ms());
+        }
+    }
+}
+
+impl Actions {
+    /// The containers known to run `image` of `workload` within `window_s`
+    /// (from `vigil_container_info`; gone containers count).
+    fn version_of(
+        source: &dyn MetricSource,
+        workload: &Labels,
+        image: &str,
+        window_s: u64,
+        now: i64,
+    ) -> super::analysis::Version {
+        let mut sel: Vec<String> = workload
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        sel.push(format!(
+            "image=\"{}\"",
+            image.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+        let q = format!(
+            "last_over_time(vigil_container_info{{{}}}[{window_s}s])",
+            sel.join(",")
+        );
+        let mut v = super::analysis::Version {
+            image: image.to_string(),
+            ..Default::default()
+        };
+        if let Ok(rows) = source.query(&q, now) {
+            for (l, _) in rows {
+                if let Some(id) = l.get("container_id") {
+                    v.container_ids.push(id.to_string());
+                }
+                if let Some(n) = l.get("name") {
+                    v.names.push(n.to_string());
+                }
+            }
+        }
+        v.container_ids.sort();
+        v.container_ids.dedup();
+        v.names.sort();
+        v.names.dedup();
+        v
+    }
+
+    /// Judges `key`'s rollout under every matching rollback rule: a failed
+    /// check rolls it back (once per rollout, not within the rule's
+    /// cooldown, never an image a person rolled out again after vigil rolled
+    /// it back); the window's end with every check passed promotes it, with
+    /// a check still without data leaves it inconclusive. All audited with
+    /// the values measured.
+    fn analyse(
+        self: &Arc<Self>,
+        key: &str,
+        workload: &Labels,
+        v: &super::rollout::WorkloadVersions,
+        source: &dyn MetricSource,
+        now: i64,
+    ) {
+        use super::analysis::{Verdict, describe, evaluate};
+        use super::rollout::RolloutState;
+        let Some(r) = &v.rollout else {
+            return;
+        };
+        if r.state == RolloutState::Reverted {
+            return;
+        }
+        for rule in &self.cfg.rollback {
+            if !rule.matchers.iter().all(|m| m.matches(workload)) {
+                continue;
+            }
+            let memo = format!("{}|{key}", rule.name);
+            if self.state.lock().analysed.get(&memo) == Some(&r.started_ms) {
+                continue;
+            }
+            let age = now - r.started_ms;
+            let window_s = (rule.window_ms / 1000).max(1) as u64;
+            let new = Self::version_of(source, workload, &r.new_image, window_s, now);
+            let old = Self::version_of(source, workload, &r.old_image, window_s, now);
+            let results: Vec<_> = rule
+                .checks
+                .iter()
+                .map(|c| {
+                    (
+                        c.clone(),
+                        evaluate(c, source, workload, &new, &old, window_s, now),
+                    )
+                })
+                .collect();
+            let failed = results
+                .iter()
+                .any(|(_, v)| matches!(v, Verdict::Fail { .. }));
+            let window_over = age >= rule.window_ms;
+            if !failed && !window_over {
+                continue;
+            }
+            self.state
+                .lock()
+                .analysed
+                .insert(memo.clone(), r.started_ms);
+            let measured = describe(&results);
+            let req = ActionRequest {
+                id: super::new_id(),
+                action: Action::Rollback {
+                    workload: workload.clone(),
+                    from_image: r.new_image.clone(),
+                    to_image: r.old_image.clone(),
+                },
+                rule: rule.name.clone(),
+                reason: String::new(),
+                alerts: Vec::new(),
+                metric: None,
+                dry_run: self.cfg.dry_run || rule.dry_run,
+                time_ms: now,
+            };
+            let audit = |result: AuditResult, detail: String| {
+                let mut e = Self::entry(&req, &rule.executor, result, detail, now);
+                e.from_image = Some(r.new_image.clone());
+                e.to_image = Some(r.old_image.clone());
+                e
+            };
+            if !failed {
+                let all_passed = results
+                    .iter()
+                    .all(|(_, v)| matches!(v, Verdict::Pass { .. }));
+                let (result, what) = if all_passed {
+                    (AuditResult::AnalysisPassed, "passed")
+                } else {
+                    (
+                        AuditResult::AnalysisInconclusive,
+                        "inconclusive (missing data is never a pass)",
+                    )
+                };
+                let detail = format!(
+                    "{} after {} s: analysis {what}: {measured}",
+                    r.new_image,
+                    age / 1000
+                );
+                tracing::info!(rule = %rule.name, workload = %key, "{detail}");
+                self.record(audit(result, detail));
+                self.count(
+                    ActionKind::Rollback,
+                    self.executor_kind(&rule.executor),
+                    result,
+                );
+                self.save_state_logged();
+                continue;
+            }
+            let previous_rollback = self.state.lock().rolled_back.get(&memo).cloned();
+            let verdict = match &previous_rollback {
+                Some((at, image)) if *image == r.new_image && *at < r.started_ms => Some((
+                    AuditResult::SkippedRerollout,
+                    format!(
+                        "{image} was rolled back by vigil and rolled out again since: left alone"
+                    ),
+                )),
+                Some((at, _)) if now - at < rule.cooldown_ms => Some((
+                    AuditResult::SkippedCooldown,
+                    format!(
+                        "cooldown: {} s left",
+                        (rule.cooldown_ms - (now - at)) / 1000
+                    ),
+                )),
+                _ => None,
+            };
+            let detail_base = format!(
+                "{} → {} after {} s of rollout: {measured}",
+                r.new_image,
+                r.old_image,
+                age / 1000
+            );
+            if let Some((result, why)) = verdict {
+                let detail = format!("{detail_base}; {why}");
+                tracing::warn!(rule = %rule.name, workload = %key, "{detail}");
+                self.record(audit(result, detail));
+                self.count(
+                    ActionKind::Rollback,
+                    self.executor_kind(&rule.executor),
+                    result,
+                );
+                self.save_state_logged();
+                continue;
+            }
+            let result = if req.dry_run {
+                AuditResult::DryRun
+            } else {
+                AuditResult::Decided
+            };
+            if !req.dry_run {
+                self.state
+                    .lock()
+                    .rolled_back
+                    .insert(memo.clone(), (now, r.new_image.clone()));
+            }
+            tracing::warn!(rule = %rule.name, workload = %key, "rollback: {detail_base}");
+            self.record(audit(result, format!("rollback: {detail_base}")));
+            self.count(
+                ActionKind::Rollback,
+                self.executor_kind(&rule.executor),
+                result,
+            );
+            self.save_state_logged();
+            if req.dry_run {
+                continue;
+            }
+            let in_flight_key = format!("rollback|{key}");
+            if !self.in_flight.lock().insert(in_flight_key.clone()) {
+                continue;
+            }
+            let me = Arc::clone(self);
+            let executor = rule.executor.clone();
+            let req = ActionRequest {
+                reason: format!("rollback: {detail_base}"),
+                ..req
+            };
+            self.runtime.spawn(async move {
+                me.execute(&executor, &req).await;
+                me.in_flight.lock().remove(&in_flight_key);
+            });
         }
     }
 }

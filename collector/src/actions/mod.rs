@@ -11,11 +11,13 @@
 //! - [`hpa`]: the Kubernetes HPA algorithm (pure, clock passed in).
 //! - [`restart`]: cooldowns, crash-looping, global rate limit.
 //! - [`rollout`]: releases as data — a workload's image changes, tracked.
+//! - [`analysis`]: a rollout's new version against the old (rollback rules).
 //! - [`audit`]: the persistent audit log and state.
 //! - [`alertmanager`]: Alertmanager webhook payloads as triggers.
 //! - [`webhook`]: Standard Webhooks signing and delivery with retries.
 
 pub mod alertmanager;
+pub mod analysis;
 pub mod audit;
 pub mod config;
 pub mod docker;
