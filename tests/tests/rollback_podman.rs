@@ -10,7 +10,10 @@
 //! reaction times (rollout seen → rollback decided → previous version only).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use vigil_e2e::podman::{self, Service};
 use vigil_e2e::{args, free_port, get, start_agent, start_collector, wait_for};
@@ -43,6 +46,109 @@ fn audit(http: &str, service: &str) -> Result<Vec<(String, String, i64, String)>
 
 fn first(r: &[(String, String, i64, String)], result: &str) -> Option<(i64, String)> {
     r.iter().find(|x| x.1 == result).map(|x| (x.2, x.3.clone()))
+}
+
+/// One round of the traffic loop: when it started (Unix ms), replicas that
+/// answered `/healthz` with 200, and those that did not.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    at_ms: i64,
+    ok: u32,
+    errors: u32,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The addresses of the service's running containers, from the Engine API.
+fn replica_ips(socket: &std::path::Path, label: &str) -> Vec<String> {
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return Vec::new();
+    };
+    let filters = format!("{{\"label\":[\"{label}\"],\"status\":[\"running\"]}}");
+    let req = format!(
+        "GET /containers/json?filters={} HTTP/1.0\r\nHost: d\r\n\r\n",
+        vigil_e2e::url_encode(&filters)
+    );
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(req.as_bytes()).is_err() {
+        return Vec::new();
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let Some((_, json)) = body.split_once("\r\n\r\n") else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            c["NetworkSettings"]["Networks"]
+                .as_object()?
+                .values()
+                .find_map(|n| n["IPAddress"].as_str().filter(|i| !i.is_empty()))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// `GET /healthz` on ip:8080: 200 or not.
+fn healthy(ip: &str) -> bool {
+    let Ok(addr) = format!("{ip}:8080").parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut b = [0u8; 32];
+    let n = s.read(&mut b).unwrap_or(0);
+    String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.0 200")
+        || String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 200")
+}
+
+/// Steady traffic: every 50 ms, `/healthz` on every running replica.
+fn traffic(
+    socket: std::path::PathBuf,
+    label: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Round>> {
+    std::thread::spawn(move || {
+        let mut rounds = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let at_ms = now_ms();
+            let t0 = Instant::now();
+            let (mut ok, mut errors) = (0, 0);
+            for ip in replica_ips(&socket, &label) {
+                if healthy(&ip) {
+                    ok += 1;
+                } else {
+                    errors += 1;
+                }
+            }
+            rounds.push(Round { at_ms, ok, errors });
+            std::thread::sleep(Duration::from_millis(50).saturating_sub(t0.elapsed()));
+        }
+        rounds
+    })
+}
+
+/// Untags the test's healthy second name (that name only).
+struct Tag(String);
+impl Drop for Tag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("podman")
+            .args(["untag", &self.0, &self.0])
+            .output();
+    }
 }
 
 /// Removes the test's bad image when the test ends (it has only this name).
@@ -83,13 +189,25 @@ fn a_bad_version_is_rolled_back_to_the_previous_image_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _bad_image = Image(bad.clone());
+    // a healthy new version for the other service: the same image, another name
+    let calm = format!("calm{tag}");
+    let good = format!("localhost/bb:ok{tag}");
+    assert!(
+        service
+            .podman(&["tag", podman::IMAGE, &good])
+            .status
+            .success()
+    );
+    let _good_name = Tag(good.clone());
     std::fs::write(
         d.join("actions.yml"),
         format!(
             "executors:\n  podman: {{type: docker, socket: {socket}, service_label: vigil.service}}\n\
              rollouts: {{interval: 500ms}}\n\
              rollback:\n  - name: web\n    match: {{service: {web}}}\n    executor: podman\n    \
-             window: 60s\n    cooldown: 10m\n    checks:\n      - {{name: liveness, metric: probe_failures, max: 1}}\n",
+             window: 60s\n    cooldown: 10m\n    checks:\n      - {{name: liveness, metric: probe_failures, max: 1}}\n  \
+             - name: calm\n    match: {{service: {calm}}}\n    executor: podman\n    \
+             window: 6s\n    checks:\n      - {{name: liveness, metric: probe_failures, max: 1}}\n",
             socket = service.socket.display()
         ),
     )
@@ -113,12 +231,12 @@ fn a_bad_version_is_rolled_back_to_the_previous_image_once() {
             "500ms",
         ]),
     );
-    let replica = |name: &str, image: &str| {
+    let replica_of = |svc: &str, name: &str, image: &str| {
         service.run(&[
             "--name",
             name,
             "--label",
-            &format!("vigil.service={web}"),
+            &format!("vigil.service={svc}"),
             "--label",
             "vigil.probe.liveness.http.port=8080",
             "--label",
@@ -133,8 +251,10 @@ fn a_bad_version_is_rolled_back_to_the_previous_image_once() {
             WEB,
         ])
     };
+    let replica = |name: &str, image: &str| replica_of(&web, name, image);
     replica(&format!("{web}-1"), podman::IMAGE);
     replica(&format!("{web}-2"), podman::IMAGE);
+    replica_of(&calm, &format!("{calm}-1"), podman::IMAGE);
     let q = format!("/api/v1/query?query=vigil_container_info%7Bservice%3D%22{web}%22%7D");
     wait_for(Duration::from_secs(30), "both replicas known", || {
         let (_, b) = get(&http, &q)?;
@@ -145,6 +265,17 @@ fn a_bad_version_is_rolled_back_to_the_previous_image_once() {
         }
     });
     std::thread::sleep(Duration::from_secs(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic(
+        service.socket.clone(),
+        format!("vigil.service={web}"),
+        stop.clone(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    // the healthy update of the other service
+    replica_of(&calm, &format!("{calm}-2"), &good);
+    service.podman(&["rm", "-f", "-t", "0", &format!("{calm}-1")]);
 
     // the rolling update: a bad replica comes, an old one goes
     replica(&format!("{web}-3"), &bad);
@@ -172,13 +303,43 @@ fn a_bad_version_is_rolled_back_to_the_previous_image_once() {
     );
     assert!(delivered.1.contains("replaced by"), "{}", delivered.1);
     // only the previous image serves now, with as many replicas as before
-    let images: Vec<String> = service
-        .containers(false)
-        .iter()
-        .map(|id| service.inspect(id, "{{.ImageName}}"))
-        .collect();
+    let web_images = || -> Vec<String> {
+        let out = service.podman(&[
+            "ps",
+            "--filter",
+            &format!("label=vigil.service={web}"),
+            "--format",
+            "{{.Image}}",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let images = web_images();
     assert_eq!(images.len(), 2, "{images:?}");
     assert!(images.iter().all(|i| i == podman::IMAGE), "{images:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let rounds = load.join().unwrap();
+    let errors: u32 = rounds.iter().map(|r| r.errors).sum();
+    let requests: u32 = rounds.iter().map(|r| r.ok + r.errors).sum();
+    let after: u32 = rounds
+        .iter()
+        .filter(|r| r.at_ms > delivered.0)
+        .map(|r| r.errors)
+        .sum();
+    eprintln!(
+        "traffic: {} rounds, {requests} requests, {errors} failed ({after} after the rollback was delivered)",
+        rounds.len()
+    );
+    // a replica served in every round: the update and the rollback never
+    // took the service down
+    let empty: Vec<&Round> = rounds.iter().filter(|r| r.ok == 0).collect();
+    assert!(
+        empty.is_empty(),
+        "rounds with no replica serving: {empty:?}"
+    );
     eprintln!("decision: {}\ndelivery: {}", decided.1, delivered.1);
     eprintln!(
         "reaction: rollout seen → rollback decided {} ms; decided → delivered {} ms; \
@@ -187,6 +348,26 @@ fn a_bad_version_is_rolled_back_to_the_previous_image_once() {
         delivered.0 - decided.0,
         reverted.0 - decided.0,
         reverted.0 - started.0
+    );
+
+    // the healthy update was judged and left alone
+    let calm_audit = wait_for(Duration::from_secs(40), "the healthy update judged", || {
+        let r = audit(&http, &calm)?;
+        if first(&r, "analysis_passed").is_some() {
+            Ok(r)
+        } else {
+            Err(format!("{r:#?}"))
+        }
+    });
+    assert!(
+        calm_audit
+            .iter()
+            .all(|x| x.1 != "decided" && x.1 != "delivered"),
+        "{calm_audit:#?}"
+    );
+    eprintln!(
+        "healthy update: {}",
+        first(&calm_audit, "analysis_passed").unwrap().1
     );
 
     // a person rolls the bad image out again: vigil does not fight

@@ -689,6 +689,68 @@ autoscale:
     }
 
     #[test]
+    fn rollback_rules_parse_and_refuse_mistakes() {
+        let y = r#"
+executors:
+  podman: {type: docker}
+rollback:
+  - name: web
+    match: {service: web}
+    executor: podman
+    window: 30s
+    checks:
+      - {name: probes, metric: probe_failures, max: 0}
+      - {name: errors, query: 'sum(rate(app_errors_total{service="$service",image="$image"}[$window]))', max_ratio: 2}
+"#;
+        let c = ActionsConfig::parse(y, Path::new("/x/a.yml")).unwrap();
+        let r = &c.rollback[0];
+        assert_eq!((r.window_ms, r.cooldown_ms), (30_000, 600_000));
+        assert_eq!(r.checks.len(), 2);
+        assert!(r.checks[0].query.contains("vigil_probe_failures_total"));
+        assert_eq!(r.checks[1].max_ratio, Some(2.0));
+        let base = "executors: {podman: {type: docker}, k: {type: kubernetes, api_server: 'https://x'}}\nrollback: ";
+        for (rule, want) in [
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: nope, max: 0}]}]",
+                "unknown metric",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: restarts}]}]",
+                "max or max_ratio",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, query: 'sum(', max: 0}]}]",
+                "query",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: restarts, query: up, max: 0}]}]",
+                "one of metric and query",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: []}]",
+                "at least one check",
+            ),
+            (
+                "[{name: r, executor: podman, checks: [{name: c, metric: restarts, max: 0}]}]",
+                "matcher",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: k, checks: [{name: c, metric: restarts, max: 0}]}]",
+                "does not roll back",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: restarts, max_ratio: 0}]}]",
+                "max_ratio above 0",
+            ),
+        ] {
+            let e = ActionsConfig::parse(&format!("{base}{rule}"), Path::new("/x/a.yml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{rule}: {e}");
+        }
+    }
+
+    #[test]
     fn an_empty_or_missing_alertmanager_token_file_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         let cfg = d.path().join("a.yml");

@@ -243,6 +243,22 @@ mod tests {
                 "dry_run": false, "time": "1970-01-01T00:00:01.500Z"
             })
         );
+        let rollback = ActionRequest {
+            action: Action::Rollback {
+                workload: Labels::new([("service", "web")]),
+                from_image: "web:2".into(),
+                to_image: "web:1".into(),
+            },
+            metric: None,
+            ..req.clone()
+        };
+        let v = serde_json::to_value(&rollback).unwrap();
+        assert_eq!(v["action"], "rollback");
+        assert_eq!(
+            (v["from_image"].as_str(), v["to_image"].as_str()),
+            (Some("web:2"), Some("web:1"))
+        );
+        assert_eq!(v["target"], serde_json::json!({"service": "web"}));
         let restart = ActionRequest {
             action: Action::Restart {
                 target: Labels::new([("container_id", "c1")]),
