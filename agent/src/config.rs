@@ -218,6 +218,16 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub container_sockets: Vec<PathBuf>,
 
+    /// Run the health probes Docker/Podman containers declare with
+    /// `vigil.probe.<liveness|readiness>.*` labels (asking the
+    /// --container-socket sockets every --discovery-refresh-interval; see
+    /// docs/probes.md). The same watch ships `vigil_container_info` (image
+    /// and service of each container, what release tracking reads) either
+    /// way [default: true].
+    #[arg(long, env = "VIGIL_PROBES", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<bool>,
+
     /// A YAML file with `scrape_configs:` in Prometheus's shape, added to the
     /// `scrape_configs` of the config file.
     #[arg(long, env = "VIGIL_SCRAPE_CONFIG_FILE", value_name = "FILE")]
@@ -322,6 +332,9 @@ pub struct Config {
     pub cgroup_open_files: usize,
     /// Application scrape jobs, validated.
     pub scrape_jobs: Vec<crate::targets::config::Job>,
+    /// The Engine API watch (probes and `vigil_container_info`): the sockets
+    /// asked, how often, and whether probes run.
+    pub probes: (Vec<PathBuf>, std::time::Duration, bool),
     pub log_format: LogFormat,
     pub log_level: Option<String>,
 }
@@ -433,6 +446,21 @@ impl Settings {
             (None, None) => None,
             _ => return Err(invalid("tls_cert and tls_key go together".into())),
         };
+        let probes = {
+            let host_root = self.host_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+            let sockets = if self.container_sockets.is_empty() {
+                crate::targets::config::default_sockets(&host_root)
+            } else {
+                self.container_sockets.clone()
+            };
+            (
+                sockets,
+                self.discovery_refresh_interval
+                    .unwrap_or(Duration::from_secs(5))
+                    .as_std(),
+                self.probes.unwrap_or(true),
+            )
+        };
         Ok(Config {
             collectors,
             failback_interval,
@@ -474,6 +502,7 @@ impl Settings {
             },
             cgroup_open_files: self.cgroup_open_files.unwrap_or(16_384),
             scrape_jobs,
+            probes,
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level,
         })

@@ -20,6 +20,9 @@
 //! - [`targets`]: application scraping — this node's workloads discovered
 //!   (containers, pods, static and file_sd targets) and scraped with
 //!   Prometheus's semantics; `/api/v1/targets`.
+//! - [`probes`]: health probes that Docker/Podman containers declare by
+//!   labels (HTTP, TCP, command; Kubernetes's semantics), results shipped as
+//!   series and events.
 //! - [`ship`]: batching, the on-disk buffer in `--state-dir`, and the gRPC
 //!   stream with sequence numbers, acks and retransmission.
 //! - [`http`]: the agent's own `/metrics`, `/-/healthy`, `/-/ready`.
@@ -37,6 +40,7 @@ pub mod http;
 pub mod logs;
 pub mod model;
 pub mod node;
+pub mod probes;
 pub mod procs;
 pub mod run;
 pub mod scrape;

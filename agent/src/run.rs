@@ -64,6 +64,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         targets.clone(),
         shutdown.clone(),
     ));
+    let probes_task = {
+        let (sockets, refresh, probes_on) = config.probes.clone();
+        tokio::spawn(crate::probes::run(
+            sockets,
+            config.host_root.clone(),
+            refresh,
+            probes_on,
+            ship.clone(),
+            shutdown.clone(),
+        ))
+    };
     if let Some(addr) = config.http_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -175,6 +186,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     tracing::info!("stopping: sealing the last batch and waiting for acks");
     let _ = targets_task.await;
+    let _ = probes_task.await;
     match tailer_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "log tailer stopped with an error"),

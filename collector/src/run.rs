@@ -490,7 +490,7 @@ pub async fn start(
         }
     }
 
-    // autoscalers
+    // autoscalers and release tracking
     if let Some(a) = actions {
         let inner: Arc<dyn crate::actions::source::MetricSource> = match &remote {
             Some(r) => Arc::new(r.clone()),
@@ -499,6 +499,10 @@ pub async fn start(
         let source = Arc::new(crate::fleet::leader::LeaderSource(
             inner,
             leadership.clone(),
+        ));
+        // rollouts are tracked and judged (and rolled back) by the leader only
+        tasks.push(tokio::spawn(
+            a.clone().run_rollouts(source.clone(), shutdown.clone()),
         ));
         // remote data arrives on no local signal: the interval paces them
         let data = remote.is_none().then(|| store.subscribe_appends());

@@ -32,6 +32,21 @@ pub enum AuditResult {
     Failed,
     GaveUp,
     Gone,
+    /// Release tracking: a workload started running a new image …
+    RolloutStarted,
+    /// … runs only the new one …
+    RolloutCompleted,
+    /// … runs only the old one again …
+    RolloutReverted,
+    /// … or a third image replaced the new one mid-rollout.
+    RolloutSuperseded,
+    /// Rollout analysis: every check passed over the whole window.
+    AnalysisPassed,
+    /// The window ended with a check still without data: no verdict.
+    AnalysisInconclusive,
+    /// A failed analysis of an image vigil already rolled back, rolled out
+    /// again by someone: left alone.
+    SkippedRerollout,
 }
 
 impl AuditResult {
@@ -47,6 +62,13 @@ impl AuditResult {
             AuditResult::Failed => "failed",
             AuditResult::GaveUp => "gave_up",
             AuditResult::Gone => "gone",
+            AuditResult::RolloutStarted => "rollout_started",
+            AuditResult::RolloutCompleted => "rollout_completed",
+            AuditResult::RolloutReverted => "rollout_reverted",
+            AuditResult::RolloutSuperseded => "rollout_superseded",
+            AuditResult::AnalysisPassed => "analysis_passed",
+            AuditResult::AnalysisInconclusive => "analysis_inconclusive",
+            AuditResult::SkippedRerollout => "skipped_rerollout",
         }
     }
 }
@@ -85,6 +107,11 @@ pub struct AuditEntry {
     pub from_replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_replicas: Option<u32>,
+    /// Image before and after, for rollouts and rollbacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_image: Option<String>,
 }
 
 /// What must survive a restart besides the log.
@@ -98,6 +125,15 @@ pub struct ActionState {
     pub scalers: BTreeMap<String, ScalerState>,
     /// Alertmanager notifications already handled: key → time seen (ms).
     pub seen_notifications: BTreeMap<String, i64>,
+    /// Release tracking: versions per workload key.
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, super::rollout::WorkloadVersions>,
+    /// Rollout analyses judged: `rule|workload` → the rollout's start (ms).
+    #[serde(default)]
+    pub analysed: BTreeMap<String, i64>,
+    /// Rollbacks decided: `rule|workload` → (when, the image rolled back).
+    #[serde(default)]
+    pub rolled_back: BTreeMap<String, (i64, String)>,
 }
 
 /// Why the audit store failed.
@@ -252,6 +288,8 @@ mod tests {
             id: "act-1".into(),
             from_replicas: None,
             to_replicas: None,
+            from_image: None,
+            to_image: None,
         }
     }
 

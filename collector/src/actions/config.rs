@@ -43,6 +43,50 @@ struct RawFile {
     autoscale: Vec<RawScaler>,
     #[serde(default)]
     global: RawGlobal,
+    #[serde(default)]
+    rollouts: RawRollouts,
+    #[serde(default)]
+    rollback: Vec<RawRollback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollback {
+    name: String,
+    /// Workload labels (e.g. `{service: web}`).
+    #[serde(default, rename = "match")]
+    matchers: BTreeMap<String, String>,
+    executor: String,
+    /// How long after a rollout starts its new version is judged [default: 60s].
+    window: Option<Duration>,
+    /// No second rollback of the workload within this time [default: 10m].
+    cooldown: Option<Duration>,
+    checks: Vec<RawCheck>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: String,
+    /// A built-in: restarts, oom_kills, probe_failures, error_logs_per_second.
+    metric: Option<String>,
+    /// PromQL with $image, $window, $ids, $names, $<workload label>.
+    query: Option<String>,
+    max: Option<f64>,
+    max_ratio: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRollouts {
+    /// How often workloads' images are looked at [default: 2s].
+    interval: Option<Duration>,
+    /// Running replicas per workload and image: the result's `image` label
+    /// is the version, all its other labels name the workload
+    /// [default: `count by (service, image) (vigil_container_info{service!=""})`].
+    query: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -214,9 +258,45 @@ pub struct ScalerConfig {
     pub dry_run: bool,
 }
 
+/// A rollback rule: analysis of matching workloads' rollouts, and the
+/// rollback when a check fails.
+#[derive(Clone, Debug)]
+pub struct RollbackRule {
+    pub name: String,
+    pub matchers: Vec<LabelMatch>,
+    pub executor: String,
+    pub window_ms: i64,
+    pub cooldown_ms: i64,
+    pub checks: Vec<super::analysis::Check>,
+    pub dry_run: bool,
+}
+
+/// Release tracking (see `rollout`).
+#[derive(Clone, Debug)]
+pub struct RolloutsConfig {
+    pub interval: std::time::Duration,
+    pub query: String,
+}
+
+/// Replicas per Docker/Podman service and image, from the agents'
+/// `vigil_container_info`.
+pub const DEFAULT_ROLLOUT_QUERY: &str =
+    r#"count by (service, image) (vigil_container_info{service!=""})"#;
+
+impl Default for RolloutsConfig {
+    fn default() -> Self {
+        RolloutsConfig {
+            interval: std::time::Duration::from_secs(2),
+            query: DEFAULT_ROLLOUT_QUERY.to_string(),
+        }
+    }
+}
+
 /// The validated actions file.
 #[derive(Clone, Debug, Default)]
 pub struct ActionsConfig {
+    pub rollouts: RolloutsConfig,
+    pub rollback: Vec<RollbackRule>,
     pub executors: BTreeMap<String, ExecutorConfig>,
     pub restart: Vec<RestartRule>,
     pub autoscale: Vec<ScalerConfig>,
@@ -425,7 +505,109 @@ impl ActionsConfig {
             ),
             None => None,
         };
+        let rollouts = RolloutsConfig {
+            interval: raw
+                .rollouts
+                .interval
+                .unwrap_or(Duration::from_secs(2))
+                .as_std()
+                .max(std::time::Duration::from_millis(100)),
+            query: match raw.rollouts.query {
+                Some(q) => {
+                    promql_parser::parser::parse(&q)
+                        .map_err(|e| err(format!("rollouts: query: {e}")))?;
+                    q
+                }
+                None => DEFAULT_ROLLOUT_QUERY.to_string(),
+            },
+        };
+        let mut rollback = Vec::new();
+        for r in raw.rollback {
+            let what = format!("rollback rule {}", r.name);
+            known(&r.executor, &what)?;
+            if matches!(
+                executors.get(&r.executor),
+                Some(ExecutorConfig::Kubernetes { .. })
+            ) {
+                return Err(err(format!(
+                    "{what}: the kubernetes executor does not roll back; use a docker or webhook executor"
+                )));
+            }
+            if r.matchers.is_empty() {
+                return Err(err(format!("{what}: needs at least one matcher")));
+            }
+            if r.checks.is_empty() {
+                return Err(err(format!("{what}: needs at least one check")));
+            }
+            let mut checks = Vec::new();
+            for c in r.checks {
+                let query = match (c.metric, c.query) {
+                    (Some(m), None) => super::analysis::builtin(&m)
+                        .ok_or_else(|| {
+                            err(format!(
+                                "{what}: check {}: unknown metric {m:?} (restarts, oom_kills, probe_failures, error_logs_per_second)",
+                                c.name
+                            ))
+                        })?
+                        .to_string(),
+                    (None, Some(q)) => q,
+                    _ => {
+                        return Err(err(format!(
+                            "{what}: check {}: needs one of metric and query",
+                            c.name
+                        )));
+                    }
+                };
+                let sample = super::analysis::render(
+                    &query,
+                    &Labels::new(r.matchers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                    &super::analysis::Version {
+                        image: "i".into(),
+                        container_ids: vec!["c".into()],
+                        names: vec!["n".into()],
+                    },
+                    60,
+                );
+                promql_parser::parser::parse(&sample)
+                    .map_err(|e| err(format!("{what}: check {}: query: {e}", c.name)))?;
+                if c.max.is_none() && c.max_ratio.is_none() {
+                    return Err(err(format!(
+                        "{what}: check {}: needs max or max_ratio",
+                        c.name
+                    )));
+                }
+                if c.max.is_some_and(f64::is_nan)
+                    || c.max_ratio.is_some_and(|r| r.is_nan() || r <= 0.0)
+                {
+                    return Err(err(format!(
+                        "{what}: check {}: max must be a number, max_ratio above 0",
+                        c.name
+                    )));
+                }
+                checks.push(super::analysis::Check {
+                    name: c.name,
+                    query,
+                    max: c.max,
+                    max_ratio: c.max_ratio,
+                });
+            }
+            rollback.push(RollbackRule {
+                matchers: r
+                    .matchers
+                    .into_iter()
+                    .map(|(k, v)| LabelMatch::Equal(k, v))
+                    .collect(),
+                executor: r.executor,
+                window_ms: r.window.unwrap_or(Duration::from_secs(60)).as_millis() as i64,
+                cooldown_ms: r.cooldown.unwrap_or(Duration::from_secs(600)).as_millis() as i64,
+                checks,
+                dry_run: r.dry_run,
+                name: r.name,
+            });
+        }
         Ok(ActionsConfig {
+            rollback,
+            rollouts,
             executors,
             restart,
             autoscale,
@@ -503,6 +685,68 @@ autoscale:
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("/x/a.yml") && e.contains(want), "{y}: {e}");
+        }
+    }
+
+    #[test]
+    fn rollback_rules_parse_and_refuse_mistakes() {
+        let y = r#"
+executors:
+  podman: {type: docker}
+rollback:
+  - name: web
+    match: {service: web}
+    executor: podman
+    window: 30s
+    checks:
+      - {name: probes, metric: probe_failures, max: 0}
+      - {name: errors, query: 'sum(rate(app_errors_total{service="$service",image="$image"}[$window]))', max_ratio: 2}
+"#;
+        let c = ActionsConfig::parse(y, Path::new("/x/a.yml")).unwrap();
+        let r = &c.rollback[0];
+        assert_eq!((r.window_ms, r.cooldown_ms), (30_000, 600_000));
+        assert_eq!(r.checks.len(), 2);
+        assert!(r.checks[0].query.contains("vigil_probe_failures_total"));
+        assert_eq!(r.checks[1].max_ratio, Some(2.0));
+        let base = "executors: {podman: {type: docker}, k: {type: kubernetes, api_server: 'https://x'}}\nrollback: ";
+        for (rule, want) in [
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: nope, max: 0}]}]",
+                "unknown metric",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: restarts}]}]",
+                "max or max_ratio",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, query: 'sum(', max: 0}]}]",
+                "query",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: restarts, query: up, max: 0}]}]",
+                "one of metric and query",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: []}]",
+                "at least one check",
+            ),
+            (
+                "[{name: r, executor: podman, checks: [{name: c, metric: restarts, max: 0}]}]",
+                "matcher",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: k, checks: [{name: c, metric: restarts, max: 0}]}]",
+                "does not roll back",
+            ),
+            (
+                "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: restarts, max_ratio: 0}]}]",
+                "max_ratio above 0",
+            ),
+        ] {
+            let e = ActionsConfig::parse(&format!("{base}{rule}"), Path::new("/x/a.yml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{rule}: {e}");
         }
     }
 

@@ -75,6 +75,25 @@ impl Executor for DockerExecutor {
                         Err(e) => Outcome::Failed(e.to_string()),
                     }
                 }
+                Action::Rollback {
+                    workload,
+                    from_image,
+                    to_image,
+                } => {
+                    let Some((label, value)) = docker_service(workload, &self.service_label) else {
+                        return Outcome::Failed("workload names no service".into());
+                    };
+                    match self
+                        .client
+                        .rollback_service(&label, &value, from_image, to_image)
+                        .await
+                    {
+                        Ok(n) => Outcome::Delivered(format!(
+                            "service {label}={value}: {n} replicas of {from_image} replaced by {to_image}, one at a time"
+                        )),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    }
+                }
                 Action::Scale { workload, to, .. } => {
                     let Some((label, value)) = docker_service(workload, &self.service_label) else {
                         return Outcome::Failed("workload names no service".into());
@@ -393,6 +412,112 @@ impl DockerClient {
             }
         }
         Ok(to)
+    }
+}
+
+impl DockerClient {
+    async fn inspect(&self, id: &str) -> Result<Value, DockerError> {
+        let bytes = self
+            .expect(
+                Method::GET,
+                &format!("/containers/{}/json", super::path_segment(id)),
+                None,
+                &[200],
+            )
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| DockerError::Http {
+            method: "GET".into(),
+            path: "inspect".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Puts the service back on `to_image`: each running replica not on it
+    /// (on `from_image`, or any other) is replaced one at a time — a clone of
+    /// it on `to_image` is created and started and seen running before the
+    /// old one is stopped and removed, so the service never has fewer
+    /// replicas serving than before. Returns how many were replaced.
+    pub async fn rollback_service(
+        &self,
+        label: &str,
+        value: &str,
+        from_image: &str,
+        to_image: &str,
+    ) -> Result<u32, DockerError> {
+        let list = self.list_service(label, value).await?;
+        let mut replaced = 0;
+        for c in list {
+            let inspect = self.inspect(&c.id).await?;
+            let image = inspect
+                .pointer("/Config/Image")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if image == to_image {
+                continue;
+            }
+            let mut body = clone_body(&inspect);
+            body["Image"] = Value::String(to_image.to_string());
+            let name = format!("{value}-vigil-{}", crate::actions::audit_id_suffix());
+            let created = self
+                .expect(
+                    Method::POST,
+                    &format!("/containers/create?name={}", super::path_segment(&name)),
+                    Some(body),
+                    &[200, 201],
+                )
+                .await?;
+            let id = serde_json::from_slice::<Value>(&created)
+                .ok()
+                .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_string))
+                .ok_or_else(|| DockerError::Http {
+                    method: "POST".into(),
+                    path: "/containers/create".into(),
+                    message: "no Id in the answer".into(),
+                })?;
+            self.expect(
+                Method::POST,
+                &format!("/containers/{}/start", super::path_segment(&id)),
+                None,
+                &[204, 304],
+            )
+            .await?;
+            // the new replica must be running before the old one goes
+            let mut running = false;
+            for _ in 0..50 {
+                let v = self.inspect(&id).await?;
+                if v.pointer("/State/Running").and_then(Value::as_bool) == Some(true) {
+                    running = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !running {
+                return Err(DockerError::Http {
+                    method: "POST".into(),
+                    path: format!("/containers/{id}/start"),
+                    message: format!(
+                        "the {to_image} replica {name} is not running; {} ({image}, wanted gone: {from_image}) left in place",
+                        c.id
+                    ),
+                });
+            }
+            self.expect(
+                Method::POST,
+                &format!("/containers/{}/stop?t=10", super::path_segment(&c.id)),
+                None,
+                &[204, 304],
+            )
+            .await?;
+            self.expect(
+                Method::DELETE,
+                &format!("/containers/{}?force=true", super::path_segment(&c.id)),
+                None,
+                &[204, 200, 404],
+            )
+            .await?;
+            replaced += 1;
+        }
+        Ok(replaced)
     }
 }
 

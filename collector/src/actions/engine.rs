@@ -116,6 +116,14 @@ struct Metrics {
     target: Family<ScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     crash_looping: Gauge,
     audit_errors: Counter,
+    /// Release tracking, labelled by the workload's labels.
+    rollout_info: Family<Vec<(String, String)>, Gauge>,
+    rollout_started: Family<Vec<(String, String)>, Gauge>,
+    rollout_progressing: Family<Vec<(String, String)>, Gauge>,
+    rollout_replicas: Family<Vec<(String, String)>, Gauge>,
+    rollout_changes: Family<Vec<(String, String)>, Counter>,
+    /// The `vigil_rollout_info` label set shown now, per workload key.
+    rollout_shown: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
 
 /// What [`Actions::handle`] did with a batch of triggers.
@@ -171,6 +179,16 @@ impl Actions {
         a.metrics
             .crash_looping
             .set(a.state.lock().crash_looping.len() as i64);
+        let known: Vec<(String, super::rollout::WorkloadVersions)> = a
+            .state
+            .lock()
+            .rollouts
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in &known {
+            a.show_rollout(k, v);
+        }
         Ok(Arc::new(a))
     }
 
@@ -215,6 +233,31 @@ impl Actions {
             "vigil_actions_crash_looping_targets",
             "Targets vigil stopped restarting",
             m.crash_looping.clone(),
+        );
+        registry.register(
+            "vigil_rollout_info",
+            "A workload's last rollout: old and new image and state (progressing, complete, reverted)",
+            m.rollout_info.clone(),
+        );
+        registry.register(
+            "vigil_rollout_started_timestamp_seconds",
+            "When a workload's last rollout started",
+            m.rollout_started.clone(),
+        );
+        registry.register(
+            "vigil_rollout_progressing",
+            "Whether a workload's rollout is under way (old and new image both running)",
+            m.rollout_progressing.clone(),
+        );
+        registry.register(
+            "vigil_rollout_replicas",
+            "Running replicas of a workload's rollout, by version (old, new)",
+            m.rollout_replicas.clone(),
+        );
+        registry.register(
+            "vigil_rollout_changes",
+            "Rollout changes seen (started, completed, reverted, superseded)",
+            m.rollout_changes.clone(),
         );
         registry.register(
             "vigil_actions_audit_errors",
@@ -290,6 +333,14 @@ impl Actions {
             id: req.id.clone(),
             from_replicas,
             to_replicas,
+            from_image: match &req.action {
+                Action::Rollback { from_image, .. } => Some(from_image.clone()),
+                _ => None,
+            },
+            to_image: match &req.action {
+                Action::Rollback { to_image, .. } => Some(to_image.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -755,6 +806,429 @@ impl Actions {
                 _ = self.crash_wake.notified() => {}
                 _ = tokio::time::sleep(resend) => {}
             }
+        }
+    }
+}
+
+/// The labels of a workload from its key (`k=v` pairs joined by `,`, values
+/// escaped): how release tracking names workloads in state and metrics.
+fn workload_key(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('\\', "\\\\").replace(',', "\\,")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Actions {
+    /// Sets the `vigil_rollout_*` gauges of `key` from `v`.
+    fn show_rollout(&self, key: &str, v: &super::rollout::WorkloadVersions) {
+        let Some(r) = &v.rollout else {
+            return;
+        };
+        let workload = Self::workload_of_key(key);
+        let m = &self.metrics;
+        let mut info = workload.clone();
+        info.push(("old_image".into(), r.old_image.clone()));
+        info.push(("new_image".into(), r.new_image.clone()));
+        info.push(("state".into(), r.state.as_str().into()));
+        if let Some(before) = m.rollout_shown.lock().insert(key.to_string(), info.clone())
+            && before != info
+        {
+            m.rollout_info.remove(&before);
+        }
+        m.rollout_info.get_or_create(&info).set(1);
+        m.rollout_started
+            .get_or_create(&workload)
+            .set(r.started_ms / 1000);
+        let progressing = r.state == super::rollout::RolloutState::Progressing;
+        m.rollout_progressing
+            .get_or_create(&workload)
+            .set(i64::from(progressing));
+        for (version, image) in [("old", &r.old_image), ("new", &r.new_image)] {
+            let mut l = workload.clone();
+            l.push(("version".into(), version.into()));
+            let n = v.replicas.get(image).copied().unwrap_or(0);
+            m.rollout_replicas.get_or_create(&l).set(i64::from(n));
+        }
+    }
+
+    /// The workload labels a key was made from.
+    fn workload_of_key(key: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut esc = false;
+        let push = |item: &str, out: &mut Vec<(String, String)>| {
+            if let Some((k, v)) = item.split_once('=') {
+                out.push((k.to_string(), v.to_string()));
+            }
+        };
+        for c in key.chars() {
+            match (esc, c) {
+                (true, c) => {
+                    cur.push(c);
+                    esc = false;
+                }
+                (false, '\\') => esc = true,
+                (false, ',') => {
+                    push(&cur, &mut out);
+                    cur.clear();
+                }
+                (false, c) => cur.push(c),
+            }
+        }
+        push(&cur, &mut out);
+        out
+    }
+
+    /// The versions release tracking holds for the workload `labels` name.
+    pub fn workload_versions(&self, labels: &Labels) -> Option<super::rollout::WorkloadVersions> {
+        self.state
+            .lock()
+            .rollouts
+            .get(&workload_key(labels))
+            .cloned()
+    }
+
+    /// One look at every workload's images at `now`: changes are audited,
+    /// counted and persisted. Returns the changes seen.
+    pub fn observe_rollouts(
+        self: &Arc<Self>,
+        source: &dyn MetricSource,
+        now: i64,
+    ) -> Vec<(Labels, super::rollout::Change)> {
+        use super::rollout::{Change, observe};
+        let q = &self.cfg.rollouts.query;
+        let samples = match source.query(q, now) {
+            Ok(s) => s,
+            // in a fleet, the leader tracks releases (and rolls back)
+            Err(super::source::SourceError::NotLeader) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(query = %q, error = %e, "release tracking query failed");
+                return Vec::new();
+            }
+        };
+        let mut per: BTreeMap<String, (Labels, BTreeMap<String, u32>)> = BTreeMap::new();
+        for (l, v) in samples {
+            if !v.is_finite() || v < 0.5 {
+                continue;
+            }
+            let Some(image) = l.get("image").map(str::to_string) else {
+                continue;
+            };
+            let workload = Labels::new(
+                l.iter()
+                    .filter(|(k, _)| *k != "image" && *k != "__name__")
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+            let e = per
+                .entry(workload_key(&workload))
+                .or_insert_with(|| (workload, BTreeMap::new()));
+            *e.1.entry(image).or_insert(0) += v.round() as u32;
+        }
+        let mut changes = Vec::new();
+        for (key, (workload, images)) in per {
+            let (change, v) = {
+                let mut st = self.state.lock();
+                let v = st.rollouts.entry(key.clone()).or_default();
+                let c = observe(v, &images, now);
+                (c, v.clone())
+            };
+            self.show_rollout(&key, &v);
+            self.analyse(&key, &workload, &v, source, now);
+            let (result, from, to, what) = match &change {
+                Change::None | Change::Baseline { .. } => {
+                    if let Change::Baseline { image } = &change {
+                        tracing::info!(workload = %key, image, "release tracking: baseline");
+                        self.save_state_logged();
+                    }
+                    continue;
+                }
+                Change::Started { old, new } => (AuditResult::RolloutStarted, old, new, "started"),
+                Change::Completed { old, new } => {
+                    (AuditResult::RolloutCompleted, old, new, "completed")
+                }
+                Change::Reverted { old, new } => {
+                    (AuditResult::RolloutReverted, new, old, "reverted")
+                }
+                Change::Superseded { old, new, .. } => {
+                    (AuditResult::RolloutSuperseded, old, new, "superseded")
+                }
+            };
+            let replicas = images
+                .iter()
+                .map(|(i, n)| format!("{i}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let detail = match &change {
+                Change::Superseded { abandoned, .. } => {
+                    format!(
+                        "rollout {what}: {from} → {to} ({abandoned} abandoned); running {replicas}"
+                    )
+                }
+                _ => format!("rollout {what}: {from} → {to}; running {replicas}"),
+            };
+            tracing::info!(workload = %key, "{detail}");
+            self.record(AuditEntry {
+                seq: 0,
+                time_ms: now,
+                time: String::new(),
+                action: ActionKind::Rollout,
+                rule: String::new(),
+                target: workload.clone(),
+                executor: String::new(),
+                result,
+                detail,
+                id: super::new_id(),
+                from_replicas: None,
+                to_replicas: None,
+                from_image: Some(from.clone()),
+                to_image: Some(to.clone()),
+            });
+            let mut l = Self::workload_of_key(&key);
+            l.push(("change".into(), what.into()));
+            self.metrics.rollout_changes.get_or_create(&l).inc();
+            self.save_state_logged();
+            changes.push((workload, change));
+        }
+        changes
+    }
+
+    /// Release tracking until `shutdown`: every `rollouts.interval`.
+    pub async fn run_rollouts(
+        self: Arc<Self>,
+        source: Arc<dyn MetricSource>,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.cfg.rollouts.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.observe_rollouts(source.as_ref(), vigil_common::time::now_ms());
+        }
+    }
+}
+
+impl Actions {
+    /// The containers known to run `image` of `workload` within `window_s`
+    /// (from `vigil_container_info`; gone containers count).
+    fn version_of(
+        source: &dyn MetricSource,
+        workload: &Labels,
+        image: &str,
+        window_s: u64,
+        now: i64,
+    ) -> super::analysis::Version {
+        let mut sel: Vec<String> = workload
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        sel.push(format!(
+            "image=\"{}\"",
+            image.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+        let q = format!(
+            "last_over_time(vigil_container_info{{{}}}[{window_s}s])",
+            sel.join(",")
+        );
+        let mut v = super::analysis::Version {
+            image: image.to_string(),
+            ..Default::default()
+        };
+        if let Ok(rows) = source.query(&q, now) {
+            for (l, _) in rows {
+                if let Some(id) = l.get("container_id") {
+                    v.container_ids.push(id.to_string());
+                }
+                if let Some(n) = l.get("name") {
+                    v.names.push(n.to_string());
+                }
+            }
+        }
+        v.container_ids.sort();
+        v.container_ids.dedup();
+        v.names.sort();
+        v.names.dedup();
+        v
+    }
+
+    /// Judges `key`'s rollout under every matching rollback rule: a failed
+    /// check rolls it back (once per rollout, not within the rule's
+    /// cooldown, never an image a person rolled out again after vigil rolled
+    /// it back); the window's end with every check passed promotes it, with
+    /// a check still without data leaves it inconclusive. All audited with
+    /// the values measured.
+    fn analyse(
+        self: &Arc<Self>,
+        key: &str,
+        workload: &Labels,
+        v: &super::rollout::WorkloadVersions,
+        source: &dyn MetricSource,
+        now: i64,
+    ) {
+        use super::analysis::{Verdict, describe, evaluate};
+        use super::rollout::RolloutState;
+        let Some(r) = &v.rollout else {
+            return;
+        };
+        if r.state == RolloutState::Reverted {
+            return;
+        }
+        for rule in &self.cfg.rollback {
+            if !rule.matchers.iter().all(|m| m.matches(workload)) {
+                continue;
+            }
+            let memo = format!("{}|{key}", rule.name);
+            if self.state.lock().analysed.get(&memo) == Some(&r.started_ms) {
+                continue;
+            }
+            let age = now - r.started_ms;
+            let window_s = (rule.window_ms / 1000).max(1) as u64;
+            let new = Self::version_of(source, workload, &r.new_image, window_s, now);
+            let old = Self::version_of(source, workload, &r.old_image, window_s, now);
+            let results: Vec<_> = rule
+                .checks
+                .iter()
+                .map(|c| {
+                    (
+                        c.clone(),
+                        evaluate(c, source, workload, &new, &old, window_s, now),
+                    )
+                })
+                .collect();
+            let failed = results
+                .iter()
+                .any(|(_, v)| matches!(v, Verdict::Fail { .. }));
+            let window_over = age >= rule.window_ms;
+            if !failed && !window_over {
+                continue;
+            }
+            self.state
+                .lock()
+                .analysed
+                .insert(memo.clone(), r.started_ms);
+            let measured = describe(&results);
+            let req = ActionRequest {
+                id: super::new_id(),
+                action: Action::Rollback {
+                    workload: workload.clone(),
+                    from_image: r.new_image.clone(),
+                    to_image: r.old_image.clone(),
+                },
+                rule: rule.name.clone(),
+                reason: String::new(),
+                alerts: Vec::new(),
+                metric: None,
+                dry_run: self.cfg.dry_run || rule.dry_run,
+                time_ms: now,
+            };
+            let audit = |result: AuditResult, detail: String| {
+                let mut e = Self::entry(&req, &rule.executor, result, detail, now);
+                e.from_image = Some(r.new_image.clone());
+                e.to_image = Some(r.old_image.clone());
+                e
+            };
+            if !failed {
+                let all_passed = results
+                    .iter()
+                    .all(|(_, v)| matches!(v, Verdict::Pass { .. }));
+                let (result, what) = if all_passed {
+                    (AuditResult::AnalysisPassed, "passed")
+                } else {
+                    (
+                        AuditResult::AnalysisInconclusive,
+                        "inconclusive (missing data is never a pass)",
+                    )
+                };
+                let detail = format!(
+                    "{} after {} s: analysis {what}: {measured}",
+                    r.new_image,
+                    age / 1000
+                );
+                tracing::info!(rule = %rule.name, workload = %key, "{detail}");
+                self.record(audit(result, detail));
+                self.count(
+                    ActionKind::Rollback,
+                    self.executor_kind(&rule.executor),
+                    result,
+                );
+                self.save_state_logged();
+                continue;
+            }
+            let previous_rollback = self.state.lock().rolled_back.get(&memo).cloned();
+            let verdict = match &previous_rollback {
+                Some((at, image)) if *image == r.new_image && *at < r.started_ms => Some((
+                    AuditResult::SkippedRerollout,
+                    format!(
+                        "{image} was rolled back by vigil and rolled out again since: left alone"
+                    ),
+                )),
+                Some((at, _)) if now - at < rule.cooldown_ms => Some((
+                    AuditResult::SkippedCooldown,
+                    format!(
+                        "cooldown: {} s left",
+                        (rule.cooldown_ms - (now - at)) / 1000
+                    ),
+                )),
+                _ => None,
+            };
+            let detail_base = format!(
+                "{} → {} after {} s of rollout: {measured}",
+                r.new_image,
+                r.old_image,
+                age / 1000
+            );
+            if let Some((result, why)) = verdict {
+                let detail = format!("{detail_base}; {why}");
+                tracing::warn!(rule = %rule.name, workload = %key, "{detail}");
+                self.record(audit(result, detail));
+                self.count(
+                    ActionKind::Rollback,
+                    self.executor_kind(&rule.executor),
+                    result,
+                );
+                self.save_state_logged();
+                continue;
+            }
+            let result = if req.dry_run {
+                AuditResult::DryRun
+            } else {
+                AuditResult::Decided
+            };
+            if !req.dry_run {
+                self.state
+                    .lock()
+                    .rolled_back
+                    .insert(memo.clone(), (now, r.new_image.clone()));
+            }
+            tracing::warn!(rule = %rule.name, workload = %key, "rollback: {detail_base}");
+            self.record(audit(result, format!("rollback: {detail_base}")));
+            self.count(
+                ActionKind::Rollback,
+                self.executor_kind(&rule.executor),
+                result,
+            );
+            self.save_state_logged();
+            if req.dry_run {
+                continue;
+            }
+            let in_flight_key = format!("rollback|{key}");
+            if !self.in_flight.lock().insert(in_flight_key.clone()) {
+                continue;
+            }
+            let me = Arc::clone(self);
+            let executor = rule.executor.clone();
+            let req = ActionRequest {
+                reason: format!("rollback: {detail_base}"),
+                ..req
+            };
+            self.runtime.spawn(async move {
+                me.execute(&executor, &req).await;
+                me.in_flight.lock().remove(&in_flight_key);
+            });
         }
     }
 }

@@ -24,6 +24,10 @@ use super::triggers::Trigger;
 pub enum ActionKind {
     Restart,
     Scale,
+    /// A workload's image changed (a release seen, not an action taken).
+    Rollout,
+    /// Put a workload back on its previous image.
+    Rollback,
 }
 
 impl ActionKind {
@@ -31,6 +35,8 @@ impl ActionKind {
         match self {
             ActionKind::Restart => "restart",
             ActionKind::Scale => "scale",
+            ActionKind::Rollout => "rollout",
+            ActionKind::Rollback => "rollback",
         }
     }
 }
@@ -47,6 +53,13 @@ pub enum Action {
         from: u32,
         to: u32,
     },
+    /// Replace `workload`'s containers running `from_image` with ones
+    /// running `to_image` (its previous version).
+    Rollback {
+        workload: Labels,
+        from_image: String,
+        to_image: String,
+    },
 }
 
 impl Action {
@@ -54,6 +67,7 @@ impl Action {
         match self {
             Action::Restart { .. } => ActionKind::Restart,
             Action::Scale { .. } => ActionKind::Scale,
+            Action::Rollback { .. } => ActionKind::Rollback,
         }
     }
 
@@ -61,14 +75,14 @@ impl Action {
     pub fn target(&self) -> &Labels {
         match self {
             Action::Restart { target } => target,
-            Action::Scale { workload, .. } => workload,
+            Action::Scale { workload, .. } | Action::Rollback { workload, .. } => workload,
         }
     }
 
     /// `(from, to)` replicas of a scale action.
     pub fn replicas(&self) -> (Option<u32>, Option<u32>) {
         match self {
-            Action::Restart { .. } => (None, None),
+            Action::Restart { .. } | Action::Rollback { .. } => (None, None),
             Action::Scale { from, to, .. } => (Some(*from), Some(*to)),
         }
     }
@@ -101,8 +115,9 @@ pub struct ActionRequest {
 }
 
 impl Serialize for ActionRequest {
-    /// The webhook body: `{id, action: "restart"|"scale", rule, target,
-    /// from_replicas?, to_replicas?, reason, alerts?, metric?, dry_run, time}`.
+    /// The webhook body: `{id, action: "restart"|"scale"|"rollback", rule,
+    /// target, from_replicas?, to_replicas?, from_image?, to_image?, reason,
+    /// alerts?, metric?, dry_run, time}`.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("id", &self.id)?;
@@ -112,6 +127,15 @@ impl Serialize for ActionRequest {
         if let Action::Scale { from, to, .. } = &self.action {
             m.serialize_entry("from_replicas", from)?;
             m.serialize_entry("to_replicas", to)?;
+        }
+        if let Action::Rollback {
+            from_image,
+            to_image,
+            ..
+        } = &self.action
+        {
+            m.serialize_entry("from_image", from_image)?;
+            m.serialize_entry("to_image", to_image)?;
         }
         m.serialize_entry("reason", &self.reason)?;
         if !self.alerts.is_empty() {
@@ -219,6 +243,22 @@ mod tests {
                 "dry_run": false, "time": "1970-01-01T00:00:01.500Z"
             })
         );
+        let rollback = ActionRequest {
+            action: Action::Rollback {
+                workload: Labels::new([("service", "web")]),
+                from_image: "web:2".into(),
+                to_image: "web:1".into(),
+            },
+            metric: None,
+            ..req.clone()
+        };
+        let v = serde_json::to_value(&rollback).unwrap();
+        assert_eq!(v["action"], "rollback");
+        assert_eq!(
+            (v["from_image"].as_str(), v["to_image"].as_str()),
+            (Some("web:2"), Some("web:1"))
+        );
+        assert_eq!(v["target"], serde_json::json!({"service": "web"}));
         let restart = ActionRequest {
             action: Action::Restart {
                 target: Labels::new([("container_id", "c1")]),

@@ -580,6 +580,14 @@ impl Executor for KubernetesExecutor {
                         .map(|_| format!("deployment {ns}/{d} scaled to {to}")),
                     Err(e) => Err(e),
                 },
+                // the actions file refuses rollback rules on a kubernetes
+                // executor; a request that still arrives is refused here
+                Action::Rollback { .. } => {
+                    return Outcome::Failed(
+                        "the kubernetes executor does not roll back (see the README: rollback)"
+                            .into(),
+                    );
+                }
             };
             match done {
                 Ok(d) => Outcome::Delivered(d),

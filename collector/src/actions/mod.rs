@@ -10,11 +10,14 @@
 //! - [`source`]: the autoscalers' metric queries.
 //! - [`hpa`]: the Kubernetes HPA algorithm (pure, clock passed in).
 //! - [`restart`]: cooldowns, crash-looping, global rate limit.
+//! - [`rollout`]: releases as data — a workload's image changes, tracked.
+//! - [`analysis`]: a rollout's new version against the old (rollback rules).
 //! - [`audit`]: the persistent audit log and state.
 //! - [`alertmanager`]: Alertmanager webhook payloads as triggers.
 //! - [`webhook`]: Standard Webhooks signing and delivery with retries.
 
 pub mod alertmanager;
+pub mod analysis;
 pub mod audit;
 pub mod config;
 pub mod docker;
@@ -23,6 +26,7 @@ pub mod executor;
 pub mod hpa;
 pub mod kubernetes;
 pub mod restart;
+pub mod rollout;
 pub mod source;
 pub mod triggers;
 pub mod webhook;

@@ -288,3 +288,89 @@ async fn a_hanging_executor_does_not_block_handle() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+/// Answers the release-tracking query with what the test sets.
+struct Images(Mutex<Vec<(Labels, f64)>>);
+impl MetricSource for Images {
+    fn query(&self, expr: &str, _at: i64) -> QueryResult {
+        assert_eq!(expr, super::config::DEFAULT_ROLLOUT_QUERY);
+        Ok(self.0.lock().clone())
+    }
+}
+
+fn images(src: &Images, rows: &[(&str, &str, f64)]) {
+    *src.0.lock() = rows
+        .iter()
+        .map(|(s, i, n)| (Labels::new([("service", *s), ("image", *i)]), *n))
+        .collect();
+}
+
+#[tokio::test]
+async fn rollouts_are_seen_audited_exposed_and_remembered() {
+    let d = tempfile::tempdir().unwrap();
+    let a = Actions::new(cfg("{}"), d.path()).unwrap();
+    let mut reg = prometheus_client::registry::Registry::default();
+    a.register(&mut reg);
+    let src = Images(Mutex::new(Vec::new()));
+    // nothing known yet: nothing happens
+    assert!(a.observe_rollouts(&src, 1_000).is_empty());
+    images(&src, &[("web", "web:1", 2.0), ("db", "pg:15", 1.0)]);
+    assert!(a.observe_rollouts(&src, 2_000).is_empty(), "baselines only");
+    images(
+        &src,
+        &[
+            ("web", "web:1", 1.0),
+            ("web", "web:2", 1.0),
+            ("db", "pg:15", 1.0),
+        ],
+    );
+    let c = a.observe_rollouts(&src, 3_000);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].0, Labels::new([("service", "web")]));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    assert!(
+        text.contains(r#"vigil_rollout_info{service="web",old_image="web:1",new_image="web:2",state="progressing"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"vigil_rollout_replicas{service="web",version="new"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"vigil_rollout_progressing{service="web"} 1"#),
+        "{text}"
+    );
+    images(&src, &[("web", "web:2", 2.0), ("db", "pg:15", 1.0)]);
+    a.observe_rollouts(&src, 4_000);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    assert!(text.contains(r#"state="complete"} 1"#), "{text}");
+    assert!(
+        !text.contains(r#"state="progressing"} 1"#),
+        "the old info series is gone: {text}"
+    );
+    let entries = a.audit_entries(100, 0);
+    let rollouts: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == super::executor::ActionKind::Rollout)
+        .collect();
+    assert_eq!(rollouts.len(), 2, "{entries:?}");
+    assert_eq!(rollouts[0].result, AuditResult::RolloutCompleted);
+    assert_eq!(rollouts[1].result, AuditResult::RolloutStarted);
+    assert_eq!(rollouts[1].from_image.as_deref(), Some("web:1"));
+    assert_eq!(rollouts[1].to_image.as_deref(), Some("web:2"));
+    assert!(
+        rollouts[1].detail.contains("web:1: 1, web:2: 1"),
+        "{}",
+        rollouts[1].detail
+    );
+    drop(a);
+    // the previous version survives a restart
+    let a = Actions::new(cfg("{}"), d.path()).unwrap();
+    let v = a
+        .workload_versions(&Labels::new([("service", "web")]))
+        .unwrap();
+    assert_eq!(v.previous.as_deref(), Some("web:1"));
+    assert_eq!(v.current.as_deref(), Some("web:2"));
+}

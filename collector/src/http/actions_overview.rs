@@ -170,6 +170,8 @@ mod tests {
             id: String::new(),
             from_replicas: None,
             to_replicas: None,
+            from_image: None,
+            to_image: None,
         }
     }
 

@@ -37,6 +37,8 @@ pub struct Summary {
     pub id: String,
     #[serde(rename = "Names", default)]
     pub names: Vec<String>,
+    #[serde(rename = "Image", default)]
+    pub image: Option<String>,
     #[serde(rename = "Labels", default)]
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "Ports", default)]
@@ -177,7 +179,7 @@ fn wants_scrape(c: &Summary) -> bool {
 }
 
 /// The first network (by name) with an address.
-fn container_ip(c: &Summary) -> Option<(String, String)> {
+pub fn container_ip(c: &Summary) -> Option<(String, String)> {
     c.network_settings
         .as_ref()?
         .networks
