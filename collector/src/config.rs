@@ -2,6 +2,11 @@
 //! (`--field-name`) and an environment variable (`VIGIL_FIELD_NAME`); flags win
 //! over the environment, which wins over the file. [`Settings`] is the raw,
 //! all-optional layer; [`Config`] is the validated runtime value with defaults.
+//!
+//! Why one file of about 1,100 lines: it is the collector's single table of
+//! settings — each is a struct field with its doc (which is also the `--help`
+//! text and the README's reference), its flag and its environment variable —
+//! and its validation; splitting it would split that one table.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

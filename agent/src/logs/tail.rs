@@ -22,6 +22,11 @@
 //! About 800 lines because the rotation cases above are one state machine
 //! over one table of open sources; parsing, reassembly, checkpoints and
 //! discovery are modules of their own.
+//!
+//! Why about 830 lines: every rotation case reads and writes the same per-
+//! source state (identity, position, linger, acknowledgements), and the cases
+//! are only safe together; discovery, parsing and checkpoints are in their
+//! own files.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

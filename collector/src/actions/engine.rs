@@ -14,6 +14,12 @@
 //! Not here: the executors ([`super::executor`]), triggers
 //! ([`super::triggers`]), the decision rules ([`super::restart`],
 //! [`super::hpa`]).
+//!
+//! Why one file of about 1,200 lines: it is the one place that decides —
+//! restart triggers, the autoscaler loops and release tracking share the
+//! audit, the cooldown state and the executor hand-off, and splitting them
+//! would spread that shared state over several rooms; the executors,
+//! triggers, sources, analysis and rollout model already live beside it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

@@ -17,6 +17,11 @@
 //! the end, and told to the WAL hold so the segments behind it can go.
 //! Nothing here blocks ingest: the reader only reads files the writer has
 //! made durable. Not here: encodings (sibling modules).
+//!
+//! Why about 950 lines: the reader, the shards, the backoff and the cursor
+//! share one endpoint's state and its ordering promise (a series always
+//! through the same shard); the protocol encodings and configuration are in
+//! their own files.
 
 use std::collections::HashMap;
 use std::sync::Arc;

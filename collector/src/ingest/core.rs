@@ -2,6 +2,11 @@
 //! (deduplication), resolving a stream's interned refs, writing the WAL
 //! before anything is acknowledged, and applying durable records to the
 //! store and the sinks — live and on replay, the same way.
+//!
+//! Why about 820 lines: the live path and the WAL replay must apply records
+//! the same way, so both — with deduplication, ref resolution and the limits
+//! they enforce — stay in one file; the gRPC service, pushes, checkpoints and
+//! the roster are beside it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
