@@ -33,6 +33,8 @@
 //!   executors (webhook, Docker, Kubernetes), the audit log.
 //! - [`gofmt`]: Go's text formats, so output matches Prometheus and promtool.
 //! - [`tls`]: the process's one rustls crypto provider.
+//! - [`incluster`]: Kubernetes in-cluster settings (API server, service
+//!   account files, a client trusting the cluster CA).
 //! - [`telemetry`]: the collector's self-metrics (`vigil_collector_*`);
 //!   [`selfscrape`] writes them into the store for rules.
 //! - [`run`]: wires the above together for the `run` command.
@@ -47,6 +49,7 @@ pub mod fleet;
 pub mod forward;
 pub mod gofmt;
 pub mod http;
+pub mod incluster;
 pub mod ingest;
 pub mod logs;
 pub mod memory;

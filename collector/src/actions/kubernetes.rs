@@ -27,8 +27,6 @@ use vigil_common::Labels;
 use super::executor::{Action, ActionRequest, Executor, ExecutorError, Outcome};
 use super::path_segment;
 
-const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
 /// Why a Kubernetes call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -222,25 +220,8 @@ impl KubeClient {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Self, KubeError> {
-        crate::tls::ensure_crypto_provider();
-        let base = match api_server {
-            Some(s) => s.trim_end_matches('/').to_string(),
-            None => {
-                let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-                    KubeError::Config(
-                        "KUBERNETES_SERVICE_HOST is not set (not in a cluster?)".into(),
-                    )
-                })?;
-                let port =
-                    std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-                if host.contains(':') {
-                    format!("https://[{host}]:{port}")
-                } else {
-                    format!("https://{host}:{port}")
-                }
-            }
-        };
-        let default_token = PathBuf::from(SA_DIR).join("token");
+        let base = crate::incluster::api_server(api_server).map_err(KubeError::Config)?;
+        let default_token = crate::incluster::sa_file("token");
         let token_path = token_file.map(Path::to_path_buf).unwrap_or(default_token);
         let token = Token {
             path: token_path,
@@ -254,18 +235,8 @@ impl KubeClient {
             Err(e) if token_file.is_some() => return Err(e),
             Err(_) => None,
         };
-        let mut b = reqwest::Client::builder().timeout(timeout);
-        let ca_path = ca_file
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(SA_DIR).join("ca.crt"));
-        if base.starts_with("https://") {
-            let pem = std::fs::read(&ca_path)
-                .map_err(|e| KubeError::Config(format!("CA {}: {e}", ca_path.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| KubeError::Config(format!("CA {}: {e}", ca_path.display())))?;
-            b = b.tls_certs_only([cert]);
-        }
-        let http = b.build().map_err(|e| KubeError::Config(e.to_string()))?;
+        let http =
+            crate::incluster::http_client(&base, ca_file, timeout).map_err(KubeError::Config)?;
         Ok(KubeClient { base, token, http })
     }
 

@@ -19,8 +19,6 @@ use serde_json::{Value, json};
 
 use super::lease::LeaseRecord;
 
-const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
 /// Why a Lease call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -86,24 +84,18 @@ pub struct LeaseClient {
 impl LeaseClient {
     /// `timeout` bounds every request (it must be below the renew deadline).
     pub fn new(t: &LeaseTarget, timeout: Duration) -> Result<Self, LeaseError> {
-        crate::tls::ensure_crypto_provider();
-        let base = match &t.api_server {
-            Some(s) => s.trim_end_matches('/').to_string(),
-            None => {
-                let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-                    LeaseError::Config(
-                        "KUBERNETES_SERVICE_HOST is not set (not in a cluster?); set leader_election_api_server".into(),
-                    )
-                })?;
-                let port =
-                    std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-                if host.contains(':') {
-                    format!("https://[{host}]:{port}")
-                } else {
-                    format!("https://{host}:{port}")
-                }
-            }
-        };
+        let base = crate::incluster::api_server(t.api_server.as_deref()).map_err(|e| {
+            LeaseError::Config(if t.api_server.is_none() {
+                format!("{e}; set leader_election_api_server")
+            } else {
+                e
+            })
+        })?;
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(LeaseError::Config(format!(
+                "leader_election_api_server {base:?} must be an http(s) URL"
+            )));
+        }
         let token_file = match &t.token_file {
             Some(p) => {
                 std::fs::metadata(p)
@@ -111,13 +103,13 @@ impl LeaseClient {
                 Some(p.clone())
             }
             None => {
-                let p = PathBuf::from(SA_DIR).join("token");
+                let p = crate::incluster::sa_file("token");
                 p.exists().then_some(p)
             }
         };
         let namespace = match &t.namespace {
             Some(n) => n.clone(),
-            None => std::fs::read_to_string(PathBuf::from(SA_DIR).join("namespace"))
+            None => std::fs::read_to_string(crate::incluster::sa_file("namespace"))
                 .map(|s| s.trim().to_string())
                 .ok()
                 .filter(|s| !s.is_empty())
@@ -130,23 +122,8 @@ impl LeaseClient {
                 )));
             }
         }
-        let mut b = reqwest::Client::builder().timeout(timeout);
-        if base.starts_with("https://") {
-            let ca = t
-                .ca_file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(SA_DIR).join("ca.crt"));
-            let pem = std::fs::read(&ca)
-                .map_err(|e| LeaseError::Config(format!("CA {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| LeaseError::Config(format!("CA {}: {e}", ca.display())))?;
-            b = b.tls_certs_only([cert]);
-        } else if !base.starts_with("http://") {
-            return Err(LeaseError::Config(format!(
-                "leader_election_api_server {base:?} must be an http(s) URL"
-            )));
-        }
-        let http = b.build().map_err(|e| LeaseError::Config(e.to_string()))?;
+        let http = crate::incluster::http_client(&base, t.ca_file.as_deref(), timeout)
+            .map_err(LeaseError::Config)?;
         Ok(LeaseClient {
             base,
             token_file,
