@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vigil_common::config::ConfigError;
+use vigil_common::config::{ConfigError, read_token};
 use vigil_common::logging::LogFormat;
 use vigil_common::{ByteSize, Duration};
 
@@ -574,22 +574,6 @@ impl Settings {
         }
         Ok(jobs)
     }
-}
-
-/// Reads a token file: surrounding whitespace is trimmed, an empty file is an error.
-pub fn read_token(p: &Path) -> Result<String, ConfigError> {
-    let t = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-        path: p.to_path_buf(),
-        source,
-    })?;
-    let t = t.trim().to_string();
-    if t.is_empty() {
-        return Err(ConfigError::Invalid(format!(
-            "token file {} is empty",
-            p.display()
-        )));
-    }
-    Ok(t)
 }
 
 /// The kernel's host name (`/proc/sys/kernel/hostname`), `localhost` if unreadable.

@@ -13,7 +13,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vigil_common::config::ConfigError;
+use vigil_common::config::{ConfigError, read_token};
+use vigil_common::labels::valid_label_name;
+
+pub use crate::limits::SeriesLimits;
 use vigil_common::logging::LogFormat;
 use vigil_common::{ByteSize, Duration};
 
@@ -597,30 +600,6 @@ impl Default for QueryLimits {
     }
 }
 
-/// What a series and a sample must respect to be stored, whoever sends it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeriesLimits {
-    pub max_label_names: usize,
-    pub max_name_length: usize,
-    pub max_value_length: usize,
-    /// Milliseconds a timestamp may be ahead of the collector's clock.
-    pub max_future_ms: i64,
-    /// Series per remote-write request.
-    pub max_series_per_request: usize,
-}
-
-impl Default for SeriesLimits {
-    fn default() -> Self {
-        SeriesLimits {
-            max_label_names: 40,
-            max_name_length: 1024,
-            max_value_length: 4096,
-            max_future_ms: 10 * 60 * 1000,
-            max_series_per_request: 50_000,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -1059,29 +1038,6 @@ impl Settings {
             }
         })
     }
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`
-pub fn valid_label_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
-        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Reads a token file: surrounding whitespace is trimmed, an empty file is an error.
-pub fn read_token(p: &Path) -> Result<String, ConfigError> {
-    let t = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-        path: p.to_path_buf(),
-        source,
-    })?;
-    let t = t.trim().to_string();
-    if t.is_empty() {
-        return Err(ConfigError::Invalid(format!(
-            "token file {} is empty",
-            p.display()
-        )));
-    }
-    Ok(t)
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ pub mod gofmt;
 pub mod http;
 pub mod incluster;
 pub mod ingest;
+pub mod limits;
 pub mod logs;
 pub mod memory;
 pub mod metadata;

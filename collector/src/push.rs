@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use vigil_common::Labels;
 
-use crate::config::SeriesLimits;
+use crate::limits::SeriesLimits;
 
 /// Limits every push is held to (see `docs/push.md`): the series limits
 /// every sender shares, and the push receivers' own.
@@ -403,11 +403,6 @@ pub fn unsnappy(body: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
     snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(corrupt)
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`, as Prometheus and Loki require.
-pub fn valid_label_name(s: &str) -> bool {
-    crate::config::valid_label_name(s)
 }
 
 /// Checks a label set against the count and length limits; the error says

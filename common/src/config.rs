@@ -102,6 +102,23 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
+/// Reads a secret from a file (a token): surrounding whitespace is trimmed;
+/// a missing or empty file is an error, never an empty secret.
+pub fn read_token(p: &Path) -> Result<String, ConfigError> {
+    let t = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "token file {} is empty",
+            p.display()
+        )));
+    }
+    Ok(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -500,7 +500,7 @@ impl ActionsConfig {
         let alertmanager_token = match raw.global.alertmanager_token_file {
             // an empty or unreadable file is an error, never open access
             Some(f) => Some(
-                crate::config::read_token(&base.join(f))
+                vigil_common::config::read_token(&base.join(f))
                     .map_err(|e| err(format!("alertmanager_token_file: {e}")))?,
             ),
             None => None,

@@ -443,7 +443,7 @@ impl Credentials {
             (&s.admin_token_files, Role::Admin),
         ] {
             for f in files {
-                let t = crate::config::read_token(f).map_err(|e| e.to_string())?;
+                let t = vigil_common::config::read_token(f).map_err(|e| e.to_string())?;
                 tokens.push((sha256(t.as_bytes()), role));
             }
         }

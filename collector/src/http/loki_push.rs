@@ -279,7 +279,7 @@ pub fn admit(streams: Vec<Stream>, limits: &PushLimits, now_ns: i64) -> (Vec<Pus
         };
         if let Some((name, _)) = pairs
             .iter()
-            .find(|(k, _)| !crate::push::valid_label_name(k))
+            .find(|(k, _)| !vigil_common::labels::valid_label_name(k))
         {
             refused.add(Reason::InvalidLabels, n, || {
                 format!("stream {}: invalid label name {name:?}", s.spelled)

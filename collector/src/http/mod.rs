@@ -54,7 +54,7 @@ pub struct AppState {
     pub remote_write_receiver: bool,
     /// What a series and sample must respect (remote write checks them
     /// before the WAL).
-    pub series_limits: crate::config::SeriesLimits,
+    pub series_limits: crate::limits::SeriesLimits,
     /// Who may use which endpoint.
     pub auth: Arc<auth::Auth>,
     /// Start time and settings for the status endpoints.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use vigil_common::Labels;
+use vigil_common::labels::valid_label_name;
 use vigil_proto::v1 as pb;
 
 use super::{EventSink, IngestedEvent, IngestedLog, LogSink};
@@ -126,7 +127,7 @@ impl LabelLimitError {
 /// Checks a label set against the limits (count, name and value length).
 pub fn check_label_limits(
     pairs: &[(&str, &str)],
-    limits: &crate::config::SeriesLimits,
+    limits: &crate::limits::SeriesLimits,
 ) -> Result<(), LabelLimitError> {
     if pairs.len() > limits.max_label_names {
         return Err(LabelLimitError::TooMany {
@@ -182,12 +183,6 @@ impl ExternalOutcome {
             self.first_error = Some(msg());
         }
     }
-}
-
-fn valid_label_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
-        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Stable identity of a log source.
@@ -261,7 +256,7 @@ pub struct IngestCore {
     /// exclusively to cut the WAL where everything before is applied.
     pub gate: tokio::sync::RwLock<()>,
     /// Label limits every series must respect, whoever sends it.
-    pub limits: crate::config::SeriesLimits,
+    pub limits: crate::limits::SeriesLimits,
     /// Which agents are connected, and how their batches arrive.
     pub roster: super::roster::Roster,
     /// False in a gateway without local storage: samples go to the WAL
@@ -322,8 +317,8 @@ impl IngestCore {
         self.local_store
     }
 
-    /// Sets the label limits (the default is [`crate::config::SeriesLimits::default`]).
-    pub fn with_limits(mut self, limits: crate::config::SeriesLimits) -> Self {
+    /// Sets the label limits (the default is [`crate::limits::SeriesLimits::default`]).
+    pub fn with_limits(mut self, limits: crate::limits::SeriesLimits) -> Self {
         self.limits = limits;
         self
     }

@@ -326,7 +326,7 @@ mod tests {
                 }
             }
             if let Some(l) = label_name(&name) {
-                prop_assert!(crate::config::valid_label_name(&l), "{}", l);
+                prop_assert!(vigil_common::labels::valid_label_name(&l), "{}", l);
             }
         }
     }

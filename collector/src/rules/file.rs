@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use vigil_common::labels::{valid_label_name, valid_metric_name};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -125,18 +126,6 @@ struct RawRule {
     labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`
-pub fn valid_label_name(s: &str) -> bool {
-    crate::config::valid_label_name(s)
-}
-
-/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
-pub fn valid_metric_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
-        && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 /// The first line of a YAML error, as `line:column: message`.

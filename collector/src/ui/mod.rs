@@ -24,8 +24,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::http::AppState;
-
 /// One embedded file.
 struct Asset {
     path: &'static str,
@@ -94,7 +92,8 @@ fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     (out.len() < body.len()).then_some(out)
 }
 
-pub fn routes() -> Router<AppState> {
+/// The UI's routes; they read no state, so any router can mount them.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/ui/{*file}", get(file))
@@ -195,7 +194,7 @@ mod tests {
 
     fn app() -> Router {
         let store = std::sync::Arc::new(crate::store::Store::new(Default::default()));
-        routes().with_state(AppState::new(store))
+        routes().with_state(crate::http::AppState::new(store))
     }
 
     async fn get(path: &str, h: &[(&str, &str)]) -> (StatusCode, HeaderMap, Vec<u8>) {

@@ -438,7 +438,7 @@ fn target_info_covers_the_span_of_points() {
 #[test]
 fn label_limits_apply_to_the_largest_series() {
     let limits = PushLimits {
-        series: crate::config::SeriesLimits {
+        series: crate::limits::SeriesLimits {
             max_label_names: 3,
             ..Default::default()
         },
@@ -496,7 +496,7 @@ proptest! {
         });
         let out = translate(request(resource(), vec![metric(&name, &unit, h)]), &PushLimits::default(), NOW);
         for (l, _) in &out.series {
-            prop_assert!(l.iter().all(|(k, _)| crate::config::valid_label_name(k)), "{}",l);
+            prop_assert!(l.iter().all(|(k, _)| vigil_common::labels::valid_label_name(k)), "{}",l);
         }
     }
 }
