@@ -1,7 +1,7 @@
-//! The agent's shipping cost per sample: sealing a scrape into a
-//! self-contained batch, writing it to the disk buffer (zstd + checksum),
-//! reading it back, translating it for a stream whose interning table
-//! already knows the series, and encoding the wire message.
+//! The agent's shipping cost per sample: sealing a scrape into a batch of
+//! series-table refs (the table already knows the series, as on a steady
+//! node), writing it to the disk buffer (zstd + checksum), reading its bytes
+//! back and encoding the wire message around them (no re-encoding).
 //!
 //! Run: `cargo bench -p vigil-agent --bench ship`
 
@@ -9,12 +9,14 @@
 // unwrap, expect and panic (the workspace denies it everywhere else).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vigil_agent::model::{MetricFamily, MetricKind, Scrape};
-use vigil_agent::ship::batch::{Builder, StreamInterner};
+use vigil_agent::ship::batch::Builder;
 use vigil_agent::ship::buffer::Buffer;
+use vigil_agent::ship::table::SeriesTable;
+use vigil_proto::v1 as pb;
 
 const SERIES: usize = 5_000;
 
@@ -47,14 +49,14 @@ fn scrape(t: i64) -> Scrape {
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut buffer = Buffer::open(dir.path(), 1 << 30).unwrap();
-    let mut builder = Builder::new("bench-node");
-    let mut interner = StreamInterner::default();
-    let md = HashMap::new();
+    let (table, _) = SeriesTable::open(dir.path(), "bench-node", false).unwrap();
+    let table = Arc::new(parking_lot::Mutex::new(table));
+    let mut builder = Builder::new(table.clone());
     let s = scrape(1);
-    // warm the stream's interning table, as on a long-lived stream
+    // warm the series table, as on a long-running agent
     builder.add_scrape(&s, 0, usize::MAX);
-    let first = builder.seal(buffer.next_seq(), 0);
-    interner.translate(&first, &md);
+    builder.seal(buffer.next_seq(), 0);
+    table.lock().persist().unwrap();
     let mut g = c.benchmark_group("ship");
     g.throughput(Throughput::Elements(SERIES as u64));
     g.bench_function(
@@ -65,9 +67,12 @@ fn bench(c: &mut Criterion) {
                 s.timestamp_ms += 1000;
                 builder.add_scrape(&s, 0, usize::MAX);
                 let batch = builder.seal(buffer.next_seq(), 0);
+                table.lock().persist().unwrap();
                 buffer.append(&batch).unwrap();
-                let back = buffer.read(batch.seq).unwrap().unwrap();
-                let wire = interner.translate(&back, &md);
+                let payload = buffer.read_payload(batch.seq).unwrap().unwrap();
+                let wire = pb::AgentMessage {
+                    kind: Some(pb::agent_message::Kind::BatchZstd(payload)),
+                };
                 let bytes = prost::Message::encode_to_vec(&wire);
                 buffer.ack(batch.seq).unwrap();
                 bytes.len()

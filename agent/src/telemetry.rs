@@ -42,6 +42,8 @@ pub struct Telemetry {
     pub buffer_max_bytes: AtomicU64,
     pub buffer_corrupt_records: AtomicU64,
     pub buffer_disk_full: AtomicU64,
+    pub series_table_refs: AtomicU64,
+    pub series_defs_sent: AtomicU64,
     pub dropped_batches: AtomicU64,
     pub dropped_samples: AtomicU64,
     pub dropped_log_records: AtomicU64,
@@ -160,6 +162,18 @@ impl Telemetry {
                 "Disk buffer records skipped as torn or corrupt.",
                 C,
                 g(&self.buffer_corrupt_records),
+            ),
+            one(
+                "vigil_agent_series_table_refs",
+                "Label sets in the agent's series table (defined once, then shipped as refs).",
+                G,
+                g(&self.series_table_refs),
+            ),
+            one(
+                "vigil_agent_series_definitions_sent_total",
+                "Series definitions sent to collectors (each collector gets a definition once per table; again only after it restarts).",
+                C,
+                g(&self.series_defs_sent),
             ),
             one(
                 "vigil_agent_buffer_disk_full_total",

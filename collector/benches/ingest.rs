@@ -102,6 +102,7 @@ async fn agent(port: u16, agent: usize, stop: Instant) -> u64 {
             node_name: format!("bench-{agent}"),
             agent_version: "bench".into(),
             protocol: 1,
+            series_epoch: 0,
         })),
     })
     .await

@@ -37,6 +37,8 @@ pub struct Telemetry {
     pub log_records: Counter,
     pub events: Counter,
     pub duplicate_batches: Counter,
+    pub series_defined: Counter,
+    pub series_tables: Gauge,
     pub invalid_batches: Family<ReasonLabels, Counter>,
     pub auth_failures: Counter,
     pub samples_refused: Family<ReasonLabels, Counter>,
@@ -99,6 +101,8 @@ impl Telemetry {
             log_records: Counter::default(),
             events: Counter::default(),
             duplicate_batches: Counter::default(),
+            series_defined: Counter::default(),
+            series_tables: Gauge::default(),
             invalid_batches: Family::default(),
             auth_failures: Counter::default(),
             samples_refused: Family::default(),
@@ -182,6 +186,16 @@ impl Telemetry {
                 "vigil_collector_duplicate_batches",
                 "Batches already held (retransmissions), dropped and acknowledged",
                 t.duplicate_batches.clone(),
+            );
+            r.register(
+                "vigil_collector_series_definitions",
+                "Series definitions received from agents (a steady agent sends each once per collector; again after a collector restart or a new agent table)",
+                t.series_defined.clone(),
+            );
+            r.register(
+                "vigil_collector_idle_series_tables",
+                "Agents' series tables kept for their next stream (an hour after their last one ended)",
+                t.series_tables.clone(),
             );
             r.register(
                 "vigil_collector_invalid_batches",

@@ -1,6 +1,7 @@
 //! vigil.v1 agent streams as the collector's ingest takes them: a sequence
 //! of length-delimited `AgentMessage`s (what tonic's prost codec hands the
-//! service, one per gRPC message), the first a `Hello`, then `Batch`es
+//! service, one per gRPC message), the first a `Hello`, then `Batch`es,
+//! `SeriesDefs` and `batch_zstd` batches (revision 2)
 //! resolved against the stream's interning tables (`IngestCore::resolve`:
 //! label and ref checks, limits, log sources) and applied to a fresh store
 //! (`IngestCore::apply`). The WAL append between them is left out (it
@@ -68,6 +69,25 @@ fuzz_target!(|data: &[u8]| {
                     return;
                 }
                 hello = Some(h);
+            }
+            (Some(pb::agent_message::Kind::Defs(d)), Some(h)) => {
+                if core.define(&h.agent_id, &mut refs, &d).is_err() {
+                    return;
+                }
+            }
+            (Some(pb::agent_message::Kind::BatchZstd(z)), Some(h)) => {
+                let Ok(b) = vigil_collector::ingest::core::decode_batch_zstd(&z, 1 << 20) else {
+                    return;
+                };
+                let sent: usize = b.samples.iter().map(|s| s.refs.len()).sum();
+                match core.resolve(&h.agent_id, &h.node_name, &mut refs, &b) {
+                    Ok(r) => {
+                        assert!(r.samples.len() <= sent, "more samples than sent");
+                        core.apply(&r.samples, &r.logs, &r.events, &b.metadata);
+                        core.set_durable(&h.agent_id, b.seq);
+                    }
+                    Err(_) => return,
+                }
             }
             (Some(pb::agent_message::Kind::Batch(b)), Some(h)) => {
                 let sent: usize = b.samples.iter().map(|s| s.refs.len()).sum();

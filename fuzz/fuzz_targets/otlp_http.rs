@@ -14,7 +14,8 @@ use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_collector::http::otlp::{Format, decode};
-use vigil_collector::push::{PushLimits, decode_body, valid_label_name};
+use vigil_collector::push::{PushLimits, decode_body};
+use vigil_common::labels::valid_label_name;
 use vigil_fuzz::T0_MS;
 
 fuzz_target!(|data: &[u8]| {

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         external_labels: &external,
         external_url: "http://vigil.example:9490",
         resend_delay_ms: 60_000,
+        remote: None,
     };
     for spec in &f.groups {
         let mut g = Group::from_spec(spec, 60_000).expect("a parsed group builds");

@@ -197,7 +197,10 @@ impl Agent {
                 agent_id: self.agent_id.clone(),
                 node_name: self.node.clone(),
                 agent_version: format!("loadgen-{}", env!("CARGO_PKG_VERSION")),
-                protocol: vigil_proto::PROTOCOL_REVISION,
+                // revision 1 (batches define their series per stream): still
+                // accepted, and the simplest to generate at scale
+                protocol: 1,
+                series_epoch: 0,
             })),
         };
         if tx.send(hello).await.is_err() {

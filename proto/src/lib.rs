@@ -9,4 +9,4 @@ pub mod v1 {
 }
 
 /// The protocol revision described by `ingest.proto`.
-pub const PROTOCOL_REVISION: u32 = 1;
+pub const PROTOCOL_REVISION: u32 = 2;

@@ -537,9 +537,21 @@ fn run(engine: &mut dyn Engine, dir: &Path) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    // what the forwarder says it did, to tell a loss from a drop on failure
+    let forward_metrics = [
+        "samples_sent",
+        "samples_failed",
+        "samples_dropped",
+        "samples_retried",
+    ]
+    .map(|m| {
+        let name = format!("vigil_collector_forward_{m}_total");
+        format!("{m} {:?}", metric(&caddr, &name))
+    })
+    .join(", ");
     assert!(
         last.is_empty(),
-        "{} of {} series differ ({total} samples; 429s {}, forwarded {}):\n{}\ncollector log: {}",
+        "{} of {} series differ ({total} samples; 429s {}, forwarded {}; {forward_metrics}):\n{}\ncollector log: {}",
         last.len(),
         ours.len(),
         faults.refused_429.load(Ordering::SeqCst),

@@ -252,6 +252,80 @@ fn a_collector_outage_of_30s_loses_nothing_and_doubles_nothing() {
     );
 }
 
+/// Protocol revision 2: a label set is defined once per collector for the
+/// life of the agent's series table. An agent restart sends (almost) no
+/// definitions again — only label sets new since — and a collector that
+/// lost its copy (a restart) gets all of them again, and no sample is lost.
+#[test]
+fn series_are_defined_once_across_agent_restarts_and_again_after_a_collector_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hp, gp, ap) = (free_port(), free_port(), free_port());
+    let agent_http = format!("127.0.0.1:{ap}");
+    let mut c = start_collector(dir.path(), hp, gp, &[]);
+    let mut agent = start_agent(dir.path(), "defs", gp, ap, &[]);
+    let sel = r#"vigil_agent_scrapes_total{node="defs"}"#;
+    let scrapes_at = |c: &Collector, n: usize| {
+        wait_for(Duration::from_secs(60), "scrapes at the collector", || {
+            let s = raw_samples(&c.http, sel, "10m")?;
+            if s.len() >= n {
+                Ok(())
+            } else {
+                Err(format!("{} samples", s.len()))
+            }
+        })
+    };
+    scrapes_at(&c, 3);
+    let refs = metric(&agent_http, "vigil_agent_series_table_refs", &[]).unwrap();
+    let first = metric(&c.http, "vigil_collector_series_definitions_total", &[]).unwrap();
+    assert!(
+        refs > 100.0 && first >= refs,
+        "refs {refs}, defined {first}"
+    );
+    let st = agent.terminate(Duration::from_secs(20)).unwrap();
+    assert!(st.success(), "{}", agent.stderr_text());
+    let mut agent = start_agent(dir.path(), "defs", gp, ap, &[]);
+    let n = raw_samples(&c.http, sel, "10m").unwrap().len();
+    scrapes_at(&c, n + 3);
+    let sent = metric(
+        &agent_http,
+        "vigil_agent_series_definitions_sent_total",
+        &[],
+    )
+    .unwrap();
+    let again = metric(&c.http, "vigil_collector_series_definitions_total", &[]).unwrap();
+    // only what is new since (the agent's own process series, say)
+    assert!(
+        sent < refs / 4.0 && again - first == sent,
+        "after an agent restart: {sent} definitions sent of {refs} refs; collector {first} -> {again}"
+    );
+    // the collector restarts: it knows nothing, the agent defines all again
+    c.proc.kill9();
+    let c = start_collector(dir.path(), hp, gp, &[]);
+    let n = raw_samples(&c.http, sel, "10m").unwrap().len();
+    scrapes_at(&c, n + 3);
+    let refs = metric(&agent_http, "vigil_agent_series_table_refs", &[]).unwrap();
+    let fresh = metric(&c.http, "vigil_collector_series_definitions_total", &[]).unwrap();
+    assert!(
+        fresh >= refs * 0.9,
+        "after a collector restart: {fresh} definitions of {refs}"
+    );
+    // the counter starts over with the agent; each run's scrapes are whole
+    let samples = raw_samples(&c.http, sel, "10m").unwrap();
+    let cut = samples
+        .windows(2)
+        .position(|w| w[1].1 < w[0].1)
+        .map(|i| i + 1)
+        .expect("the agent restart");
+    assert_consecutive(&samples[..cut], "the first agent run");
+    assert_consecutive(
+        &samples[cut..],
+        "the second run, across the collector restart",
+    );
+    assert_eq!((samples[0].1, samples[cut].1), (1.0, 1.0));
+    let st = agent.terminate(Duration::from_secs(20)).unwrap();
+    assert!(st.success(), "{}", agent.stderr_text());
+}
+
 #[test]
 fn an_agent_killed_with_sigkill_loses_nothing_it_had_spilled() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,6 +406,7 @@ fn hello(id: &str) -> pb::AgentMessage {
             node_name: id.into(),
             agent_version: "test".into(),
             protocol: 1,
+            series_epoch: 0,
         })),
     }
 }

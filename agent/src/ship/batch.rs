@@ -1,24 +1,26 @@
-//! Sealing: scrapes and log entries become self-contained `vigil.v1.Batch`es
-//! (refs local to the batch, every label set defined inside it), so a batch
-//! can sit in the disk buffer and be sent on any later stream. Stream-level
-//! interning happens at send time ([`StreamInterner`]).
+//! Sealing: scrapes and log entries become `vigil.v1.Batch`es whose label
+//! sets are refs of the agent's series table ([`SeriesTable`], defined once
+//! for the table's life, never inside a batch) and whose log sources are
+//! defined inside the batch (refs local to it). A sealed batch is what sits in
+//! the disk buffer and what goes on the wire, byte for byte.
+//! [`legacy_to_table`] turns a batch buffered by an older agent (label sets
+//! defined inside it) into that form.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use vigil_proto::v1 as pb;
 
+use super::table::SeriesTable;
 use super::{LogRecord, SourceKey};
 use crate::model::{Event, Scrape, TargetScrape};
 
 /// Builds one batch.
 pub struct Builder {
-    node: String,
+    table: Arc<Mutex<SeriesTable>>,
     batch: pb::Batch,
-    series: HashMap<Vec<(String, String)>, u32>,
-    /// Application targets' series by their id (see `TargetSeries`).
-    target_series: HashMap<u64, u32>,
     sources: HashMap<SourceKey, u32>,
-    next_ref: u32,
     bytes: usize,
     sent_metadata: std::collections::HashSet<String>,
     /// The last log record's stream and source with their refs: consecutive
@@ -27,14 +29,11 @@ pub struct Builder {
 }
 
 impl Builder {
-    pub fn new(node: &str) -> Self {
+    pub fn new(table: Arc<Mutex<SeriesTable>>) -> Self {
         Builder {
-            node: node.to_string(),
+            table,
             batch: pb::Batch::default(),
-            series: HashMap::new(),
-            target_series: HashMap::new(),
             sources: HashMap::new(),
-            next_ref: 1,
             bytes: 0,
             last_log: None,
             sent_metadata: Default::default(),
@@ -53,33 +52,6 @@ impl Builder {
         self.bytes
     }
 
-    fn intern(&mut self, mut labels: Vec<(String, String)>) -> u32 {
-        labels.push(("node".to_string(), self.node.clone()));
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        labels.dedup_by(|a, b| a.0 == b.0);
-        if let Some(r) = self.series.get(&labels) {
-            return *r;
-        }
-        let r = self.next_ref;
-        self.next_ref += 1;
-        self.bytes += 8 + labels
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 4)
-            .sum::<usize>();
-        self.batch.series.push(pb::SeriesDef {
-            r#ref: r,
-            labels: labels
-                .iter()
-                .map(|(k, v)| pb::Label {
-                    name: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-        });
-        self.series.insert(labels, r);
-        r
-    }
-
     /// Adds a scrape's samples from family `from` on, stopping once the batch
     /// holds `max_bytes`; returns the index of the first family not added
     /// (`families.len()` when all were).
@@ -89,6 +61,8 @@ impl Builder {
             refs: Vec::new(),
             values: Vec::new(),
         };
+        let table = self.table.clone();
+        let mut table = table.lock();
         let mut i = from;
         while i < s.families.len() {
             if self.bytes >= max_bytes && (!block.refs.is_empty() || !self.is_empty()) {
@@ -97,6 +71,7 @@ impl Builder {
             let f = &s.families[i];
             if !self.sent_metadata.contains(&f.name) {
                 self.sent_metadata.insert(f.name.clone());
+                self.bytes += 16 + f.name.len() + f.help.len();
                 self.batch.metadata.push(pb::MetricMetadata {
                     family: f.name.clone(),
                     r#type: f.kind.to_proto() as i32,
@@ -104,11 +79,10 @@ impl Builder {
                     unit: String::new(),
                 });
             }
+            block.refs.reserve(f.samples.len());
+            block.values.reserve(f.samples.len());
             for smp in &f.samples {
-                let mut labels = Vec::with_capacity(smp.labels.len() + 2);
-                labels.extend(smp.labels.iter().cloned());
-                labels.push(("__name__".to_string(), f.name.clone()));
-                let r = self.intern(labels);
+                let r = table.intern_sample(&f.name, &smp.labels);
                 block.refs.push(r);
                 block.values.push(smp.value);
                 self.bytes += 12;
@@ -139,6 +113,8 @@ impl Builder {
                 }
             }
         }
+        let table = self.table.clone();
+        let mut table = table.lock();
         let mut i = from;
         let mut block: Option<pb::SampleBlock> = None;
         while i < s.samples.len() {
@@ -146,31 +122,7 @@ impl Builder {
                 break;
             }
             let (series, ts, v) = &s.samples[i];
-            let r = match self.target_series.get(&series.id) {
-                Some(r) => *r,
-                None => {
-                    let r = self.next_ref;
-                    self.next_ref += 1;
-                    self.bytes += 8 + series
-                        .labels
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + 4)
-                        .sum::<usize>();
-                    self.batch.series.push(pb::SeriesDef {
-                        r#ref: r,
-                        labels: series
-                            .labels
-                            .iter()
-                            .map(|(k, v)| pb::Label {
-                                name: k.to_string(),
-                                value: v.to_string(),
-                            })
-                            .collect(),
-                    });
-                    self.target_series.insert(series.id, r);
-                    r
-                }
-            };
+            let r = table.intern_target(series);
             match &mut block {
                 Some(b) if b.timestamp_ms == *ts => {}
                 _ => {
@@ -199,7 +151,7 @@ impl Builder {
 
     pub fn add_events(&mut self, events: &[Event]) {
         for e in events {
-            let subject = self.intern(e.subject.clone());
+            let subject = self.table.lock().intern_pairs(e.subject.clone());
             self.bytes += 32 + e.kind.len();
             self.batch.events.push(pb::Event {
                 timestamp_ms: e.timestamp_ms,
@@ -214,7 +166,7 @@ impl Builder {
         let (stream, source) = match &self.last_log {
             Some((labels, st, src, sr)) if *labels == l.stream && *src == l.source => (*st, *sr),
             _ => {
-                let stream = self.intern(
+                let stream = self.table.lock().intern_pairs(
                     l.stream
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -252,63 +204,48 @@ impl Builder {
 
     /// Seals the batch with `seq`, resetting the builder (metadata already
     /// sent stays remembered, so each family's metadata is sealed once per
-    /// agent run; streams re-send it, see [`StreamInterner`]).
+    /// agent run; each stream starts with all of it, see the client). The
+    /// table's new definitions must be persisted before the batch is
+    /// buffered ([`SeriesTable::persist`]).
     pub fn seal(&mut self, seq: u64, now_ms: i64) -> pb::Batch {
         let mut b = std::mem::take(&mut self.batch);
         self.last_log = None;
         b.seq = seq;
         b.created_ms = now_ms;
-        self.series.clear();
-        self.target_series.clear();
         self.sources.clear();
-        self.next_ref = 1;
         self.bytes = 0;
         b
     }
 }
 
-/// A stream's interning table: label sets and sources defined on this
-/// stream, and the metadata it carried. Translates a buffered batch (local
-/// refs) into what goes on the wire (stream refs, only new definitions).
-#[derive(Default)]
-pub struct StreamInterner {
-    series: HashMap<Vec<pb::Label>, u32>,
-    sources: HashMap<(String, u64, u64, u64), u32>,
-    metadata: HashMap<String, pb::MetricMetadata>,
-    next_series: u32,
-    next_source: u32,
+/// The highest series ref a batch uses (0: none).
+pub fn max_ref(b: &pb::Batch) -> u32 {
+    let samples = b.samples.iter().flat_map(|s| s.refs.iter().copied());
+    let logs = b.logs.iter().map(|l| l.stream_ref);
+    let events = b.events.iter().map(|e| e.subject_ref);
+    samples.chain(logs).chain(events).max().unwrap_or(0)
 }
 
-impl StreamInterner {
-    pub fn translate(
-        &mut self,
-        b: &pb::Batch,
-        all_metadata: &HashMap<String, pb::MetricMetadata>,
-    ) -> pb::Batch {
-        let mut out = pb::Batch {
-            seq: b.seq,
-            created_ms: b.created_ms,
-            ..Default::default()
-        };
-        let mut local: HashMap<u32, u32> = HashMap::with_capacity(b.series.len());
-        for d in &b.series {
-            let r = match self.series.get(&d.labels) {
-                Some(r) => *r,
-                None => {
-                    self.next_series += 1;
-                    let r = self.next_series;
-                    self.series.insert(d.labels.clone(), r);
-                    out.series.push(pb::SeriesDef {
-                        r#ref: r,
-                        labels: d.labels.clone(),
-                    });
-                    r
-                }
-            };
-            local.insert(d.r#ref, r);
-        }
-        let map = |r: u32| local.get(&r).copied().unwrap_or(u32::MAX);
-        out.samples = b
+/// Turns a batch an older agent buffered (label sets defined inside it, refs
+/// local to it) into a batch of `table` refs, defining what the table lacks.
+/// A ref the batch does not define becomes `u32::MAX` (the collector refuses
+/// it, as it refused it before).
+pub fn legacy_to_table(b: &pb::Batch, table: &mut SeriesTable) -> pb::Batch {
+    let mut local: HashMap<u32, u32> = HashMap::with_capacity(b.series.len());
+    for d in &b.series {
+        let pairs = d
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
+        local.insert(d.r#ref, table.intern_labels(pairs));
+    }
+    let map = |r: u32| local.get(&r).copied().unwrap_or(u32::MAX);
+    pb::Batch {
+        seq: b.seq,
+        created_ms: b.created_ms,
+        series: Vec::new(),
+        samples: b
             .samples
             .iter()
             .map(|blk| pb::SampleBlock {
@@ -316,51 +253,25 @@ impl StreamInterner {
                 refs: blk.refs.iter().map(|r| map(*r)).collect(),
                 values: blk.values.clone(),
             })
-            .collect();
-        let mut local_src: HashMap<u32, u32> = HashMap::new();
-        for s in &b.sources {
-            let key = (s.path.clone(), s.device, s.inode, s.fingerprint);
-            let r = match self.sources.get(&key) {
-                Some(r) => *r,
-                None => {
-                    self.next_source += 1;
-                    let r = self.next_source;
-                    self.sources.insert(key, r);
-                    out.sources.push(pb::SourceDef {
-                        r#ref: r,
-                        ..s.clone()
-                    });
-                    r
-                }
-            };
-            local_src.insert(s.r#ref, r);
-        }
-        out.logs = b
+            .collect(),
+        sources: b.sources.clone(),
+        logs: b
             .logs
             .iter()
             .map(|l| pb::LogRecord {
                 stream_ref: map(l.stream_ref),
-                source_ref: local_src.get(&l.source_ref).copied().unwrap_or(u32::MAX),
                 ..l.clone()
             })
-            .collect();
-        out.events = b
+            .collect(),
+        events: b
             .events
             .iter()
             .map(|e| pb::Event {
                 subject_ref: map(e.subject_ref),
                 ..e.clone()
             })
-            .collect();
-        // metadata: whatever this stream has not carried yet, for the
-        // families this batch uses
-        for m in b.metadata.iter().chain(all_metadata.values()) {
-            if !self.metadata.contains_key(&m.family) {
-                self.metadata.insert(m.family.clone(), m.clone());
-                out.metadata.push(m.clone());
-            }
-        }
-        out
+            .collect(),
+        metadata: b.metadata.clone(),
     }
 }
 
@@ -378,29 +289,85 @@ mod tests {
         s
     }
 
+    fn table() -> Arc<Mutex<SeriesTable>> {
+        let d = tempfile::tempdir().unwrap();
+        let (t, _) = SeriesTable::open(d.path(), "n1", false).unwrap();
+        // the file stays open; the directory may go
+        Arc::new(Mutex::new(t))
+    }
+
     #[test]
-    fn batches_are_self_contained_and_streams_intern() {
-        let mut b = Builder::new("n1");
+    fn batches_carry_table_refs_and_no_definitions() {
+        let t = table();
+        let mut b = Builder::new(t.clone());
         b.add_scrape(&scrape(1), 0, 1 << 20);
         let b1 = b.seal(1, 1);
         b.add_scrape(&scrape(2), 0, 1 << 20);
         let b2 = b.seal(2, 2);
-        assert_eq!(b1.series.len(), 2);
-        assert_eq!(b2.series.len(), 2, "each batch defines what it uses");
+        assert!(b1.series.is_empty() && b2.series.is_empty());
+        assert_eq!(b1.samples[0].refs, vec![1, 2]);
+        assert_eq!(b2.samples[0].refs, vec![1, 2], "refs live across batches");
+        assert_eq!((max_ref(&b1), max_ref(&b2)), (2, 2));
+        let t = t.lock();
+        assert_eq!(t.len(), 2);
         assert!(
-            b1.series[0]
+            t.defs(0, 1)[0]
                 .labels
                 .iter()
                 .any(|l| l.name == "node" && l.value == "n1")
         );
-        let mut st = StreamInterner::default();
-        let w1 = st.translate(&b1, &HashMap::new());
-        let w2 = st.translate(&b2, &HashMap::new());
-        assert_eq!(w1.series.len(), 2);
-        assert_eq!(w2.series.len(), 0, "the stream already knows them");
-        assert_eq!(w1.samples[0].refs, w2.samples[0].refs);
-        assert_eq!(w1.metadata.len(), 1);
-        assert_eq!(w2.metadata.len(), 0);
+        assert_eq!(b1.metadata.len(), 1);
+        assert_eq!(b2.metadata.len(), 0, "metadata is sealed once per run");
+    }
+
+    #[test]
+    fn a_legacy_batch_is_moved_onto_the_table() {
+        let t = table();
+        let mut b = Builder::new(t.clone());
+        b.add_scrape(&scrape(1), 0, 1 << 20);
+        let now = b.seal(1, 1);
+        let old = pb::Batch {
+            seq: 7,
+            series: vec![
+                pb::SeriesDef {
+                    r#ref: 1,
+                    labels: vec![
+                        pb::Label {
+                            name: "__name__".into(),
+                            value: "up".into(),
+                        },
+                        pb::Label {
+                            name: "job".into(),
+                            value: "b".into(),
+                        },
+                        pb::Label {
+                            name: "node".into(),
+                            value: "n1".into(),
+                        },
+                    ],
+                },
+                pb::SeriesDef {
+                    r#ref: 2,
+                    labels: vec![pb::Label {
+                        name: "__name__".into(),
+                        value: "new".into(),
+                    }],
+                },
+            ],
+            samples: vec![pb::SampleBlock {
+                timestamp_ms: 5,
+                refs: vec![1, 2, 9],
+                values: vec![1.0, 2.0, 3.0],
+            }],
+            ..Default::default()
+        };
+        let moved = legacy_to_table(&old, &mut t.lock());
+        assert!(moved.series.is_empty());
+        // job=b is the table's ref 2 already; the new set gets ref 3; an
+        // undefined local ref stays undefined
+        assert_eq!(now.samples[0].refs, vec![1, 2]);
+        assert_eq!(moved.samples[0].refs, vec![2, 3, u32::MAX]);
+        assert_eq!(moved.seq, 7);
     }
 
     #[test]
@@ -427,10 +394,11 @@ mod tests {
                 unit: String::new(),
             }],
         };
-        let mut bl = Builder::new("n");
+        let tab = table();
+        let mut bl = Builder::new(tab.clone());
         assert_eq!(bl.add_target(&t, 0, 1 << 20), 3);
         let batch = bl.seal(1, 0);
-        assert_eq!(batch.series.len(), 2, "a is defined once");
+        assert_eq!(tab.lock().len(), 2, "a is defined once");
         assert_eq!(batch.samples.len(), 2);
         assert_eq!(batch.samples[0].timestamp_ms, 5);
         assert_eq!(batch.samples[0].values, vec![1.0, 2.0]);
@@ -460,11 +428,11 @@ mod tests {
             f.push([("x", "y".repeat(100))], 1.0);
             s.families.push(f);
         }
-        let mut b = Builder::new("n");
+        let mut b = Builder::new(table());
         let mut from = 0;
         let mut batches = 0;
         while from < s.families.len() {
-            from = b.add_scrape(&s, from, 2000);
+            from = b.add_scrape(&s, from, 500);
             b.seal(batches + 1, 0);
             batches += 1;
         }

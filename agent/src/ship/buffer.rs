@@ -75,6 +75,11 @@ pub struct Entry {
     pub logs: u64,
     /// Highest end offset per log source in the batch.
     pub log_positions: Vec<(SourceKey, u64)>,
+    /// The highest series-table ref the batch uses.
+    pub max_ref: u32,
+    /// Buffered by an older agent: label sets defined inside the batch
+    /// (see `batch::legacy_to_table`).
+    pub legacy: bool,
 }
 
 struct Segment {
@@ -217,6 +222,8 @@ impl Buffer {
                     samples,
                     logs,
                     log_positions,
+                    max_ref: super::batch::max_ref(&batch),
+                    legacy: !batch.series.is_empty(),
                 });
                 live += 1;
             }
@@ -336,6 +343,8 @@ impl Buffer {
             samples,
             logs,
             log_positions,
+            max_ref: super::batch::max_ref(batch),
+            legacy: !batch.series.is_empty(),
         });
         self.last_seq = self.last_seq.max(batch.seq);
         let bound = self.enforce_bound()?;
@@ -483,6 +492,59 @@ impl Buffer {
             .take(max)
             .map(|e| e.seq)
             .collect()
+    }
+
+    /// The entry of a buffered batch.
+    pub fn entry(&self, seq: u64) -> Option<&Entry> {
+        let i = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        self.entries.get(i)
+    }
+
+    /// Reads a buffered batch's payload as it is on disk (a zstd-compressed
+    /// `vigil.v1.Batch`: what goes on the wire as `batch_zstd`).
+    pub fn read_payload(&self, seq: u64) -> Result<Option<Vec<u8>>, BufferError> {
+        let Some(e) = self.entry(seq) else {
+            return Ok(None);
+        };
+        let Some(seg) = self.segments.iter().find(|s| s.n == e.segment) else {
+            return Ok(None);
+        };
+        let r = framed::read_at(&FORMAT, &seg.file, e.offset, e.len).map_err(|err| {
+            BufferError::Corrupt {
+                seq,
+                reason: err.to_string(),
+            }
+        })?;
+        Ok(Some(r.payload().to_vec()))
+    }
+
+    /// Drops (and returns what it held) every batch that uses a series ref
+    /// above `known`: the series table lost its definitions (a crash that
+    /// kept the buffer's write and not the table's, or a lost table file).
+    pub fn drop_beyond(&mut self, known: u32) -> Result<Dropped, BufferError> {
+        let mut d = Dropped::default();
+        let gone: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|e| !e.legacy && e.max_ref > known)
+            .map(|e| e.seq)
+            .collect();
+        for seq in gone {
+            if let Some(e) = self.discard(seq)? {
+                d.batches += 1;
+                d.samples += e.samples;
+                d.logs += e.logs;
+            }
+        }
+        if d.batches > 0 {
+            tracing::error!(
+                batches = d.batches,
+                samples = d.samples,
+                logs = d.logs,
+                "disk buffer: batches whose series definitions were lost are dropped"
+            );
+        }
+        Ok(d)
     }
 
     /// Reads a buffered batch.

@@ -32,8 +32,9 @@ use vigil_proto::v1 as pb;
 const MAX_IN_FLIGHT_BYTES: usize = 4 << 20;
 
 use super::LogAck;
-use super::batch::StreamInterner;
+use super::batch::legacy_to_table;
 use super::buffer::Buffer;
+use super::table::SeriesTable;
 use crate::config::Config;
 use crate::telemetry::Telemetry;
 
@@ -49,6 +50,7 @@ pub struct Client {
     pub sealed: Arc<Notify>,
     pub log_acks: mpsc::UnboundedSender<Vec<LogAck>>,
     pub metadata: Arc<Mutex<HashMap<String, pb::MetricMetadata>>>,
+    pub table: Arc<Mutex<SeriesTable>>,
 }
 
 enum End {
@@ -219,18 +221,21 @@ impl Client {
                 Ok(req)
             },
         )
-        .send_compressed(CompressionEncoding::Zstd)
+        // batches are compressed once, in the disk buffer: gRPC's own
+        // compression would only compress them again
         .accept_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(self.config.max_message_bytes)
         .max_encoding_message_size(self.config.max_message_bytes);
 
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(self.config.max_in_flight + 2);
+        let mut stream_epoch = self.table.lock().epoch();
         let hello = pb::AgentMessage {
             kind: Some(pb::agent_message::Kind::Hello(pb::Hello {
                 agent_id: self.agent_id.clone(),
                 node_name: self.config.node_name.clone(),
                 agent_version: crate::VERSION.into(),
                 protocol: vigil_proto::PROTOCOL_REVISION,
+                series_epoch: stream_epoch,
             })),
         };
         if tx.send(hello).await.is_err() {
@@ -262,7 +267,32 @@ impl Client {
         self.apply_ack(welcome.durable_seq, None);
         self.buffer.lock().bump_seq(welcome.durable_seq);
 
-        let mut interner = StreamInterner::default();
+        // the series refs this collector holds definitions for (1..=known)
+        let mut known = {
+            let t = self.table.lock();
+            if t.epoch() != stream_epoch || welcome.series_known > u64::from(t.len()) {
+                // the table started over since the Hello, or the collector
+                // claims more than there is: define from the start
+                stream_epoch = t.epoch();
+                0
+            } else {
+                welcome.series_known as u32
+            }
+        };
+        tracing::debug!(series_known = known, "series refs the collector holds");
+        let metadata: Vec<pb::MetricMetadata> = self.metadata.lock().values().cloned().collect();
+        if !metadata.is_empty() {
+            let msg = pb::AgentMessage {
+                kind: Some(pb::agent_message::Kind::Defs(pb::SeriesDefs {
+                    epoch: stream_epoch,
+                    series: Vec::new(),
+                    metadata,
+                })),
+            };
+            if tx.send(msg).await.is_err() {
+                return End::Retry("stream closed while sending".into());
+            }
+        }
         let mut in_flight: VecDeque<(u64, Instant, usize)> = VecDeque::new();
         let mut in_flight_bytes = 0usize;
         let mut cursor = welcome.durable_seq;
@@ -294,8 +324,8 @@ impl Client {
             {
                 let next = self.buffer.lock().seqs_after(cursor, 1).first().copied();
                 let Some(seq) = next else { break };
-                let batch = match self.buffer.lock().read(seq) {
-                    Ok(Some(b)) => b,
+                let payload = match self.payload(seq) {
+                    Ok(Some(p)) => p,
                     Ok(None) => {
                         cursor = seq;
                         continue;
@@ -309,9 +339,8 @@ impl Client {
                         continue;
                     }
                 };
-                let md = self.metadata.lock().clone();
-                let wire = interner.translate(&batch, &md);
-                let size = prost::Message::encoded_len(&wire);
+                let (payload, max_ref) = payload;
+                let size = payload.len();
                 if size > self.config.max_message_bytes {
                     tracing::error!(seq, size, "batch exceeds max_message_bytes; dropping it");
                     let _ = self.buffer.lock().discard(seq);
@@ -320,8 +349,35 @@ impl Client {
                         .fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
+                // the definitions the collector lacks, in ref order, first
+                let defs = {
+                    let t = self.table.lock();
+                    if t.epoch() != stream_epoch {
+                        stream_epoch = t.epoch();
+                        known = 0;
+                    }
+                    if max_ref > known {
+                        let chunks = def_messages(
+                            t.defs(known, max_ref),
+                            stream_epoch,
+                            self.config.max_message_bytes / 2,
+                        );
+                        known = max_ref.min(t.len());
+                        chunks
+                    } else {
+                        Vec::new()
+                    }
+                };
+                for (msg, n) in defs {
+                    if tx.send(msg).await.is_err() {
+                        return End::Retry("stream closed while sending".into());
+                    }
+                    self.telemetry
+                        .series_defs_sent
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
                 let msg = pb::AgentMessage {
-                    kind: Some(pb::agent_message::Kind::Batch(wire)),
+                    kind: Some(pb::agent_message::Kind::BatchZstd(payload)),
                 };
                 if tx.send(msg).await.is_err() {
                     return End::Retry("stream closed while sending".into());
@@ -367,6 +423,34 @@ impl Client {
                 _ = tokio::time::sleep(Duration::from_millis(200)), if moving.is_some() => {}
             }
         }
+    }
+
+    /// A buffered batch as it goes on the wire (its zstd payload) and the
+    /// highest series ref it uses. A batch an older agent buffered is moved
+    /// onto the series table first (and compressed again, once).
+    fn payload(&self, seq: u64) -> Result<Option<(Vec<u8>, u32)>, String> {
+        let buffer = self.buffer.lock();
+        let Some(entry) = buffer.entry(seq) else {
+            return Ok(None);
+        };
+        let (legacy, max_ref) = (entry.legacy, entry.max_ref);
+        if !legacy {
+            return Ok(buffer
+                .read_payload(seq)
+                .map_err(|e| e.to_string())?
+                .map(|p| (p, max_ref)));
+        }
+        let Some(old) = buffer.read(seq).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        drop(buffer);
+        let mut t = self.table.lock();
+        let b = legacy_to_table(&old, &mut t);
+        t.persist().map_err(|e| e.to_string())?;
+        Ok(Some((
+            super::buffer::encode_payload(&b),
+            super::batch::max_ref(&b),
+        )))
     }
 
     fn failed(
@@ -441,6 +525,37 @@ impl Client {
             );
         }
     }
+}
+
+/// `SeriesDefs` messages carrying `defs` (consecutive, in ref order), each
+/// about `max_bytes` at most, with how many definitions each holds.
+fn def_messages(
+    defs: &[pb::SeriesDef],
+    epoch: u64,
+    max_bytes: usize,
+) -> Vec<(pb::AgentMessage, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < defs.len() {
+        let mut bytes = 0;
+        let mut end = at;
+        while end < defs.len() && (end == at || bytes < max_bytes) {
+            bytes += prost::Message::encoded_len(&defs[end]) + 8;
+            end += 1;
+        }
+        out.push((
+            pb::AgentMessage {
+                kind: Some(pb::agent_message::Kind::Defs(pb::SeriesDefs {
+                    epoch,
+                    series: defs[at..end].to_vec(),
+                    metadata: Vec::new(),
+                })),
+            },
+            end - at,
+        ));
+        at = end;
+    }
+    out
 }
 
 /// Sleeps `d`; true if `token` was cancelled meanwhile.

@@ -48,6 +48,7 @@ pub struct LogAck {
 pub mod batch;
 pub mod buffer;
 pub mod client;
+pub mod table;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -153,13 +154,39 @@ pub fn start(
         )
     })?;
     let id = agent_id(&config.state_dir)?;
-    let buffer = buffer::Buffer::open(&config.state_dir.join("buffer"), config.buffer_max_bytes)?;
+    let buffer_dir = config.state_dir.join("buffer");
+    let mut buffer = buffer::Buffer::open(&buffer_dir, config.buffer_max_bytes)?;
     if buffer.corrupt > 0 {
         telemetry
             .buffer_corrupt_records
             .fetch_add(buffer.corrupt, Ordering::Relaxed);
     }
-    tracing::info!(agent_id = %id, buffered = buffer.len(), next_seq = buffer.next_seq(), "disk buffer opened");
+    // the series table outlives the process: after a restart the collector
+    // still holds its definitions (the table starts over only for churn)
+    let (table, opened) = table::SeriesTable::open(&buffer_dir, &config.node_name, true)?;
+    if opened.torn {
+        telemetry
+            .buffer_corrupt_records
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    let lost = buffer.drop_beyond(table.len())?;
+    if lost.batches > 0 {
+        telemetry
+            .dropped_batches
+            .fetch_add(lost.batches, Ordering::Relaxed);
+        telemetry
+            .dropped_samples
+            .fetch_add(lost.samples, Ordering::Relaxed);
+        telemetry
+            .dropped_log_records
+            .fetch_add(lost.logs, Ordering::Relaxed);
+    }
+    telemetry
+        .series_table_refs
+        .store(u64::from(table.len()), Ordering::Relaxed);
+    tracing::info!(agent_id = %id, buffered = buffer.len(), next_seq = buffer.next_seq(),
+        series_refs = table.len(), "disk buffer opened");
+    let table = Arc::new(Mutex::new(table));
     telemetry
         .buffer_max_bytes
         .store(config.buffer_max_bytes, Ordering::Relaxed);
@@ -181,6 +208,7 @@ pub fn start(
         sealed: sealed.clone(),
         log_acks: ack_tx,
         metadata: metadata.clone(),
+        table: table.clone(),
     };
     let drain = CancellationToken::new();
     let client_task = tokio::spawn(client.run(drain.clone()));
@@ -188,9 +216,23 @@ pub fn start(
     let cfg = config.clone();
     let tel = telemetry.clone();
     let task = tokio::spawn(async move {
-        let mut builder = batch::Builder::new(&cfg.node_name);
+        let mut builder = batch::Builder::new(table.clone());
         let max = cfg.batch_max_bytes as usize;
         let mut first_item: Option<tokio::time::Instant> = None;
+        // a new batch starts: the moment a churned table may start over
+        // (nothing in the builder uses it, and nothing in the buffer if empty)
+        let starting = |builder: &batch::Builder| {
+            if !builder.is_empty() {
+                return;
+            }
+            let empty = buffer.lock().is_empty();
+            let mut t = table.lock();
+            if let Err(e) = t.maybe_rotate(empty) {
+                tracing::error!(error = %e, "series table: cannot start a new table");
+            }
+            tel.series_table_refs
+                .store(u64::from(t.len()), Ordering::Relaxed);
+        };
         let seal = |builder: &mut batch::Builder| {
             if builder.is_empty() {
                 return;
@@ -199,6 +241,22 @@ pub fn start(
             let seq = buf.next_seq();
             let now = vigil_common::time::now_ms();
             let b = builder.seal(seq, now);
+            // the definitions first: a buffered batch never uses a ref the
+            // table file lacks
+            let persisted = {
+                let mut t = table.lock();
+                tel.series_table_refs
+                    .store(u64::from(t.len()), Ordering::Relaxed);
+                t.persist()
+            };
+            if let Err(e) = persisted {
+                let (samples, logs, _) = buffer::summarize(&b);
+                tel.dropped_batches.fetch_add(1, Ordering::Relaxed);
+                tel.dropped_samples.fetch_add(samples, Ordering::Relaxed);
+                tel.dropped_log_records.fetch_add(logs, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot write the series table; batch dropped");
+                return;
+            }
             {
                 let mut md = metadata.lock();
                 for m in &b.metadata {
@@ -237,6 +295,7 @@ pub fn start(
                     Some(s) => {
                         let mut from = 0;
                         while from < s.families.len() {
+                            starting(&builder);
                             first_item.get_or_insert_with(tokio::time::Instant::now);
                             from = builder.add_scrape(&s, from, max);
                             if builder.bytes() >= max {
@@ -246,6 +305,7 @@ pub fn start(
                         }
                         if !s.events.is_empty() {
                             // events (OOM kills) trigger actions: sealed at once
+                            starting(&builder);
                             builder.add_events(&s.events);
                             seal(&mut builder);
                             first_item = None;
@@ -256,6 +316,7 @@ pub fn start(
                 t = target_rx.recv() => if let Some(t) = t {
                     let mut from = 0;
                     loop {
+                        starting(&builder);
                         first_item.get_or_insert_with(tokio::time::Instant::now);
                         from = builder.add_target(&t, from, max);
                         if builder.bytes() >= max {
@@ -269,6 +330,7 @@ pub fn start(
                 },
                 l = log_rx.recv() => if let Some(entries) = l {
                     for e in &entries {
+                        starting(&builder);
                         first_item.get_or_insert_with(tokio::time::Instant::now);
                         builder.add_log(e);
                         if builder.bytes() >= max {

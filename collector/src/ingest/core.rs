@@ -43,6 +43,12 @@ pub enum BatchError {
     },
     #[error("series ref {ref_}: {reason}")]
     BadLabels { ref_: u32, reason: String },
+    #[error(
+        "series definitions start at ref {first}, but refs 1..={known} are all that is defined"
+    )]
+    DefinitionGap { first: u32, known: u32 },
+    #[error("batch_zstd: {0}")]
+    Compressed(String),
 }
 
 impl BatchError {
@@ -53,6 +59,8 @@ impl BatchError {
             BatchError::RefTooLarge(_) => "ref_too_large",
             BatchError::LengthMismatch { .. } => "length_mismatch",
             BatchError::BadLabels { .. } => "bad_labels",
+            BatchError::DefinitionGap { .. } => "definition_gap",
+            BatchError::Compressed(_) => "bad_compression",
         }
     }
 }
@@ -69,12 +77,54 @@ struct SeriesEntry {
     used_in: u64,
 }
 
-/// A stream's interning tables.
+/// A stream's interning tables. Under protocol revision 2 the series part
+/// is the agent's series table and outlives the stream (see
+/// [`IngestCore::take_table`]).
 #[derive(Default)]
 pub struct StreamRefs {
     series: Vec<Option<SeriesEntry>>,
     sources: Vec<Option<(u64, Arc<str>)>>,
     batches: u64,
+    /// Revision 2: the agent table's epoch, and how many of its refs
+    /// (1..=defined) are defined here.
+    epoch: u64,
+    defined: u32,
+}
+
+impl StreamRefs {
+    /// An empty table of `epoch` (revision 2).
+    pub fn for_epoch(epoch: u64) -> StreamRefs {
+        StreamRefs {
+            epoch,
+            ..Default::default()
+        }
+    }
+
+    /// How many refs of the agent's table are defined (`Welcome.series_known`).
+    pub fn defined(&self) -> u32 {
+        self.defined
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+/// How long an agent's series table is kept after its last stream ended.
+pub const TABLE_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Most agents' series tables kept while no stream uses them.
+const MAX_IDLE_TABLES: usize = 20_000;
+
+/// Largest decompressed `batch_zstd`, whatever max_message_bytes says.
+const MAX_BATCH_BYTES: usize = 256 << 20;
+
+/// Decompresses a revision 2 `batch_zstd` (at most `max` bytes) and decodes it.
+pub fn decode_batch_zstd(data: &[u8], max: usize) -> Result<pb::Batch, BatchError> {
+    use prost::Message as _;
+    let max = max.min(MAX_BATCH_BYTES);
+    let raw = zstd::bulk::decompress(data, max)
+        .map_err(|e| BatchError::Compressed(format!("zstd (at most {max} bytes): {e}")))?;
+    pb::Batch::decode(raw.as_slice()).map_err(|e| BatchError::Compressed(format!("protobuf: {e}")))
 }
 
 fn slot<T: Clone>(v: &mut Vec<Option<T>>, r: u32) -> Result<&mut Option<T>, BatchError> {
@@ -264,6 +314,9 @@ pub struct IngestCore {
     local_store: bool,
     /// Whether the disk has room for new data (see [`crate::space`]).
     pub space: Arc<Space>,
+    /// Agents' series tables (revision 2) while none of their streams is
+    /// open, with when the last one ended.
+    tables: Mutex<HashMap<String, (StreamRefs, std::time::Instant)>>,
 }
 
 impl IngestCore {
@@ -303,7 +356,72 @@ impl IngestCore {
             limits: Default::default(),
             roster: Default::default(),
             local_store: true,
+            tables: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The series table of `agent`'s `epoch` for a new stream: the one its
+    /// last stream left if the epoch is the same (then the agent sends only
+    /// what it lacks), otherwise an empty one.
+    pub fn take_table(&self, agent: &str, epoch: u64) -> StreamRefs {
+        let mut tables = self.tables.lock();
+        match tables.remove(agent) {
+            Some((refs, _)) if refs.epoch == epoch && epoch != 0 => refs,
+            _ => StreamRefs::for_epoch(epoch),
+        }
+    }
+
+    /// Keeps a stream's series table for the agent's next stream (an
+    /// hour; tables idle longest go first past the bound).
+    pub fn put_table(&self, agent: &str, mut refs: StreamRefs) {
+        if refs.epoch == 0 {
+            return;
+        }
+        // log sources are local to batches: nothing to keep
+        refs.sources = Vec::new();
+        let now = std::time::Instant::now();
+        let mut tables = self.tables.lock();
+        tables.retain(|_, (_, at)| now.duration_since(*at) < TABLE_IDLE);
+        if tables.len() >= MAX_IDLE_TABLES
+            && let Some(oldest) = tables
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            tables.remove(&oldest);
+        }
+        tables.insert(agent.to_string(), (refs, now));
+        self.telemetry.series_tables.set(tables.len() as i64);
+    }
+
+    /// Applies a revision 2 `SeriesDefs`: a new epoch replaces the table;
+    /// definitions must follow on from what is defined (no gap).
+    pub fn define(
+        &self,
+        agent_id: &str,
+        refs: &mut StreamRefs,
+        d: &pb::SeriesDefs,
+    ) -> Result<(), BatchError> {
+        if d.epoch != refs.epoch {
+            *refs = StreamRefs::for_epoch(d.epoch);
+        }
+        let mut next = refs.defined.saturating_add(1);
+        for s in &d.series {
+            if s.r#ref == 0 || s.r#ref > next {
+                return Err(BatchError::DefinitionGap {
+                    first: s.r#ref,
+                    known: refs.defined,
+                });
+            }
+            next = next.max(s.r#ref.saturating_add(1));
+        }
+        self.define_series(agent_id, refs, &d.series)?;
+        refs.defined = next - 1;
+        self.telemetry.series_defined.inc_by(d.series.len() as u64);
+        if !d.metadata.is_empty() {
+            self.metadata.update(&d.metadata);
+        }
+        Ok(())
     }
 
     /// A gateway without local storage: agents' and remote write's samples
@@ -360,19 +478,14 @@ impl IngestCore {
         *e = (*e).max(seq);
     }
 
-    /// Validates `b` against the stream's tables, defines what it defines,
-    /// and builds the WAL record and the store operations.
-    pub fn resolve(
+    /// Defines `defs` in `refs` (label checks, limits, the store's series).
+    fn define_series(
         &self,
         agent_id: &str,
-        node: &str,
         refs: &mut StreamRefs,
-        b: &pb::Batch,
-    ) -> Result<Resolved, BatchError> {
-        let _ = node;
-        refs.batches += 1;
-        let batch_no = refs.batches;
-        for d in &b.series {
+        defs: &[pb::SeriesDef],
+    ) -> Result<(), BatchError> {
+        for d in defs {
             let mut pairs = Vec::with_capacity(d.labels.len());
             for l in &d.labels {
                 if !valid_label_name(&l.name) {
@@ -419,6 +532,22 @@ impl IngestCore {
                 used_in: 0,
             });
         }
+        Ok(())
+    }
+
+    /// Validates `b` against the stream's tables, defines what it defines,
+    /// and builds the WAL record and the store operations.
+    pub fn resolve(
+        &self,
+        agent_id: &str,
+        node: &str,
+        refs: &mut StreamRefs,
+        b: &pb::Batch,
+    ) -> Result<Resolved, BatchError> {
+        let _ = node;
+        refs.batches += 1;
+        let batch_no = refs.batches;
+        self.define_series(agent_id, refs, &b.series)?;
         for s in &b.sources {
             *slot(&mut refs.sources, s.r#ref)? = Some((source_id(s), Arc::from(s.path.as_str())));
         }

@@ -132,17 +132,25 @@ impl Ingest for IngestService {
         }
         let agent = core.agent(&hello.agent_id);
         let durable = *agent.lock().await;
+        // revision 2: the agent's series table as its last stream left it
+        let mut refs = if hello.protocol >= 2 {
+            core.take_table(&hello.agent_id, hello.series_epoch)
+        } else {
+            StreamRefs::default()
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::CollectorMessage, Status>>(256);
         let welcome = pb::CollectorMessage {
             kind: Some(pb::collector_message::Kind::Welcome(pb::Welcome {
                 durable_seq: durable,
                 collector_version: crate::VERSION.into(),
                 max_message_bytes: max,
+                series_known: u64::from(refs.defined()),
             })),
         };
         let _ = tx.send(Ok(welcome)).await;
         tracing::info!(agent = %hello.agent_id, node = %hello.node_name, version = %hello.agent_version,
-            peer = ?peer, durable_seq = durable, "agent connected");
+            peer = ?peer, durable_seq = durable, protocol = hello.protocol,
+            series_known = refs.defined(), "agent connected");
         tokio::spawn(async move {
             core.telemetry.agents_connected.inc();
             core.roster.connected(
@@ -152,7 +160,11 @@ impl Ingest for IngestService {
                 peer,
                 now_ms(),
             );
-            let result = stream_loop(&core, &hello, &mut inbound, &tx).await;
+            let result =
+                stream_loop(&core, &hello, &mut refs, max as usize, &mut inbound, &tx).await;
+            if hello.protocol >= 2 {
+                core.put_table(&hello.agent_id, refs);
+            }
             core.telemetry.agents_connected.dec();
             let error = result.as_ref().err().map(|s| s.message().to_string());
             core.roster
@@ -172,11 +184,12 @@ impl Ingest for IngestService {
 async fn stream_loop(
     core: &Arc<IngestCore>,
     hello: &pb::Hello,
+    refs: &mut StreamRefs,
+    max: usize,
     inbound: &mut Streaming<pb::AgentMessage>,
     tx: &tokio::sync::mpsc::Sender<Result<pb::CollectorMessage, Status>>,
 ) -> Result<(), Status> {
     let agent = core.agent(&hello.agent_id);
-    let mut refs = StreamRefs::default();
     loop {
         let msg = match inbound.message().await {
             Ok(Some(m)) => m,
@@ -198,6 +211,18 @@ async fn stream_loop(
         };
         let batch = match msg.kind {
             Some(pb::agent_message::Kind::Batch(b)) => b,
+            Some(pb::agent_message::Kind::BatchZstd(data)) => {
+                match super::core::decode_batch_zstd(&data, max) {
+                    Ok(b) => b,
+                    Err(e) => return Err(invalid(core, e)),
+                }
+            }
+            Some(pb::agent_message::Kind::Defs(d)) => {
+                if let Err(e) = core.define(&hello.agent_id, refs, &d) {
+                    return Err(invalid(core, e));
+                }
+                continue;
+            }
             Some(pb::agent_message::Kind::Hello(_)) => {
                 return Err(Status::invalid_argument("Hello sent twice on one stream"));
             }
@@ -207,7 +232,7 @@ async fn stream_loop(
         let mut durable = agent.lock().await;
         if batch.seq <= *durable {
             // interning still applies: later batches may use what it defined
-            if let Err(e) = core.resolve(&hello.agent_id, &hello.node_name, &mut refs, &batch) {
+            if let Err(e) = core.resolve(&hello.agent_id, &hello.node_name, refs, &batch) {
                 return Err(invalid(core, e));
             }
             core.telemetry.duplicate_batches.inc();
@@ -220,7 +245,7 @@ async fn stream_loop(
             }
             continue;
         }
-        let resolved = match core.resolve(&hello.agent_id, &hello.node_name, &mut refs, &batch) {
+        let resolved = match core.resolve(&hello.agent_id, &hello.node_name, refs, &batch) {
             Ok(r) => r,
             Err(e) => return Err(invalid(core, e)),
         };

@@ -92,3 +92,80 @@ async fn agent_series_refused_under_memory_pressure_come_back_after_it() {
     assert_eq!(r.samples[0], (old, 3000, 1.0));
     assert_eq!((r.samples[1].1, r.samples[1].2), (3000, 2.0));
 }
+
+/// Revision 2: definitions arrive apart from batches, in order; the table
+/// outlives the stream for the same epoch and starts over for a new one;
+/// compressed batches are bounded by the size they may decompress to.
+#[tokio::test]
+async fn agent_tables_outlive_streams_and_definitions_follow_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = crate::wal::Wal::start(&dir.path().join("wal")).unwrap();
+    let core = IngestCore::new(
+        Arc::new(Store::new(StoreOptions::default())),
+        wal,
+        crate::telemetry::Telemetry::new(),
+        Arc::new(crate::metadata::Metadata::default()),
+        None,
+        None,
+        Default::default(),
+    );
+    let defs = |epoch, series| pb::SeriesDefs {
+        epoch,
+        series,
+        metadata: vec![],
+    };
+    let mut refs = core.take_table("a1", 7);
+    assert_eq!(refs.defined(), 0);
+    // a gap (ref 2 before ref 1) is refused
+    assert_eq!(
+        core.define("a1", &mut refs, &defs(7, vec![def(2, "b")])),
+        Err(BatchError::DefinitionGap { first: 2, known: 0 })
+    );
+    core.define("a1", &mut refs, &defs(7, vec![def(1, "a"), def(2, "b")]))
+        .unwrap();
+    assert_eq!(refs.defined(), 2);
+    // a batch of refs only, compressed as the agent buffers it
+    let b = pb::Batch {
+        seq: 1,
+        samples: vec![pb::SampleBlock {
+            timestamp_ms: 1000,
+            refs: vec![1, 2],
+            values: vec![1.0, 2.0],
+        }],
+        ..Default::default()
+    };
+    let z = zstd::bulk::compress(&prost::Message::encode_to_vec(&b), 1).unwrap();
+    let decoded = decode_batch_zstd(&z, 1 << 20).unwrap();
+    assert_eq!(decoded, b);
+    assert!(matches!(
+        decode_batch_zstd(&z, 4),
+        Err(BatchError::Compressed(_))
+    ));
+    assert!(matches!(
+        decode_batch_zstd(b"not zstd", 1 << 20),
+        Err(BatchError::Compressed(_))
+    ));
+    let r = core.resolve("a1", "n1", &mut refs, &decoded).unwrap();
+    assert_eq!(r.samples.len(), 2);
+    // the stream ends; the next one of the same epoch finds the table
+    core.put_table("a1", refs);
+    let mut refs = core.take_table("a1", 7);
+    assert_eq!(refs.defined(), 2);
+    let r = core.resolve("a1", "n1", &mut refs, &decoded).unwrap();
+    assert_eq!(r.samples.len(), 2);
+    // another epoch (the agent started a new table): nothing is known, and
+    // a ref it has not defined is refused
+    core.put_table("a1", refs);
+    let mut refs = core.take_table("a1", 8);
+    assert_eq!(refs.defined(), 0);
+    assert_eq!(
+        core.resolve("a1", "n1", &mut refs, &decoded).err(),
+        Some(BatchError::UndefinedSeries(1))
+    );
+    // definitions of a new epoch replace the table
+    let mut refs = core.take_table("a1", 7);
+    core.define("a1", &mut refs, &defs(9, vec![def(1, "c")]))
+        .unwrap();
+    assert_eq!((refs.epoch(), refs.defined()), (9, 1));
+    assert_eq!(core.telemetry.series_defined.get(), 3);
+}
