@@ -5,7 +5,11 @@
 //! Segment files `NNNNNNNN.buf` hold records `len u32 | crc32 u32 | seq u64 |
 //! payload` (`vigil_common::framed` with the sequence as an 8-byte prefix),
 //! where the crc covers seq and payload and the payload is a
-//! zstd-compressed, self-contained `vigil.v1.Batch`. The `acked` ledger holds
+//! zstd-compressed `vigil.v1.Batch` whose label sets are refs of the series
+//! table beside it (`series.tbl`, see `table.rs`) — exactly the bytes that go
+//! on the wire as `batch_zstd` (batches buffered by an agent before the table
+//! define their label sets inside and are moved onto the table when sent).
+//! The `acked` ledger holds
 //! the highest acknowledged sequence and is replaced crash-safely
 //! (`vigil_common::fs`). The buffer is bounded in bytes: past the bound the
 //! oldest segment is dropped, counted and logged. A torn tail (a crash
