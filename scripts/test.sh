@@ -28,6 +28,6 @@ echo "== fuzz targets (each briefly, from the committed seed corpus)"
 # the nightly toolchain or cargo-fuzz. CI builds the targets without
 # AddressSanitizer and unoptimised (the long runs of docs/reliability.md use
 # the full instrumentation): the build is most of the cost.
-if [ "${VIGIL_FUZZ_SECONDS:-8}" != 0 ]; then
-  FUZZ_BUILD_ARGS="${FUZZ_BUILD_ARGS--s none --dev}" bash scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-8}"
+if [ "${VIGIL_FUZZ_SECONDS:-4}" != 0 ]; then
+  FUZZ_BUILD_ARGS="${FUZZ_BUILD_ARGS--s none --dev}" bash scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-4}"
 fi
