@@ -2,7 +2,7 @@
 //! realistic requests: remote-write bodies, vigil.v1 agent streams, OTLP and
 //! Loki protobuf pushes. Each file starts with the selector byte its target
 //! reads first. Run from the repository root:
-//! `cargo +nightly run --manifest-path fuzz/Cargo.toml --bin make-seeds`.
+//! `cargo +nightly run --manifest-path fuzz/Cargo.toml --features seeds --bin make-seeds`.
 
 use std::path::Path;
 
