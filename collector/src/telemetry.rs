@@ -39,6 +39,8 @@ pub struct Telemetry {
     pub duplicate_batches: Counter,
     pub series_defined: Counter,
     pub series_tables: Gauge,
+    pub rw_series_resolved: Counter,
+    pub rw_series_cached: Gauge,
     pub invalid_batches: Family<ReasonLabels, Counter>,
     pub auth_failures: Counter,
     pub samples_refused: Family<ReasonLabels, Counter>,
@@ -103,6 +105,8 @@ impl Telemetry {
             duplicate_batches: Counter::default(),
             series_defined: Counter::default(),
             series_tables: Gauge::default(),
+            rw_series_resolved: Counter::default(),
+            rw_series_cached: Gauge::default(),
             invalid_batches: Family::default(),
             auth_failures: Counter::default(),
             samples_refused: Family::default(),
@@ -196,6 +200,16 @@ impl Telemetry {
                 "vigil_collector_idle_series_tables",
                 "Agents' series tables kept for their next stream (an hour after their last one ended)",
                 t.series_tables.clone(),
+            );
+            r.register(
+                "vigil_collector_remote_write_series_resolved",
+                "Remote-write series decoded and looked up because the series cache did not know their bytes (a steady sender's series once each)",
+                t.rw_series_resolved.clone(),
+            );
+            r.register(
+                "vigil_collector_remote_write_series_cached",
+                "Remote-write series the series cache holds, over all senders",
+                t.rw_series_cached.clone(),
             );
             r.register(
                 "vigil_collector_invalid_batches",

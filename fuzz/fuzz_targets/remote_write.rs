@@ -6,7 +6,10 @@
 //! Remote write 2.0 is not implemented by the collector (the receiver
 //! refuses it as a 1.0 body that does not decode).
 //! Properties: no panic; 2xx/4xx only; a decoded request encodes and decodes
-//! back to itself; a request that decodes appends at most its sample count.
+//! back to itself; a request that decodes appends at most its sample count;
+//! the borrowing reader of the ingest path (`rw_wire`) accepts exactly what
+//! `decode` accepts and
+//! reads the same series.
 #![no_main]
 
 use axum::body::Body;
@@ -14,6 +17,7 @@ use http::Request;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use vigil_collector::http::remote_write::{self, WriteRequest};
+use vigil_collector::http::rw_wire;
 use vigil_collector::store::{Store, StoreOptions};
 
 fuzz_target!(|data: &[u8]| {
@@ -28,6 +32,51 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
     };
+
+    // the borrowing reader agrees with the owned decoder
+    if let Ok(raw) = remote_write::decompress(&body) {
+        let owned = remote_write::decode(&body);
+        match rw_wire::parse(&raw) {
+            Ok(borrowed) => {
+                let mut all = Vec::new();
+                let mut failed = None;
+                for (i, s) in borrowed.series.iter().enumerate() {
+                    match borrowed.labels(i, s) {
+                        Ok(l) => all.push((l, borrowed.samples_of(s).to_vec())),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match (&owned, failed) {
+                    (Ok(req), None) => {
+                        assert_eq!(req.timeseries.len(), all.len());
+                        for (t, (l, s)) in req.timeseries.iter().zip(&all) {
+                            let want: Vec<(String, String)> = t
+                                .labels
+                                .iter()
+                                .filter(|x| !x.value.is_empty())
+                                .map(|x| (x.name.clone(), x.value.clone()))
+                                .collect();
+                            assert_eq!(&want, l, "labels differ");
+                            assert_eq!(t.samples.len(), s.len());
+                            for (a, b) in t.samples.iter().zip(s) {
+                                assert_eq!(a.timestamp, b.0);
+                                assert_eq!(a.value.to_bits(), b.1.to_bits());
+                            }
+                        }
+                    }
+                    (Err(_), Some(_)) => {}
+                    (o, f) => panic!("decode {:?} but the wire reader {:?}", o.as_ref().err(), f),
+                }
+            }
+            Err(e) => assert!(
+                owned.is_err(),
+                "decode accepted what the wire reader refused: {e}"
+            ),
+        }
+    }
 
     // decode, and the round trip of what it accepts
     if let Ok(req) = remote_write::decode(&body) {

@@ -26,6 +26,7 @@ pub mod loki_push;
 pub mod otlp;
 pub mod remote_write;
 pub mod rules_api;
+pub mod rw_wire;
 pub mod status;
 
 /// What every handler can reach.

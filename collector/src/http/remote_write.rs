@@ -12,6 +12,12 @@
 //! [`refusal_answer`]). Each client (by address) has its own series budget.
 //! The receiver can be switched off (`remote_write_receiver: false`).
 //!
+//! With the WAL (always, in the collector), a body is read off the wire by
+//! [`super::rw_wire`] and only series the ingest's series cache does not know
+//! are decoded ([`crate::ingest::core::IngestCore::write_remote`]); [`decode`]
+//! and [`apply`], which build every label, serve the store-only setup, the
+//! fuzz target and tests, and accept exactly the same bodies.
+//!
 //! Not here: remote write 2.0, native histograms, exemplars, metadata
 //! storage (decoded and ignored).
 
@@ -92,45 +98,29 @@ pub enum DecodeError {
 
 /// Decodes a snappy-block protobuf `WriteRequest` and checks its label sets.
 pub fn decode(body: &[u8]) -> Result<WriteRequest, DecodeError> {
+    let raw = decompress(body)?;
+    let req = <WriteRequest as prost::Message>::decode(raw.as_slice())
+        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    for (index, ts) in req.timeseries.iter().enumerate() {
+        super::rw_wire::check_labels(
+            index,
+            ts.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        )?;
+    }
+    Ok(req)
+}
+
+/// Undoes the snappy block compression, within [`MAX_DECODED_BYTES`].
+pub fn decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let len = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
     if len > MAX_DECODED_BYTES {
         return Err(DecodeError::TooLarge(len));
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| DecodeError::Snappy(e.to_string()))?;
-    let req = <WriteRequest as prost::Message>::decode(raw.as_slice())
-        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
-    for (index, ts) in req.timeseries.iter().enumerate() {
-        let mut names: Vec<&str> = Vec::with_capacity(ts.labels.len());
-        for l in &ts.labels {
-            if l.name.is_empty() {
-                return Err(DecodeError::InvalidSeries {
-                    index,
-                    reason: "empty label name".into(),
-                });
-            }
-            names.push(&l.name);
-        }
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(DecodeError::InvalidSeries {
-                index,
-                reason: format!("duplicate label name {:?}", w[0]),
-            });
-        }
-        if !ts
-            .labels
-            .iter()
-            .any(|l| l.name == "__name__" && !l.value.is_empty())
-        {
-            return Err(DecodeError::InvalidSeries {
-                index,
-                reason: "no metric name (__name__)".into(),
-            });
-        }
-    }
-    Ok(req)
+        .map_err(|e| DecodeError::Snappy(e.to_string()))
 }
 
 /// What [`apply`] did with a request.
@@ -197,51 +187,41 @@ async fn write(
     {
         return disk_full_answer(&full);
     }
-    let req = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, "remote write: bad request");
-            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
-        }
+    let bad_request = |e: DecodeError| {
+        tracing::debug!(error = %e, "remote write: bad request");
+        (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
     };
     let max_series = s.series_limits.max_series_per_request;
-    if req.timeseries.len() > max_series {
-        return (
+    let too_many = |n: usize| {
+        (
             StatusCode::BAD_REQUEST,
             format!(
-                "{} series in one request, more than the limit of {max_series} (remote_write_max_series_per_request)\n",
-                req.timeseries.len()
+                "{n} series in one request, more than the limit of {max_series} (remote_write_max_series_per_request)\n"
             ),
         )
-            .into_response();
-    }
+            .into_response()
+    };
     // each client has its own series budget; its address names it
     let tenant = match &peer {
         Some(p) => format!("{REMOTE_WRITE_TENANT}/{}", p.0.0.ip()),
         None => REMOTE_WRITE_TENANT.to_string(),
     };
     if let Some(core) = s.ingest.clone() {
-        let series: Vec<(Labels, Vec<(i64, f64)>)> = req
-            .timeseries
-            .into_iter()
-            .map(|ts| {
-                (
-                    // an empty value is an absent label
-                    Labels::new(
-                        ts.labels
-                            .into_iter()
-                            .filter(|l| !l.value.is_empty())
-                            .map(|l| (l.name, l.value)),
-                    ),
-                    ts.samples
-                        .into_iter()
-                        .map(|s| (s.timestamp, s.value))
-                        .collect(),
-                )
-            })
-            .collect();
-        return match core.write_external(series, Vec::new(), &tenant).await {
-            Ok(o) => refusal_answer(&o),
+        // the steady path: series read off the wire, known ones not decoded
+        let raw = match decompress(&body) {
+            Ok(r) => r,
+            Err(e) => return bad_request(e),
+        };
+        let req = match super::rw_wire::parse(&raw) {
+            Ok(r) => r,
+            Err(e) => return bad_request(e),
+        };
+        if req.series.len() > max_series {
+            return too_many(req.series.len());
+        }
+        return match core.write_remote(&req, &tenant).await {
+            Ok(Ok(o)) => refusal_answer(&o),
+            Ok(Err(e)) => bad_request(e),
             // not durable: the sender must retry
             Err(e) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -249,6 +229,13 @@ async fn write(
             )
                 .into_response(),
         };
+    }
+    let req = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    if req.timeseries.len() > max_series {
+        return too_many(req.timeseries.len());
     }
     let store = s.store.clone();
     let outcome = match tokio::task::spawn_blocking(move || apply(&store, req)).await {

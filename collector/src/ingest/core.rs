@@ -317,6 +317,8 @@ pub struct IngestCore {
     /// Agents' series tables (revision 2) while none of their streams is
     /// open, with when the last one ended.
     tables: Mutex<HashMap<String, (StreamRefs, std::time::Instant)>>,
+    /// Remote-write series already resolved, by their bytes on the wire.
+    rw_cache: super::series_cache::SeriesCache,
 }
 
 impl IngestCore {
@@ -357,6 +359,7 @@ impl IngestCore {
             roster: Default::default(),
             local_store: true,
             tables: Mutex::new(HashMap::new()),
+            rw_cache: Default::default(),
         }
     }
 
@@ -698,169 +701,6 @@ impl IngestCore {
         })
     }
 
-    /// Writes samples that arrived without an agent stream (Prometheus
-    /// remote write, pushes, the self-scrape) through the same WAL, so they
-    /// are as durable as an agent's once this returns. New series count
-    /// against `tenant`'s budget. Series over the label limits, and samples
-    /// the store would refuse (too far in the future, out of order, a
-    /// different value at a stored timestamp) are left out of the WAL and
-    /// reported, so only what is stored is durable (and forwarded). The
-    /// families' `metadata` is made durable with them.
-    pub async fn write_external(
-        &self,
-        series: Vec<(Labels, Vec<(i64, f64)>)>,
-        metadata: Vec<pb::MetricMetadata>,
-        tenant: &str,
-    ) -> Result<ExternalOutcome, crate::wal::WalError> {
-        self.write_external_inner(series, metadata, tenant, true)
-            .await
-    }
-
-    /// [`Self::write_external`] for the collector's own series (the
-    /// self-scrape): not refused under memory pressure, so the metrics that
-    /// report the pressure are stored while it lasts.
-    pub async fn write_own(
-        &self,
-        series: Vec<(Labels, Vec<(i64, f64)>)>,
-        tenant: &str,
-    ) -> Result<ExternalOutcome, crate::wal::WalError> {
-        self.write_external_inner(series, Vec::new(), tenant, false)
-            .await
-    }
-
-    async fn write_external_inner(
-        &self,
-        series: Vec<(Labels, Vec<(i64, f64)>)>,
-        metadata: Vec<pb::MetricMetadata>,
-        tenant: &str,
-        guarded: bool,
-    ) -> Result<ExternalOutcome, crate::wal::WalError> {
-        let mut out = ExternalOutcome::default();
-        if series.is_empty() && metadata.is_empty() {
-            return Ok(out);
-        }
-        let mut uses = Vec::with_capacity(series.len());
-        let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
-        let mut samples = Vec::new();
-        for (labels, mut points) in series {
-            let pairs: Vec<(&str, &str)> = labels.iter().collect();
-            if let Err(e) = check_label_limits(&pairs, &self.limits) {
-                self.count_refused(e.reason(), points.len() as u64);
-                out.refuse(e.reason(), points.len() as u64, || {
-                    format!("series {}: {e}", labels_excerpt(&labels))
-                });
-                continue;
-            }
-            if !self.local_store {
-                // a gateway: durable and forwarded, not stored here
-                points.sort_by_key(|p| p.0);
-                let id = labels.stable_hash();
-                for (t, v) in points {
-                    let b = blocks.entry(t).or_insert_with(|| WalBlock {
-                        timestamp_ms: t,
-                        ids: Vec::new(),
-                        values: Vec::new(),
-                    });
-                    b.ids.push(id);
-                    b.values.push(v);
-                    out.appended += 1;
-                }
-                uses.push(SeriesUse {
-                    id,
-                    labels: Arc::new(labels),
-                });
-                continue;
-            }
-            let created = if guarded {
-                self.store.get_or_create_for(tenant, &labels)
-            } else {
-                self.store.get_or_create_trusted_for(tenant, &labels)
-            };
-            let sref = match created {
-                Ok(r) => r,
-                Err(e) => {
-                    self.refused(&e, points.len() as u64);
-                    out.refuse(append_reason(&e), points.len() as u64, || {
-                        format!("series {}: {e}", labels_excerpt(&labels))
-                    });
-                    continue;
-                }
-            };
-            points.sort_by_key(|p| p.0);
-            let id = labels.stable_hash();
-            let mut used = false;
-            for (t, v) in points {
-                if let Err(e) = self.store.check(sref, t, v) {
-                    let reason = append_reason(&e);
-                    self.count_refused(reason, 1);
-                    out.refuse(reason, 1, || {
-                        format!("series {}: {e}", labels_excerpt(&labels))
-                    });
-                    continue;
-                }
-                used = true;
-                let b = blocks.entry(t).or_insert_with(|| WalBlock {
-                    timestamp_ms: t,
-                    ids: Vec::new(),
-                    values: Vec::new(),
-                });
-                b.ids.push(id);
-                b.values.push(v);
-                samples.push((sref, t, v));
-            }
-            if used {
-                uses.push(SeriesUse {
-                    id,
-                    labels: Arc::new(labels),
-                });
-            }
-        }
-        if samples.is_empty() && blocks.is_empty() && metadata.is_empty() {
-            return Ok(out);
-        }
-        let mut blocks: Vec<WalBlock> = blocks.into_values().collect();
-        blocks.sort_by_key(|b| b.timestamp_ms);
-        // apply in time order so a request carrying several samples of one
-        // series is not refused as out of order
-        samples.sort_by_key(|s| s.1);
-        let gate = self.gate.read().await;
-        self.append_wal(Append {
-            record: WalRecord {
-                agent_id: String::new(),
-                seq: 0,
-                series: Vec::new(),
-                blocks,
-                logs: Vec::new(),
-                events: Vec::new(),
-                metadata: metadata.clone(),
-                tenant: tenant.to_string(),
-                cut: false,
-            },
-            uses,
-        })
-        .await?;
-        let summary = self.store.append_batch(&samples);
-        self.metadata.update(&metadata);
-        drop(gate);
-        // refused between the check and the append (a concurrent writer)
-        self.count_summary(&summary);
-        out.refuse("out_of_order", summary.out_of_order, || {
-            "sample out of order".into()
-        });
-        out.refuse("duplicate", summary.duplicate, || {
-            "duplicate sample for timestamp".into()
-        });
-        out.refuse("too_far_in_future", summary.too_far_in_future, || {
-            "sample too far in the future".into()
-        });
-        self.telemetry.samples.inc_by(summary.appended);
-        out.appended += summary.appended;
-        if !self.local_store {
-            self.telemetry.samples.inc_by(out.appended);
-        }
-        Ok(out)
-    }
-
     fn count_summary(&self, summary: &crate::store::AppendSummary) {
         self.count_refused("out_of_order", summary.out_of_order);
         self.count_refused("duplicate", summary.duplicate);
@@ -946,5 +786,6 @@ fn labels_excerpt(l: &Labels) -> String {
     format!("{}…", &s[..end])
 }
 
+mod external;
 #[cfg(test)]
 mod tests;

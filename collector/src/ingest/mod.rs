@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod core;
 pub mod push;
 pub mod roster;
+pub mod series_cache;
 pub mod service;
 
 /// A log record as ingest resolved it (interned refs replaced by values).

@@ -169,3 +169,92 @@ async fn agent_tables_outlive_streams_and_definitions_follow_on() {
     assert_eq!((refs.epoch(), refs.defined()), (9, 1));
     assert_eq!(core.telemetry.series_defined.get(), 3);
 }
+
+/// Remote write read off the wire: a series is decoded and resolved once and
+/// then found by its bytes; a request with one malformed series is refused
+/// whole before anything is stored; a series over the label limits is
+/// refused on every request (never cached); samples land as before.
+#[tokio::test]
+async fn remote_write_series_are_resolved_once_and_refusals_are_not_cached() {
+    use crate::http::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::new(StoreOptions::default()));
+    let wal = crate::wal::Wal::start(&dir.path().join("wal")).unwrap();
+    let telemetry = crate::telemetry::Telemetry::new();
+    let core = IngestCore::new(
+        store.clone(),
+        wal,
+        telemetry.clone(),
+        Arc::new(crate::metadata::Metadata::default()),
+        None,
+        None,
+        Default::default(),
+    )
+    .with_limits(crate::limits::SeriesLimits {
+        max_value_length: 10,
+        ..Default::default()
+    });
+    let ts = |labels: &[(&str, &str)], t: i64, v: f64| TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: vec![Sample {
+            value: v,
+            timestamp: t,
+        }],
+    };
+    let body = |t: i64, extra: Option<TimeSeries>| {
+        let mut timeseries = vec![
+            ts(&[("__name__", "up"), ("job", "a")], t, 1.0),
+            ts(&[("__name__", "up"), ("job", "b"), ("empty", "")], t, 0.0),
+            ts(
+                &[("__name__", "up"), ("job", "far-too-long-a-value")],
+                t,
+                1.0,
+            ),
+        ];
+        timeseries.extend(extra);
+        WriteRequest {
+            timeseries,
+            metadata: vec![],
+        }
+        .encode_to_vec()
+    };
+    let resolved = || telemetry.rw_series_resolved.get();
+
+    let b = body(1000, None);
+    let req = crate::http::rw_wire::parse(&b).unwrap();
+    let o = core.write_remote(&req, "rw").await.unwrap().unwrap();
+    assert_eq!(o.appended, 2);
+    assert_eq!(o.refused, vec![("label_value_length_limit", 1)]);
+    assert_eq!(resolved(), 3);
+
+    let b = body(2000, None);
+    let req = crate::http::rw_wire::parse(&b).unwrap();
+    let o = core.write_remote(&req, "rw").await.unwrap().unwrap();
+    assert_eq!(o.appended, 2);
+    assert_eq!(o.refused, vec![("label_value_length_limit", 1)]);
+    assert_eq!(resolved(), 4, "only the refused series is resolved again");
+
+    // a malformed series: nothing of the request is taken
+    let b = body(3000, Some(ts(&[("job", "no-name")], 3000, 1.0)));
+    let req = crate::http::rw_wire::parse(&b).unwrap();
+    let e = core.write_remote(&req, "rw").await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("series 3: no metric name"), "{e}");
+
+    // what the store holds: both series, both samples, the empty label absent
+    let a = store
+        .get_or_create(&Labels::new([("__name__", "up"), ("job", "a")]))
+        .unwrap();
+    let b_ = store
+        .get_or_create(&Labels::new([("__name__", "up"), ("job", "b")]))
+        .unwrap();
+    assert_ne!(a, b_);
+    assert_eq!(store.series_count(), 2);
+    assert_eq!(store.stats().samples, 4);
+}
