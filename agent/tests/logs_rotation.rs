@@ -89,14 +89,21 @@ impl Writer {
     }
 }
 
+/// Compresses `from` into `to` the way kubelet does (a temporary file
+/// renamed into place), then removes `from`.
 fn gzip(from: &Path, to: &Path) {
+    gzip_keep(from, to);
+    std::fs::remove_file(from).unwrap();
+}
+
+/// The compressor's state between its rename and its removal: both there.
+fn gzip_keep(from: &Path, to: &Path) {
     let tmp = to.with_extension("tmp");
     let mut enc =
         flate2::write::GzEncoder::new(File::create(&tmp).unwrap(), flate2::Compression::fast());
     enc.write_all(&std::fs::read(from).unwrap()).unwrap();
     enc.finish().unwrap();
     std::fs::rename(&tmp, to).unwrap();
-    std::fs::remove_file(from).unwrap();
 }
 
 fn assert_exactly_once(entries: &[vigil_agent::ship::LogRecord], total: u64) {
@@ -129,10 +136,37 @@ fn assert_exactly_once(entries: &[vigil_agent::ship::LogRecord], total: u64) {
     }
 }
 
-async fn wait_all(run: &Running, total: u64) -> bool {
-    run.wait_seqs(Duration::from_secs(40), |s| s.len() as u64 >= total)
+/// Waits (generously: debug builds on a busy machine) until lines `0..total`
+/// have all arrived; if they do not, stops the test saying which are missing
+/// and what the tailer saw, so a failure tells loss apart from slowness.
+async fn wait_all(run: &Running, total: u64, what: &str) {
+    if run
+        .wait_seqs(Duration::from_secs(90), |s| s.len() as u64 >= total)
         .await
+    {
+        return;
+    }
+    let seqs = run.seqs.lock().clone();
+    let missing: Vec<u64> = (0..total).filter(|s| !seqs.contains(s)).collect();
+    let kinds = ROTATION_KINDS_SEEN.map(|k| (k, run.metrics.rotations(k)));
+    panic!(
+        "{what}: {} of {total} lines arrived in 90 s; {} missing, from {:?} to {:?}; \
+         read {} bytes; rotations {kinds:?}",
+        seqs.len(),
+        missing.len(),
+        missing.first(),
+        missing.last(),
+        run.metrics.read_bytes.load(Ordering::Relaxed),
+    );
 }
+
+const ROTATION_KINDS_SEEN: [RotationKind; 5] = [
+    RotationKind::Rename,
+    RotationKind::CopyTruncate,
+    RotationKind::Truncate,
+    RotationKind::Delete,
+    RotationKind::Missed,
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_rename_and_gzip_under_load() {
@@ -192,21 +226,18 @@ async fn kubelet_rename_and_gzip_under_load() {
     let rate = writer.join().unwrap();
     compressor.join().unwrap();
     assert!(rate >= 20.0, "writer managed only {rate:.1} MiB/s");
-    assert!(wait_all(&run, total).await, "not all lines arrived");
+    wait_all(&run, total, "after the rotations").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = run.metrics.clone();
     let got = run.stop().await;
     assert_exactly_once(&got, total);
-    let kinds = [
-        RotationKind::Rename,
-        RotationKind::CopyTruncate,
-        RotationKind::Truncate,
-        RotationKind::Delete,
-        RotationKind::Missed,
-    ]
-    .map(|k| metrics.rotations(k));
+    // The file open from the start was seen to go: renamed (if a scan saw
+    // it under its new name) or removed (if it was compressed first). The
+    // files created afterwards may be found only as rotations (missed): on
+    // a busy machine they can be renamed and compressed between two scans.
+    let kinds = ROTATION_KINDS_SEEN.map(|k| metrics.rotations(k));
     assert!(
-        metrics.rotations(RotationKind::Rename) >= 1,
+        metrics.rotations(RotationKind::Rename) + metrics.rotations(RotationKind::Delete) >= 1,
         "rotations seen {kinds:?}"
     );
     let e = &got[0];
@@ -232,7 +263,7 @@ async fn rotated_twice_between_reads_and_gzipped_before_opened() {
         state.path(),
         ack_all(),
     );
-    assert!(wait_all(&run, 1000).await);
+    wait_all(&run, 1000, "lines before the rotation").await;
     // Stop the shipper: the tailer fills the channel and blocks.
     run.paused.store(true, Ordering::SeqCst);
     w.lines(100_000); // ~20 MiB: far more than the channel holds
@@ -257,8 +288,58 @@ async fn rotated_twice_between_reads_and_gzipped_before_opened() {
     w.lines(1000);
     let total = w.seq;
     run.paused.store(false, Ordering::SeqCst);
-    assert!(wait_all(&run, total).await, "not all lines arrived");
+    wait_all(&run, total, "after the rotations").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = run.metrics.clone();
+    let got = run.stop().await;
+    assert_exactly_once(&got, total);
+    assert_eq!(metrics.rotations(RotationKind::Missed), 1);
+}
+
+/// A rotation nobody saw, found by one scan under two names at once: the
+/// renamed file and its .gz (the compressor has not removed the original
+/// yet). It is one file and is read once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_rotation_seen_plain_and_gzipped_at_once_is_read_once() {
+    let _heavy = heavy().await;
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let dir = pod_dir(root.path(), "default", "web", "app");
+    let live = dir.join("0.log");
+    let mut w = Writer::new(&live, 0);
+    w.lines(1000);
+    let run = Running::start(
+        &logs_config(&[POD_GLOB]),
+        root.path(),
+        state.path(),
+        ack_all(),
+    );
+    wait_all(&run, 1000, "lines before the rotation").await;
+    run.paused.store(true, Ordering::SeqCst);
+    w.lines(100_000);
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = run.metrics.read_bytes.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    // While it cannot read: A → 0.log.1; B created, written, → 0.log.2 and
+    // compressed to 0.log.2.gz, the original still there; C is live.
+    std::fs::rename(&live, dir.join("0.log.1")).unwrap();
+    w.reopen();
+    w.lines(1000);
+    std::fs::rename(&live, dir.join("0.log.2")).unwrap();
+    w.reopen();
+    gzip_keep(&dir.join("0.log.2"), &dir.join("0.log.2.gz"));
+    w.lines(1000);
+    let total = w.seq;
+    run.paused.store(false, Ordering::SeqCst);
+    wait_all(&run, total, "after the rotations").await;
+    std::fs::remove_file(dir.join("0.log.2")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let metrics = run.metrics.clone();
     let got = run.stop().await;
     assert_exactly_once(&got, total);
@@ -350,7 +431,7 @@ async fn copytruncate_while_behind_reads_the_rest_from_the_copy() {
         state.path(),
         ack_all(),
     );
-    assert!(wait_all(&run, 1000).await);
+    wait_all(&run, 1000, "lines before the rotation").await;
     run.paused.store(true, Ordering::SeqCst);
     w.lines(100_000);
     let mut last = u64::MAX;
@@ -367,19 +448,12 @@ async fn copytruncate_while_behind_reads_the_rest_from_the_copy() {
     w.lines(1000);
     let total = w.seq;
     run.paused.store(false, Ordering::SeqCst);
-    assert!(wait_all(&run, total).await, "not all lines arrived");
+    wait_all(&run, total, "after the rotations").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = run.metrics.clone();
     let got = run.stop().await;
     assert_exactly_once(&got, total);
-    let kinds = [
-        RotationKind::Rename,
-        RotationKind::CopyTruncate,
-        RotationKind::Truncate,
-        RotationKind::Delete,
-        RotationKind::Missed,
-    ]
-    .map(|k| metrics.rotations(k));
+    let kinds = ROTATION_KINDS_SEEN.map(|k| metrics.rotations(k));
     assert_eq!(
         metrics.rotations(RotationKind::CopyTruncate),
         1,
@@ -402,21 +476,18 @@ async fn truncation_after_delivery_and_inode_reuse() {
         state.path(),
         ack_all(),
     );
-    assert!(wait_all(&run, 5000).await);
+    wait_all(&run, 5000, "lines before the truncation").await;
     // Truncate in place, write on: a new source from offset 0.
     w.file.set_len(0).unwrap();
     w.lines(3000);
-    assert!(wait_all(&run, 8000).await, "lines after truncation missing");
+    wait_all(&run, 8000, "lines after truncation missing").await;
     // Delete and recreate (ext4 and tmpfs often hand out the same inode).
     let ino = std::fs::metadata(&live).unwrap().ino();
     std::fs::remove_file(&live).unwrap();
     w.reopen();
     let reused = std::fs::metadata(&live).unwrap().ino() == ino;
     w.lines(3000);
-    assert!(
-        wait_all(&run, 11_000).await,
-        "lines of the recreated file missing"
-    );
+    wait_all(&run, 11_000, "lines of the recreated file missing").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = run.metrics.clone();
     let got = run.stop().await;

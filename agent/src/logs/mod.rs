@@ -174,6 +174,14 @@ impl Tailer {
                 }
             }
             woken = false;
+            // Under a steady stream the loop never waits on inotify: take the
+            // events already queued, so files created, renamed or removed
+            // are looked at by the next step and not a whole rescan period
+            // later (kubelet and logrotate can rotate, compress and delete
+            // a file within a second).
+            if !out.idle && watch.as_mut().is_some_and(Watch::ready) {
+                core.hint_rescan();
+            }
             if out.idle {
                 let sleep = tokio::time::sleep(poll);
                 tokio::pin!(sleep);
@@ -281,6 +289,33 @@ impl Watch {
 
     /// Next batch of events; true if any changed a folder's entries.
     async fn next(&mut self) -> bool {
+        let first = self.stream.next().await;
+        let failed = !matches!(first, Some(Ok(_)));
+        let mut rescan = self.take(first);
+        rescan |= self.ready();
+        if failed {
+            // A broken stream would wake us in a loop: fall back to polling.
+            tokio::time::sleep(POLL).await;
+        }
+        rescan
+    }
+
+    /// The events already queued (a bounded number), without waiting; true
+    /// if any changed a folder's entries.
+    fn ready(&mut self) -> bool {
+        let mut rescan = false;
+        for _ in 0..4096 {
+            match self.stream.next().now_or_never() {
+                Some(ev) => rescan |= self.take(ev),
+                None => break,
+            }
+        }
+        rescan
+    }
+
+    /// One event (or the end or an error of the stream): whether it calls
+    /// for a rescan.
+    fn take(&mut self, ev: Option<std::io::Result<inotify::Event<std::ffi::OsString>>>) -> bool {
         use inotify::EventMask as E;
         let structural = E::CREATE
             | E::MOVED_FROM
@@ -289,31 +324,15 @@ impl Watch {
             | E::DELETE_SELF
             | E::Q_OVERFLOW
             | E::IGNORED;
-        let mut rescan = false;
-        let mut take = |ev: Option<std::io::Result<inotify::Event<std::ffi::OsString>>>| match ev {
+        match ev {
             Some(Ok(ev)) => {
-                rescan |= ev.mask.intersects(structural);
                 if ev.mask.contains(E::IGNORED) {
                     // The folder is gone; forget it so it can be watched again.
                     self.dirs.clear();
                 }
+                ev.mask.intersects(structural)
             }
-            Some(Err(_)) | None => rescan = true,
-        };
-        let first = self.stream.next().await;
-        let failed = !matches!(first, Some(Ok(_)));
-        take(first);
-        // Drain what is queued without waiting.
-        for _ in 0..4096 {
-            match self.stream.next().now_or_never() {
-                Some(ev) => take(ev),
-                None => break,
-            }
+            Some(Err(_)) | None => true,
         }
-        if failed {
-            // A broken stream would wake us in a loop: fall back to polling.
-            tokio::time::sleep(POLL).await;
-        }
-        rescan
     }
 }

@@ -440,12 +440,25 @@ impl Core {
         let mut plans: Vec<Plan<'_>> = Vec::new();
         let mut done_now: Vec<SourceKey> = Vec::new();
         let mut history: Vec<(SourceKey, u64)> = Vec::new();
-        for f in &found {
+        // A file nobody has seen may show up twice in one scan: as itself
+        // and as its .gz (between the compressor's rename and its removal of
+        // the original), or as a live file and the copy copytruncate made
+        // before truncating it. One of them is read: the live file, else a
+        // plain one, else the .gz.
+        let mut order: Vec<&Found> = found.iter().collect();
+        order.sort_by_key(|f| (!f.live, f.gz));
+        for f in order {
             let Some(fp) = f.fp else { continue };
             if (!f.gz && by_file.contains(&(f.dev, f.ino, fp.hash)))
                 || by_fp.contains(&(f.group.as_str(), fp.hash))
             {
                 continue; // being read (the file itself, its .gz or its copy)
+            }
+            if plans
+                .iter()
+                .any(|p| p.f.group == f.group && p.fp.hash == fp.hash)
+            {
+                continue; // the same file under another name is planned
             }
             let exact = SourceKey {
                 path: f.group.clone(),
