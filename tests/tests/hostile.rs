@@ -71,16 +71,23 @@ fn form(q: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn post_query(addr: &str, path: &str, q: &str) -> (u16, String) {
-    let (code, b) = http(
+/// POSTs a query; a failed exchange stops the test with what the collector
+/// said (a crash shows up as its last words, not just a reset connection).
+fn post_query(c: &vigil_e2e::Proc, addr: &str, path: &str, q: &str) -> (u16, String) {
+    match http(
         "POST",
         addr,
         path,
         Some("application/x-www-form-urlencoded"),
         &form(q),
-    )
-    .expect("query");
-    (code, String::from_utf8_lossy(&b).to_string())
+    ) {
+        Ok((code, b)) => (code, String::from_utf8_lossy(&b).to_string()),
+        Err(e) => panic!(
+            "query {} bytes to {path}: {e}; collector stderr:\n{}",
+            q.len(),
+            c.stderr_text()
+        ),
+    }
 }
 
 fn metric(addr: &str, line_prefix: &str) -> f64 {
@@ -106,7 +113,7 @@ fn deep_queries_are_refused_and_the_collector_stays_up() {
     let terms = vec!["1"; 4000].join("+");
     let parens = format!("{}1{}", "(".repeat(8000), ")".repeat(8000));
     for q in [&terms, &parens] {
-        let (code, body) = post_query(&addr, "/api/v1/query", q);
+        let (code, body) = post_query(&c, &addr, "/api/v1/query", q);
         assert_eq!(code, 400, "{body}");
         assert!(body.contains("too deeply nested"), "{body}");
     }
@@ -115,7 +122,7 @@ fn deep_queries_are_refused_and_the_collector_stays_up() {
         "sum(".repeat(5000),
         ")".repeat(5000)
     );
-    let (code, body) = post_query(&addr, "/loki/api/v1/query_range", &logql);
+    let (code, body) = post_query(&c, &addr, "/loki/api/v1/query_range", &logql);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("too deeply nested"), "{body}");
     // still alive and answering
@@ -124,7 +131,7 @@ fn deep_queries_are_refused_and_the_collector_stays_up() {
         "collector exited: {}",
         c.stderr_text()
     );
-    let (code, body) = post_query(&addr, "/api/v1/query", "1+1");
+    let (code, body) = post_query(&c, &addr, "/api/v1/query", "1+1");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"2\""), "{body}");
 }
