@@ -75,10 +75,82 @@ pub fn unix_ns(t: SystemTime) -> i64 {
 }
 
 /// Parses RFC 3339 into Unix nanoseconds. Runs once per CRI/Docker log line,
-/// so it takes bytes and allocates only to report an error.
+/// so it takes bytes and allocates only to report an error, and it
+/// remembers (per thread) the last `YYYY-MM-DDThh:mm:ss` it parsed: lines of
+/// the same second only have their fraction and offset read ([`same_second`]).
 pub fn parse_rfc3339_ns(s: &[u8]) -> Result<i64, TimeError> {
+    if let Some(ns) = same_second(s) {
+        return Ok(ns);
+    }
     let t = parse(s)?;
-    i64::try_from(t.unix_timestamp_nanos()).map_err(|_| TimeError::OutOfRange { input: lossy(s) })
+    let ns = i64::try_from(t.unix_timestamp_nanos())
+        .map_err(|_| TimeError::OutOfRange { input: lossy(s) })?;
+    // a leap second's validity depends on the offset: never remembered
+    if let Some(prefix) = s.first_chunk::<19>()
+        && &prefix[17..19] != b"60"
+    {
+        let civil = t.unix_timestamp() + i64::from(t.offset().whole_seconds());
+        LAST_SECOND.with(|c| c.set(Some((*prefix, civil))));
+    }
+    Ok(ns)
+}
+
+thread_local! {
+    /// The date and time to the second of the last timestamp parsed on this
+    /// thread, and its Unix seconds were it UTC.
+    static LAST_SECOND: std::cell::Cell<Option<([u8; 19], i64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// A timestamp whose first 19 bytes are those of the last one parsed (so
+/// already checked by the full parser): the rest read by hand — an optional
+/// `.` and digits (past the ninth ignored), then `Z`/`z` or `±hh:mm` (hours
+/// to 23) and the end. Anything else (or out of range) is None, and the full
+/// parser decides.
+fn same_second(s: &[u8]) -> Option<i64> {
+    let (prefix, civil) = LAST_SECOND.with(|c| c.get())?;
+    if s.get(..19)? != prefix {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while let Some(c) = s.get(i).filter(|c| c.is_ascii_digit()) {
+            if i - start < 9 {
+                nanos = nanos * 10 + i64::from(c - b'0');
+            }
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 {
+            return None;
+        }
+        for _ in digits..9 {
+            nanos *= 10;
+        }
+    }
+    let offset = match *s.get(i)? {
+        b'Z' | b'z' if s.len() == i + 1 => 0,
+        sign @ (b'+' | b'-') if s.len() == i + 6 && s[i + 3] == b':' => {
+            let two = |at: usize| -> Option<i64> {
+                let (a, b) = (s[at], s[at + 1]);
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| i64::from(a - b'0') * 10 + i64::from(b - b'0'))
+            };
+            let (h, m) = (two(i + 1)?, two(i + 4)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let o = h * 3600 + m * 60;
+            if sign == b'-' { -o } else { o }
+        }
+        _ => return None,
+    };
+    (civil - offset)
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
 }
 
 /// Parses RFC 3339 into Unix milliseconds (the fraction below a millisecond
@@ -263,6 +335,70 @@ mod tests {
             Err(TimeError::OutOfRange { .. })
         ));
         assert!(parse_rfc3339_ms("9999-11-22T10:48:32Z").is_ok());
+    }
+
+    /// Timestamps of the second last parsed take the short path: it must
+    /// agree with the full parser on every tail, good or bad.
+    #[test]
+    fn the_same_second_parses_as_the_full_parser_does() {
+        let full = |s: &str| {
+            parse(s.as_bytes()).and_then(|t| {
+                i64::try_from(t.unix_timestamp_nanos()).map_err(|_| TimeError::OutOfRange {
+                    input: lossy(s.as_bytes()),
+                })
+            })
+        };
+        let tails = [
+            "Z",
+            "z",
+            ".5Z",
+            ".123456789Z",
+            ".1234567891234Z",
+            "+02:00",
+            "-05:30",
+            ".5-00:00",
+            ".Z",
+            "",
+            "Zx",
+            "+0000",
+            "+24:00",
+            "+23:60",
+            "+2:00",
+            "+02:0",
+            "+02:00x",
+            ".5",
+            ".x",
+            "Z ",
+            " Z",
+            "+99:99",
+            "-23:59",
+        ];
+        for prefix in [
+            "2026-11-22T10:48:32",
+            "1970-01-01T00:00:00",
+            "2262-04-11T23:47:16",
+            "1677-09-21T00:12:43",
+        ] {
+            for first in ["Z", "+01:00"] {
+                for tail in tails {
+                    // the first remembers the second (when it parses)
+                    let _ = parse_rfc3339_ns(format!("{prefix}{first}").as_bytes());
+                    let s = format!("{prefix}{tail}");
+                    let got = parse_rfc3339_ns(s.as_bytes());
+                    let want = full(&s);
+                    assert_eq!(got.is_ok(), want.is_ok(), "{s:?}: {got:?} vs {want:?}");
+                    if want.is_ok() {
+                        assert_eq!(got, want, "{s:?}");
+                    }
+                }
+            }
+        }
+        // a leap second is never remembered
+        let _ = parse_rfc3339_ns(b"2016-12-31T23:59:60Z");
+        assert_eq!(
+            parse_rfc3339_ns(b"2016-12-31T23:59:60+01:00").is_ok(),
+            full("2016-12-31T23:59:60+01:00").is_ok()
+        );
     }
 
     #[test]
