@@ -92,6 +92,9 @@ fn body(via: &str, series: u64, t: i64, round: u64) -> Vec<u8> {
         .expect("snappy")
 }
 
+/// Writes until accepted; retries what a sender retries (5xx, 429, no
+/// connection) and stops the bench on any other refusal, which no retry
+/// would change.
 fn post(addr: &str, body: &[u8]) {
     loop {
         match http(
@@ -102,6 +105,10 @@ fn post(addr: &str, body: &[u8]) {
             body,
         ) {
             Ok((s, _)) if (200..300).contains(&s) => return,
+            Ok((s, b)) if (400..500).contains(&s) && s != 429 => panic!(
+                "{addr} refused a write with {s}: {}",
+                String::from_utf8_lossy(&b)
+            ),
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     }
@@ -315,11 +322,14 @@ fn main() {
     // stream arrive, then back
     vm.terminate(Duration::from_secs(30));
     let backlog_rounds = backlog_min * 60 * 1000 / interval.as_millis() as u64;
+    // The backlog's samples must follow the steady stream's in every series
+    // (older ones are out of order, refused by the storing collector; later
+    // than the clock, past the allowed skew): rounds 1 ms apart, after the
+    // last steady sample.
     let t_end = now_ms();
-    let t_first = t_end - (backlog_rounds as i64) * interval.as_millis() as i64;
     let fill = Instant::now();
     for r in 0..backlog_rounds {
-        let t = t_first + r as i64 * interval.as_millis() as i64;
+        let t = t_end + 1 + r as i64;
         std::thread::scope(|s| {
             for (via, addr, _) in targets.iter().filter(|t| t.0 != "baseline") {
                 let b = body(via, series, t, 1_000_000 + r);
