@@ -248,6 +248,24 @@ pub async fn start(
         core.without_local_store()
     });
 
+    // forwarding: after the WAL started and before anything can write to it
+    // (push, rules, the self-scrape, agents) or checkpoint it, so a new
+    // endpoint's "from now on" is before the first record of this run
+    let forward_tasks = if config.forward.is_empty() {
+        Vec::new()
+    } else {
+        crate::forward::start(
+            &config.forward,
+            &core.wal,
+            metadata.clone(),
+            &data_dir,
+            &mut telemetry.registry.lock(),
+            shutdown.clone(),
+        )
+        .context("forwarding")?
+        .tasks
+    };
+
     // rules and Alertmanager
     let external_labels = config.external_labels.clone();
     let notifier = if config.alertmanagers.is_empty() {
@@ -512,19 +530,7 @@ pub async fn start(
         }));
     }
 
-    // forwarding: after the WAL started, before the first checkpoint
-    if !config.forward.is_empty() {
-        let f = crate::forward::start(
-            &config.forward,
-            &core.wal,
-            metadata.clone(),
-            &data_dir,
-            &mut telemetry.registry.lock(),
-            shutdown.clone(),
-        )
-        .context("forwarding")?;
-        tasks.extend(f.tasks);
-    }
+    tasks.extend(forward_tasks);
 
     state.ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, grpc = %grpc_addr, "vigil-collector ready");

@@ -462,8 +462,18 @@ impl Actions {
         }
         let me = Arc::clone(self);
         let executor = rule.executor.clone();
+        let state_key = format!("{}|{key}", rule.name);
         self.runtime.spawn(async move {
-            me.execute(&executor, &req).await;
+            if me.execute(&executor, &req).await.is_delivered() {
+                // the cooldown runs from the restart's end
+                restart::finished(
+                    &mut me.state.lock(),
+                    &state_key,
+                    req.time_ms,
+                    vigil_common::time::now_ms(),
+                );
+                me.save_state_logged();
+            }
             me.in_flight.lock().remove(&key);
         });
         true

@@ -85,6 +85,19 @@ pub fn decide(
     Verdict::Restart
 }
 
+/// A restart of `key` decided at `decided_ms` was carried out at `done_ms`:
+/// the cooldown counts from then, so a slow restart (a container that takes
+/// its whole stop timeout) does not eat the restarted container's grace.
+/// No change when the decision is no longer in the history.
+pub fn finished(state: &mut ActionState, key: &str, decided_ms: i64, done_ms: i64) {
+    if let Some(history) = state.restarts.get_mut(key)
+        && let Some(t) = history.iter_mut().rev().find(|t| **t == decided_ms)
+    {
+        *t = done_ms.max(decided_ms);
+        history.sort_unstable();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +167,23 @@ mod tests {
                 remaining_ms: 59_000
             }
         );
+    }
+
+    #[test]
+    fn the_cooldown_counts_from_when_the_restart_finished() {
+        let mut st = ActionState::default();
+        assert_eq!(decide(&mut st, "k", 1_000, &P, &G), Verdict::Restart);
+        // the restart took 10 s
+        finished(&mut st, "k", 1_000, 11_000);
+        assert_eq!(
+            decide(&mut st, "k", 65_000, &P, &G),
+            Verdict::Cooldown {
+                remaining_ms: 6_000
+            }
+        );
+        assert_eq!(decide(&mut st, "k", 71_000, &P, &G), Verdict::Restart);
+        // an unknown decision changes nothing
+        finished(&mut st, "k", 5, 999_999);
+        assert_eq!(st.restarts["k"], vec![11_000, 71_000]);
     }
 }
