@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use vigil_agent::config::Settings;
 
-/// Shipping builds and drops many small label strings per batch (every
-/// scraped series' labels, every batch); mimalloc spends far less CPU on that
-/// than glibc's allocator (measured with `benches/app_scrape.rs`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// Shipping builds and drops many small label strings per batch (every
+// scraped series' labels, every batch); mimalloc spends far less CPU on that
+// than glibc's allocator (measured with `benches/app_scrape.rs`).
+vigil_common::mimalloc_lazy_commit!();
 
 /// vigil's node agent: scrapes this host's metrics and ships them to
 /// vigil-collector over gRPC, exactly once (a disk buffer holds what the
@@ -41,36 +40,6 @@ enum Command {
     /// Check a configuration file and print the effective settings.
     CheckConfig,
 }
-
-// mimalloc's own option call (its C API; the symbol is in the allocator the
-// binary links).
-#[allow(unsafe_code)]
-unsafe extern "C" {
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-/// mimalloc commits its arenas eagerly by default, and memory committed that
-/// way is never given back: for an agent whose live heap is a few MiB, the
-/// heap's high-water mark stays resident (27 of 38 MiB measured with
-/// `benches/agent_node.rs`; 4.5 MiB with lazy commit, for the same CPU).
-/// The option must be set before mimalloc reserves its first arena — before
-/// the Rust runtime's first allocation — hence a constructor that runs ahead
-/// of the default ones.
-extern "C" fn lazy_arena_commit() {
-    /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_e`.
-    const ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
-    // SAFETY: sets one integer option of the allocator this binary links;
-    // nothing here allocates (that would start mimalloc before the option)
-    #[allow(unsafe_code)]
-    unsafe {
-        mi_option_set(ARENA_EAGER_COMMIT, 0)
-    };
-}
-
-#[used]
-#[allow(unsafe_code)]
-#[unsafe(link_section = ".init_array.00100")]
-static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-/// Ingest and queries allocate many small label strings; mimalloc spends a
-/// fraction of glibc's time on them (see docs/benchmarks.md, remote-write ingest).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// Ingest and queries allocate many small label strings; mimalloc spends a
+// fraction of glibc's time on them (see docs/benchmarks.md, remote-write
+// ingest).
+vigil_common::mimalloc_lazy_commit!();
 
 use clap::{Parser, Subcommand};
 use vigil_collector::config::Settings;

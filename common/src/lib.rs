@@ -5,6 +5,7 @@
 //! formats and Go regex syntax, mountinfo, the config-file layer, logging set-up and the
 //! shutdown signal. Pipeline code lives in the two binaries' crates.
 
+pub mod alloc;
 pub mod config;
 pub mod disk;
 pub mod duration;
