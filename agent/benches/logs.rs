@@ -126,10 +126,10 @@ fn rss_kib() -> u64 {
 fn acks_of(batch: &[LogRecord]) -> Vec<LogAck> {
     let mut acks: Vec<LogAck> = Vec::new();
     for e in batch {
-        match acks.iter_mut().find(|a| a.source == e.source) {
+        match acks.iter_mut().find(|a| a.source == *e.source) {
             Some(a) => a.end_offset = a.end_offset.max(e.end_offset),
             None => acks.push(LogAck {
-                source: e.source.clone(),
+                source: (*e.source).clone(),
                 end_offset: e.end_offset,
             }),
         }

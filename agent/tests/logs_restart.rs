@@ -77,7 +77,7 @@ fn dedup(runs: &[&[LogRecord]], total: u64) -> usize {
     let mut by_pos: HashMap<(SourceKey, u64), &str> = HashMap::new();
     let mut repeats = 0;
     for e in runs.iter().flat_map(|r| r.iter()) {
-        if let Some(prev) = by_pos.insert((e.source.clone(), e.offset), &e.line) {
+        if let Some(prev) = by_pos.insert(((*e.source).clone(), e.offset), &e.line) {
             assert_eq!(prev, e.line, "same position, different content");
             repeats += 1;
         }

@@ -65,7 +65,7 @@ impl Identity {
 pub struct SourceMeta {
     pub identity: Arc<Identity>,
     /// Stream labels of the entries, one set per stream.
-    pub labels: [Labels; 2],
+    pub labels: [Arc<Labels>; 2],
     /// Known from the layout; `None`: detect from the first line.
     pub format: Option<Format>,
 }
@@ -82,7 +82,7 @@ impl SourceMeta {
             if let Some(f) = filename {
                 pairs.push(("filename", f));
             }
-            Labels::new(pairs)
+            Arc::new(Labels::new(pairs))
         });
         SourceMeta {
             identity: Arc::new(identity),

@@ -76,7 +76,7 @@ pub struct Sink<'a> {
 }
 
 pub struct Source {
-    pub key: SourceKey,
+    pub key: Arc<SourceKey>,
     pub meta: Arc<SourceMeta>,
     /// Where the bytes are read from now (the live path, or where it went).
     pub path: PathBuf,
@@ -121,7 +121,7 @@ impl Source {
     ) -> Self {
         Source {
             format: meta.format,
-            key,
+            key: Arc::new(key),
             meta,
             path,
             fp,
@@ -390,7 +390,7 @@ impl Source {
 #[allow(clippy::too_many_arguments)]
 fn emit_record(
     r: Record,
-    key: &SourceKey,
+    key: &Arc<SourceKey>,
     meta: &SourceMeta,
     tally: &mut Tally,
     counts: &mut LineCounts,

@@ -289,7 +289,7 @@ impl Core {
             .sources
             .iter()
             .enumerate()
-            .map(|(i, s)| (&s.key, i))
+            .map(|(i, s)| (&*s.key, i))
             .collect();
         let mut updates = Vec::with_capacity(acks.len());
         for a in acks {
@@ -611,7 +611,7 @@ impl Core {
                 present.insert((f.group.as_str(), fp.hash));
             }
         }
-        let active: HashSet<&SourceKey> = self.sources.iter().map(|s| &s.key).collect();
+        let active: HashSet<&SourceKey> = self.sources.iter().map(|s| &*s.key).collect();
         let mut lost = 0u64;
         let before = self.ckpt.records.len();
         self.ckpt.records.retain(|k, p| {

@@ -25,7 +25,7 @@ pub struct Builder {
     sent_metadata: std::collections::HashSet<String>,
     /// The last log record's stream and source with their refs: consecutive
     /// records of one file skip the interning lookups.
-    last_log: Option<(vigil_common::Labels, u32, SourceKey, u32)>,
+    last_log: Option<(Arc<vigil_common::Labels>, u32, Arc<SourceKey>, u32)>,
 }
 
 impl Builder {
@@ -162,9 +162,15 @@ impl Builder {
         }
     }
 
-    pub fn add_log(&mut self, l: &LogRecord) {
+    /// Adds a record (its line moves into the batch).
+    pub fn add_log(&mut self, l: LogRecord) {
         let (stream, source) = match &self.last_log {
-            Some((labels, st, src, sr)) if *labels == l.stream && *src == l.source => (*st, *sr),
+            Some((labels, st, src, sr))
+                if (Arc::ptr_eq(labels, &l.stream) || *labels == l.stream)
+                    && (Arc::ptr_eq(src, &l.source) || *src == l.source) =>
+            {
+                (*st, *sr)
+            }
             _ => {
                 let stream = self.table.lock().intern_pairs(
                     l.stream
@@ -183,7 +189,7 @@ impl Builder {
                             inode: l.source.inode,
                             fingerprint: l.source.fingerprint,
                         });
-                        self.sources.insert(l.source.clone(), r);
+                        self.sources.insert((*l.source).clone(), r);
                         r
                     }
                 };
@@ -198,7 +204,7 @@ impl Builder {
             offset: l.offset,
             end_offset: l.end_offset,
             timestamp_ns: l.timestamp_ns,
-            line: l.line.clone(),
+            line: l.line,
         });
     }
 

@@ -21,8 +21,9 @@ pub struct SourceKey {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogRecord {
     /// Stream labels (`stream`, container identity); the shipper adds `node`.
-    pub stream: vigil_common::Labels,
-    pub source: SourceKey,
+    /// Shared by every record of the stream (no copy per line).
+    pub stream: Arc<vigil_common::Labels>,
+    pub source: Arc<SourceKey>,
     /// Byte range of the record in the source, `[offset, end_offset)`.
     pub offset: u64,
     pub end_offset: u64,
@@ -329,7 +330,7 @@ pub fn start(
                     }
                 },
                 l = log_rx.recv() => if let Some(entries) = l {
-                    for e in &entries {
+                    for e in entries {
                         starting(&builder);
                         first_item.get_or_insert_with(tokio::time::Instant::now);
                         builder.add_log(e);
@@ -370,7 +371,7 @@ pub fn start(
             }
         }
         while let Ok(entries) = log_rx.try_recv() {
-            for e in &entries {
+            for e in entries {
                 builder.add_log(e);
             }
         }

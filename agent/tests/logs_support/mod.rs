@@ -81,11 +81,11 @@ impl Running {
                     let Some(batch) = rx.recv().await else { break };
                     let mut acks: HashMap<SourceKey, u64> = HashMap::new();
                     for e in &batch {
-                        if refused.contains(&e.source) || !policy(e) {
-                            refused.insert(e.source.clone());
+                        if refused.contains(&*e.source) || !policy(e) {
+                            refused.insert((*e.source).clone());
                             continue;
                         }
-                        let a = acks.entry(e.source.clone()).or_default();
+                        let a = acks.entry((*e.source).clone()).or_default();
                         *a = (*a).max(e.end_offset);
                     }
                     {
