@@ -119,7 +119,7 @@ fn a_failing_liveness_probe_restarts_its_container_once_per_cooldown() {
     let service = Service::start(d, &format!("vigil.test={name}"));
     let cooldown_s = 12;
     let actions = format!(
-        "executors:\n  podman: {{type: docker, socket: {}}}\n\
+        "executors:\n  podman: {{type: docker, socket: {}, stop_timeout: 2s}}\n\
          restart:\n  - name: liveness\n    match: {{event: probe_failed, probe: liveness, name: {name}}}\n    \
          executor: podman\n    cooldown: {cooldown_s}s\n    max_restarts: 10\n    window: 1h\n",
         service.socket.display()

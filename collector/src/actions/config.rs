@@ -113,6 +113,9 @@ enum RawExecutor {
     Docker {
         socket: Option<PathBuf>,
         timeout: Option<Duration>,
+        /// How long a restart waits for the container to stop before it is
+        /// killed [default: 10s, Docker's].
+        stop_timeout: Option<Duration>,
         /// Label that groups a service's containers [default: com.docker.compose.service].
         service_label: Option<String>,
     },
@@ -198,6 +201,8 @@ pub enum ExecutorConfig {
     Docker {
         socket: PathBuf,
         timeout: std::time::Duration,
+        /// Seconds a restart gives the container to stop (`restart?t=`).
+        stop_timeout_s: u32,
         service_label: String,
     },
     Kubernetes {
@@ -373,13 +378,30 @@ impl ActionsConfig {
                 RawExecutor::Docker {
                     socket,
                     timeout,
+                    stop_timeout,
                     service_label,
-                } => ExecutorConfig::Docker {
-                    socket: socket.unwrap_or_else(|| PathBuf::from("/var/run/docker.sock")),
-                    timeout: timeout.unwrap_or(Duration::from_secs(30)).as_std(),
-                    service_label: service_label
-                        .unwrap_or_else(|| "com.docker.compose.service".into()),
-                },
+                } => {
+                    let timeout = timeout.unwrap_or(Duration::from_secs(30)).as_std();
+                    let stop = stop_timeout
+                        .map(|d| d.as_std())
+                        .unwrap_or(std::time::Duration::from_secs(10));
+                    // the restart call returns once the container stopped and
+                    // started: it must fit in the request's timeout
+                    if stop + std::time::Duration::from_secs(5) > timeout {
+                        return Err(err(format!(
+                            "executor {name}: stop_timeout ({} s) must be at least 5 s below timeout ({} s): the restart call waits for the stop",
+                            stop.as_secs(),
+                            timeout.as_secs()
+                        )));
+                    }
+                    ExecutorConfig::Docker {
+                        socket: socket.unwrap_or_else(|| PathBuf::from("/var/run/docker.sock")),
+                        timeout,
+                        stop_timeout_s: u32::try_from(stop.as_secs()).unwrap_or(u32::MAX),
+                        service_label: service_label
+                            .unwrap_or_else(|| "com.docker.compose.service".into()),
+                    }
+                }
                 RawExecutor::Kubernetes {
                     api_server,
                     token_file,
@@ -680,12 +702,34 @@ autoscale:
                 "min_replicas",
             ),
             ("executors: {w: {type: webhook, url: ftp://x}}", "ftp"),
+            (
+                "executors: {d: {type: docker, stop_timeout: 30s}}",
+                "stop_timeout (30 s) must be at least 5 s below timeout (30 s)",
+            ),
         ] {
             let e = ActionsConfig::parse(y, Path::new("/x/a.yml"))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("/x/a.yml") && e.contains(want), "{y}: {e}");
         }
+    }
+
+    #[test]
+    fn a_docker_restart_gives_the_container_its_stop_timeout() {
+        let stop = |y: &str| match ActionsConfig::parse(y, Path::new("/x/a.yml"))
+            .unwrap()
+            .executors
+            .remove("d")
+        {
+            Some(ExecutorConfig::Docker { stop_timeout_s, .. }) => stop_timeout_s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(stop("executors: {d: {type: docker}}"), 10);
+        assert_eq!(stop("executors: {d: {type: docker, stop_timeout: 2s}}"), 2);
+        assert_eq!(
+            stop("executors: {d: {type: docker, stop_timeout: 1m, timeout: 90s}}"),
+            60
+        );
     }
 
     #[test]

@@ -32,13 +32,16 @@ impl From<DockerError> for ExecutorError {
 /// The Docker/Podman executor.
 pub struct DockerExecutor {
     client: DockerClient,
+    /// Seconds a restart gives the container to stop before the kill.
+    stop_timeout_s: u32,
     service_label: String,
 }
 
 impl DockerExecutor {
-    pub fn new(socket: &Path, timeout: Duration, service_label: &str) -> Self {
+    pub fn new(socket: &Path, timeout: Duration, stop_timeout_s: u32, service_label: &str) -> Self {
         DockerExecutor {
             client: DockerClient::new(socket, timeout),
+            stop_timeout_s,
             service_label: service_label.to_string(),
         }
     }
@@ -70,7 +73,7 @@ impl Executor for DockerExecutor {
                     else {
                         return Outcome::Failed("target has no container_id or name".into());
                     };
-                    match self.client.restart(id, 10).await {
+                    match self.client.restart(id, self.stop_timeout_s).await {
                         Ok(()) => Outcome::Delivered(format!("restarted container {id}")),
                         Err(e) => Outcome::Failed(e.to_string()),
                     }

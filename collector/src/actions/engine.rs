@@ -73,8 +73,14 @@ fn build_executor(cfg: &ExecutorConfig) -> Result<Box<dyn Executor>, ExecutorErr
         ExecutorConfig::Docker {
             socket,
             timeout,
+            stop_timeout_s,
             service_label,
-        } => Box::new(DockerExecutor::new(socket, *timeout, service_label)),
+        } => Box::new(DockerExecutor::new(
+            socket,
+            *timeout,
+            *stop_timeout_s,
+            service_label,
+        )),
         ExecutorConfig::Kubernetes {
             api_server,
             token_file,
