@@ -17,11 +17,10 @@
 
 use std::io::Write;
 
-/// The allocator the agent binary runs with (see `src/main.rs`): the figures
-/// are of what users run (glibc's allocator makes the tailer figure bimodal,
-/// 2 or 7 CPU-seconds for the same 512 MiB).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator the agent binary runs with, set up the same way (see
+// `src/main.rs`): the figures are of what users run (glibc's allocator makes
+// the tailer figure bimodal, 2 or 7 CPU-seconds for the same 512 MiB).
+vigil_common::mimalloc_lazy_commit!();
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -165,12 +165,9 @@ impl Builder {
     /// Adds a record (its line moves into the batch).
     pub fn add_log(&mut self, l: LogRecord) {
         let (stream, source) = match &self.last_log {
-            Some((labels, st, src, sr))
-                if (Arc::ptr_eq(labels, &l.stream) || *labels == l.stream)
-                    && (Arc::ptr_eq(src, &l.source) || *src == l.source) =>
-            {
-                (*st, *sr)
-            }
+            // `Arc`'s equality looks at the pointer first: records of one
+            // stream share theirs
+            Some((labels, st, src, sr)) if *labels == l.stream && *src == l.source => (*st, *sr),
             _ => {
                 let stream = self.table.lock().intern_pairs(
                     l.stream

@@ -9,15 +9,16 @@
 //! table beside it (`series.tbl`, see `table.rs`) — exactly the bytes that go
 //! on the wire as `batch_zstd` (batches buffered by an agent before the table
 //! define their label sets inside and are moved onto the table when sent).
-//! The `acked` ledger holds
-//! the highest acknowledged sequence and is replaced crash-safely
-//! (`vigil_common::fs`) — at most once per [`LEDGER_EVERY`] (two fsyncs per
-//! ack cost the shipper 5% of its CPU at full log speed), and always before a
-//! segment is removed, so the sequences read back at open never fall below
-//! one already used. A ledger up to a second behind after a crash costs
-//! nothing: the collector's welcome carries its durable sequence, which acks
-//! those batches again before anything is sent. The buffer is bounded in bytes: past the bound the
-//! oldest segment is dropped, counted and logged. A torn tail (a crash
+//! The `acked` ledger holds the highest acknowledged sequence and is replaced
+//! crash-safely (`vigil_common::fs`) — at most once per [`LEDGER_EVERY`]
+//! (two fsyncs per ack cost the shipper 5% of its CPU at full log speed), and
+//! always before a segment is removed, so the sequences read back at open
+//! never fall below one already used. A ledger up to a second behind after a
+//! crash costs nothing: the collector's welcome carries its durable sequence,
+//! which acks those batches again before anything is sent.
+//!
+//! The buffer is bounded in bytes: past the bound the oldest segment is
+//! dropped, counted and logged. A torn tail (a crash
 //! mid-write, a bad disk: a record cut short, failing its checksum or not
 //! decoding) follows the framing's one policy: it is cut at open, counted
 //! and logged, and appends go to a fresh segment.

@@ -397,15 +397,10 @@ impl Actions {
             self.count(ActionKind::Restart, kind, AuditResult::NoTarget);
             return false;
         };
+        let state_key = format!("{}|{key}", rule.name);
         let verdict = {
             let mut st = self.state.lock();
-            restart::decide(
-                &mut st,
-                &format!("{}|{key}", rule.name),
-                now,
-                &rule.policy,
-                &self.cfg.global,
-            )
+            restart::decide(&mut st, &state_key, now, &rule.policy, &self.cfg.global)
         };
         let dry_run = self.cfg.dry_run || rule.dry_run;
         let (result, detail) = match &verdict {
@@ -468,7 +463,6 @@ impl Actions {
         }
         let me = Arc::clone(self);
         let executor = rule.executor.clone();
-        let state_key = format!("{}|{key}", rule.name);
         self.runtime.spawn(async move {
             if me.execute(&executor, &req).await.is_delivered() {
                 // the cooldown runs from the restart's end
