@@ -21,6 +21,9 @@
 //! see a record before it is durable.
 //!
 //! Not here: what a record means (see `ingest::checkpoint::recover`).
+//!
+//! About 810 lines with its tests (the last 110): the record format, the segment
+//! files and their recovery are one on-disk contract.
 
 pub mod reader;
 pub mod retain;

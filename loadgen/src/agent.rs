@@ -12,7 +12,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
+use vigil_common::time::now_ms;
 
 use backon::BackoffBuilder as _;
 use parking_lot::Mutex;
@@ -334,12 +336,4 @@ fn label(name: &str, value: &str) -> pb::Label {
         name: name.into(),
         value: value.into(),
     }
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -27,8 +27,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use vigil_common::Duration as Dur;
 
-use agent::{Agent, Shared, now_ms};
+use agent::{Agent, Shared};
 use stats::{Latency, Stats};
+use vigil_common::time::now_ms;
 
 /// Plays many vigil agents over gRPC and checks that nothing is lost.
 ///

@@ -104,7 +104,7 @@ impl Verifier {
         series: u32,
         since_ms: i64,
     ) -> anyhow::Result<Verdict> {
-        let now_ms = crate::agent::now_ms();
+        let now_ms = vigil_common::time::now_ms();
         let time_s = now_ms as f64 / 1000.0;
         // the window reaches a minute before the first tick
         let range_s = ((now_ms - since_ms) / 1000 + 60).max(60);

@@ -32,6 +32,10 @@
 //! dropping more. Only when nothing is left to drop is the new batch itself
 //! lost (and counted by the caller). Segments are sized from the smaller of
 //! the bound and the filesystem, so dropping frees space in small steps.
+//!
+//! About 900 lines with its tests (the last 250): segments, the ack ledger and
+//! the bound are one on-disk format with one set of recovery rules, read best
+//! in one place.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil_common::Labels;
 use vigil_common::exposition::{ACCEPT, Format};
+use vigil_common::time::now_ms;
 
 use crate::ship::ShipHandle;
 use append::{AppendConfig, Appender};
@@ -265,10 +266,6 @@ fn endpoint(spec: &TargetSpec, job: &Job) -> Result<(Dial, Option<Tls>, String),
         None => Dial::Tcp { host, port },
     };
     Ok((dial, tls, pq))
-}
-
-fn now_ms() -> i64 {
-    vigil_common::time::now_ms()
 }
 
 async fn scrape_loop(

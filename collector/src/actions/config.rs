@@ -22,6 +22,9 @@
 //!     min_replicas: 2
 //!     max_replicas: 4
 //! ```
+//!
+//! About 800 lines with its tests (the last 170): every action's settings and
+//! their checks, so one file answers "what can I write and what is refused".
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -218,11 +218,11 @@ pub fn encode_v2(items: &[SampleItem], md: &Metadata) -> Vec<u8> {
 
 /// Metadata as a 1.0 request (metadata only).
 pub fn encode_metadata_v1(md: &[vigil_proto::v1::MetricMetadata]) -> Vec<u8> {
-    crate::http::remote_write::WriteRequest {
+    crate::http::rw_wire::WriteRequest {
         timeseries: Vec::new(),
         metadata: md
             .iter()
-            .map(|m| crate::http::remote_write::MetricMetadata {
+            .map(|m| crate::http::rw_wire::MetricMetadata {
                 r#type: type_number(m),
                 metric_family_name: m.family.clone(),
                 help: m.help.clone(),
@@ -260,7 +260,7 @@ impl Negotiation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::remote_write::WriteRequest;
+    use crate::http::rw_wire::WriteRequest;
 
     fn items() -> Vec<SampleItem> {
         let a = Arc::new(Labels::new([("__name__", "up"), ("job", "x")]));

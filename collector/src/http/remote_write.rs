@@ -33,95 +33,15 @@ use super::AppState;
 use crate::ingest::core::{ExternalOutcome, REMOTE_WRITE_TENANT};
 use crate::store::{AppendError, Store};
 
-/// Largest decompressed request accepted (Prometheus' default is 32 MiB).
-pub const MAX_DECODED_BYTES: usize = 64 << 20;
 /// Largest compressed body accepted.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
 
-/// `prometheus.WriteRequest` (remote write 1.0), the fields we read.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct WriteRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub timeseries: Vec<TimeSeries>,
-    #[prost(message, repeated, tag = "3")]
-    pub metadata: Vec<MetricMetadata>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TimeSeries {
-    #[prost(message, repeated, tag = "1")]
-    pub labels: Vec<Label>,
-    #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<Sample>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Label {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Sample {
-    #[prost(double, tag = "1")]
-    pub value: f64,
-    #[prost(int64, tag = "2")]
-    pub timestamp: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct MetricMetadata {
-    #[prost(int32, tag = "1")]
-    pub r#type: i32,
-    #[prost(string, tag = "2")]
-    pub metric_family_name: String,
-    #[prost(string, tag = "4")]
-    pub help: String,
-    #[prost(string, tag = "5")]
-    pub unit: String,
-}
-
-/// Why a remote-write body was rejected.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum DecodeError {
-    #[error("snappy decode error: {0}")]
-    Snappy(String),
-    #[error("decompressed body of {0} bytes exceeds the limit of {MAX_DECODED_BYTES}")]
-    TooLarge(usize),
-    #[error("protobuf decode error: {0}")]
-    Protobuf(String),
-    #[error("series {index}: {reason}")]
-    InvalidSeries { index: usize, reason: String },
-}
-
-/// Decodes a snappy-block protobuf `WriteRequest` and checks its label sets.
-pub fn decode(body: &[u8]) -> Result<WriteRequest, DecodeError> {
-    let raw = decompress(body)?;
-    let req = <WriteRequest as prost::Message>::decode(raw.as_slice())
-        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
-    for (index, ts) in req.timeseries.iter().enumerate() {
-        super::rw_wire::check_labels(
-            index,
-            ts.labels
-                .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str())),
-        )?;
-    }
-    Ok(req)
-}
-
-/// Undoes the snappy block compression, within [`MAX_DECODED_BYTES`].
-pub fn decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let len = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
-    if len > MAX_DECODED_BYTES {
-        return Err(DecodeError::TooLarge(len));
-    }
-    snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| DecodeError::Snappy(e.to_string()))
-}
+/// The wire types and decoders live in [`super::rw_wire`]; re-exported for the
+/// fuzz target and tests, which read the endpoint and its format together.
+pub use super::rw_wire::{
+    DecodeError, Label, MAX_DECODED_BYTES, MetricMetadata, Sample, TimeSeries, WriteRequest,
+    decode, decompress,
+};
 
 /// What [`apply`] did with a request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -1,24 +1,112 @@
-//! A borrowing reader of remote-write 1.0 `WriteRequest` bodies (after
-//! snappy), for the receiver's steady state: a sender repeats the same series
-//! request after request, so the receiver should pay for a series' labels
-//! once, not on every sample.
+//! The remote-write 1.0 wire format (`prometheus.WriteRequest` after snappy)
+//! and its two readers.
 //!
-//! [`parse`] walks the protobuf without building strings: for each
-//! `TimeSeries` it records the label fields exactly as they came on the wire
-//! (tag, length and bytes — the key of [`crate::ingest::series_cache`]), where
-//! each label's bytes are (to decode them only for a series the cache does not
-//! know: [`RawRequest::labels`]), and the samples. The rules are
-//! `prometheus.WriteRequest`'s and prost's: unknown fields (groups too) are skipped, a
-//! field repeated as a scalar keeps its last value, a missing field is its
-//! default; anything malformed is a [`DecodeError`], never a panic.
+//! [`decode`] builds the owned messages ([`WriteRequest`]: every label a
+//! `String`), for the store-only setup, the forwarder's tests and the fuzz
+//! target. [`parse`] is the receiver's steady state: a sender repeats the same
+//! series request after request, so the receiver should pay for a series'
+//! labels once, not on every sample. It walks the protobuf without building
+//! strings: for each `TimeSeries` it records the label fields exactly as they
+//! came on the wire (tag, length and bytes — the key of
+//! [`crate::ingest::series_cache`]), where each label's bytes are (to decode
+//! them only for a series the cache does not know: [`RawRequest::labels`]),
+//! and the samples. Both readers accept exactly the same bodies and share
+//! [`check_labels`]. The rules are `prometheus.WriteRequest`'s and prost's:
+//! unknown fields (groups too) are skipped, a field repeated as a scalar keeps
+//! its last value, a missing field is its default; anything malformed is a
+//! [`DecodeError`], never a panic.
 //!
-//! Not here: what the receiver does with a series (`crate::ingest`), the
-//! checks of a decoded label set ([`check_labels`] is shared with the owned
-//! decoder, [`super::remote_write::decode`]).
+//! Not here: the HTTP endpoint (`super::remote_write`), what the receiver does
+//! with a series (`crate::ingest`).
 
 use std::ops::Range;
 
-use super::remote_write::{DecodeError, MetricMetadata};
+/// Largest decompressed request accepted (Prometheus' default is 32 MiB).
+pub const MAX_DECODED_BYTES: usize = 64 << 20;
+/// `prometheus.WriteRequest` (remote write 1.0), the fields we read.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Label {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricMetadata {
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    #[prost(string, tag = "4")]
+    pub help: String,
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+/// Why a remote-write body was rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("snappy decode error: {0}")]
+    Snappy(String),
+    #[error("decompressed body of {0} bytes exceeds the limit of {MAX_DECODED_BYTES}")]
+    TooLarge(usize),
+    #[error("protobuf decode error: {0}")]
+    Protobuf(String),
+    #[error("series {index}: {reason}")]
+    InvalidSeries { index: usize, reason: String },
+}
+
+/// Decodes a snappy-block protobuf `WriteRequest` and checks its label sets.
+pub fn decode(body: &[u8]) -> Result<WriteRequest, DecodeError> {
+    let raw = decompress(body)?;
+    let req = <WriteRequest as prost::Message>::decode(raw.as_slice())
+        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    for (index, ts) in req.timeseries.iter().enumerate() {
+        check_labels(
+            index,
+            ts.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        )?;
+    }
+    Ok(req)
+}
+
+/// Undoes the snappy block compression, within [`MAX_DECODED_BYTES`].
+pub fn decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let len = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
+    if len > MAX_DECODED_BYTES {
+        return Err(DecodeError::TooLarge(len));
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| DecodeError::Snappy(e.to_string()))
+}
 
 /// One `TimeSeries` of a request, as ranges into [`RawRequest`]'s tables.
 #[derive(Debug, Clone)]
@@ -304,7 +392,6 @@ fn time_series<'a>(req: &mut RawRequest<'a>, mut buf: &'a [u8]) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::remote_write::{Label, Sample, TimeSeries, WriteRequest};
     use proptest::prelude::*;
     use prost::Message;
 
@@ -411,9 +498,7 @@ mod tests {
             let e = raw.labels(0, &raw.series[0]).unwrap_err().to_string();
             assert!(e.contains(want), "{labels:?}: {e}");
             let snappy = snap::raw::Encoder::new().compress_vec(&body).unwrap();
-            let e2 = crate::http::remote_write::decode(&snappy)
-                .unwrap_err()
-                .to_string();
+            let e2 = decode(&snappy).unwrap_err().to_string();
             assert!(e2.contains(want), "owned decoder: {e2}");
         }
         // empty values are absent labels

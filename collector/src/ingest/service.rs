@@ -14,6 +14,7 @@ use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status, Streaming};
+use vigil_common::time::now_ms;
 use vigil_proto::v1 as pb;
 use vigil_proto::v1::ingest_server::{Ingest, IngestServer};
 
@@ -301,13 +302,6 @@ async fn stream_loop(
             return Ok(());
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn invalid(core: &IngestCore, e: super::core::BatchError) -> Status {

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -110,7 +110,6 @@ fn write_defs(
     defs: HashMap<u64, Vec<String>, IdHash>,
 ) -> Result<(), WalError> {
     let path = defs_path(dir, segment);
-    let tmp = path.with_extension("defs.tmp");
     let rec = WalRecord {
         series: defs
             .into_iter()
@@ -120,14 +119,12 @@ fn write_defs(
     };
     let mut out = Vec::new();
     frame(&prost::Message::encode_to_vec(&rec), &mut out);
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(io_err(&path))
+    vigil_common::fs::write_atomic(&path, &out).map_err(|e| {
+        io_err(&path)(io::Error::new(
+            e.source.kind(),
+            format!("{}: {}", e.step, e.source),
+        ))
+    })
 }
 
 fn delete(dir: &Path, s: u64) -> Result<u64, WalError> {

@@ -18,7 +18,7 @@ use vigil_common::Labels;
 use vigil_proto::v1 as pb;
 
 use super::{ExternalOutcome, IngestCore, append_reason, check_label_limits, labels_excerpt};
-use crate::http::remote_write::DecodeError;
+use crate::http::rw_wire::DecodeError;
 use crate::http::rw_wire::RawRequest;
 use crate::ingest::series_cache::SeriesHandle;
 use crate::wal::{Append, SeriesUse, WalBlock, WalRecord};

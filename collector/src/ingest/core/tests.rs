@@ -176,7 +176,7 @@ async fn agent_tables_outlive_streams_and_definitions_follow_on() {
 /// refused on every request (never cached); samples land as before.
 #[tokio::test]
 async fn remote_write_series_are_resolved_once_and_refusals_are_not_cached() {
-    use crate::http::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+    use crate::http::rw_wire::{Label, Sample, TimeSeries, WriteRequest};
     use prost::Message as _;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::new(StoreOptions::default()));
