@@ -19,14 +19,11 @@
 //!   (copytruncate), then the file is a new source from 0;
 //! - deletion: read to the end, then released.
 //!
-//! About 800 lines because the rotation cases above are one state machine
-//! over one table of open sources; parsing, reassembly, checkpoints and
-//! discovery are modules of their own.
-//!
 //! Why about 830 lines: every rotation case reads and writes the same per-
 //! source state (identity, position, linger, acknowledgements), and the cases
-//! are only safe together; discovery, parsing and checkpoints are in their
-//! own files.
+//! are only safe together (one state machine over one table of open
+//! sources); discovery, parsing, reassembly and checkpoints are in their own
+//! files.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
