@@ -550,14 +550,10 @@ impl ActionsConfig {
         for r in raw.rollback {
             let what = format!("rollback rule {}", r.name);
             known(&r.executor, &what)?;
-            if matches!(
+            let on_kubernetes = matches!(
                 executors.get(&r.executor),
                 Some(ExecutorConfig::Kubernetes { .. })
-            ) {
-                return Err(err(format!(
-                    "{what}: the kubernetes executor does not roll back; use a docker or webhook executor"
-                )));
-            }
+            );
             if r.matchers.is_empty() {
                 return Err(err(format!("{what}: needs at least one matcher")));
             }
@@ -567,6 +563,12 @@ impl ActionsConfig {
             let mut checks = Vec::new();
             for c in r.checks {
                 let query = match (c.metric, c.query) {
+                    (Some(m), None) if on_kubernetes && m == "probe_failures" => {
+                        return Err(err(format!(
+                            "{what}: check {}: probe_failures counts vigil's own probes of Docker/Podman containers; on Kubernetes the kubelet probes pods and restarts failing ones: use restarts",
+                            c.name
+                        )));
+                    }
                     (Some(m), None) => super::analysis::builtin(&m)
                         .ok_or_else(|| {
                             err(format!(
@@ -782,8 +784,8 @@ rollback:
                 "matcher",
             ),
             (
-                "[{name: r, match: {service: w}, executor: k, checks: [{name: c, metric: restarts, max: 0}]}]",
-                "does not roll back",
+                "[{name: r, match: {deployment: w}, executor: k, checks: [{name: c, metric: probe_failures, max: 0}]}]",
+                "the kubelet probes pods",
             ),
             (
                 "[{name: r, match: {service: w}, executor: podman, checks: [{name: c, metric: restarts, max_ratio: 0}]}]",
@@ -795,6 +797,13 @@ rollback:
                 .to_string();
             assert!(e.contains(want), "{rule}: {e}");
         }
+        // a kubernetes rollback with the checks that work there
+        let k = ActionsConfig::parse(
+            &format!("{base}[{{name: r, match: {{namespace: shop, deployment: web}}, executor: k, checks: [{{name: c, metric: restarts, max: 0}}, {{name: e, metric: error_logs_per_second, max_ratio: 2}}]}}]"),
+            Path::new("/x/a.yml"),
+        )
+        .unwrap();
+        assert_eq!(k.rollback[0].executor, "k");
     }
 
     #[test]

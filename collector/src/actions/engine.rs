@@ -1030,7 +1030,10 @@ impl Actions {
 
 impl Actions {
     /// The containers known to run `image` of `workload` within `window_s`
-    /// (from `vigil_container_info`; gone containers count).
+    /// (gone containers count): a Docker/Podman service's from the agents'
+    /// `vigil_container_info`; a Kubernetes Deployment's (a workload with
+    /// `namespace` and `deployment`) from the cgroup family `container_info`,
+    /// its pods named `<deployment>-<template hash>-<suffix>`.
     fn version_of(
         source: &dyn MetricSource,
         workload: &Labels,
@@ -1038,18 +1041,30 @@ impl Actions {
         window_s: u64,
         now: i64,
     ) -> super::analysis::Version {
+        let quote = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        let deployment = workload
+            .get("deployment")
+            .filter(|d| !d.is_empty() && workload.get("namespace").is_some());
         let mut sel: Vec<String> = workload
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .filter(|(k, _)| deployment.is_none() || *k != "deployment")
+            .map(|(k, v)| format!("{k}=\"{}\"", quote(v)))
             .collect();
-        sel.push(format!(
-            "image=\"{}\"",
-            image.replace('\\', "\\\\").replace('"', "\\\"")
-        ));
-        let q = format!(
-            "last_over_time(vigil_container_info{{{}}}[{window_s}s])",
-            sel.join(",")
-        );
+        sel.push(format!("image=\"{}\"", quote(image)));
+        let family = match deployment {
+            Some(d) => {
+                sel.push(format!(
+                    "pod=~\"{}\"",
+                    quote(&format!(
+                        "{}-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}",
+                        regex::escape(d)
+                    ))
+                ));
+                "container_info"
+            }
+            None => "vigil_container_info",
+        };
+        let q = format!("last_over_time({family}{{{}}}[{window_s}s])", sel.join(","));
         let mut v = super::analysis::Version {
             image: image.to_string(),
             ..Default::default()

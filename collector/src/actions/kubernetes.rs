@@ -1,7 +1,17 @@
 //! The Kubernetes executor: scale a Deployment through its `scale`
 //! subresource, restart it the way `kubectl rollout restart` does (the
-//! `kubectl.kubernetes.io/restartedAt` pod-template annotation), or delete a
-//! pod. It talks to the API server with the in-cluster service account (token
+//! `kubectl.kubernetes.io/restartedAt` pod-template annotation), delete a
+//! pod, or roll a Deployment back to its previous image the way
+//! `kubectl rollout undo` does: the newest of its ReplicaSets whose pod
+//! template runs the previous image gives the Deployment its template back
+//! (without the `pod-template-hash` label) and its annotations, in one JSON
+//! patch that first tests the Deployment's `resourceVersion`, so a change
+//! made in between (a person's own rollout) makes the rollback fail rather
+//! than overwrite it. A paused Deployment is refused (as `kubectl` refuses
+//! it), and one that no longer runs the bad image is left alone.
+//! Images are compared as references (`nginx:1.25` is
+//! `docker.io/library/nginx:1.25`), per container when the workload names
+//! one (`container` label), else in any container of the template. It talks to the API server with the in-cluster service account (token
 //! and CA under `/var/run/secrets/kubernetes.io/serviceaccount`), and refuses
 //! to scale a Deployment that a HorizontalPodAutoscaler already owns — two
 //! controllers fighting over `replicas` is the flapping we promise to avoid.
@@ -55,6 +65,25 @@ pub enum KubeError {
     },
     #[error("target needs {0}")]
     MissingTarget(&'static str),
+    #[error("deployment {0} is paused; resume it before a rollback (as kubectl rollout undo asks)")]
+    Paused(String),
+    #[error(
+        "deployment {deployment} runs neither {from_image} nor {to_image}{container}; not rolling back"
+    )]
+    NotOnImage {
+        deployment: String,
+        from_image: String,
+        to_image: String,
+        container: String,
+    },
+    #[error(
+        "deployment {deployment} has no ReplicaSet left that runs {to_image}{container} (revision history pruned?)"
+    )]
+    NoRevision {
+        deployment: String,
+        to_image: String,
+        container: String,
+    },
     #[error("{what} {value:?} is not a valid Kubernetes name ({rule})")]
     InvalidName {
         what: &'static str,
@@ -428,6 +457,72 @@ impl KubeClient {
             .map(|_| ())
     }
 
+    /// `kubectl rollout undo` to the newest revision running `to_image`,
+    /// while the Deployment runs `from_image` (see the module doc). What was
+    /// done, in words.
+    pub async fn rollback(
+        &self,
+        namespace: &Name,
+        deployment: &Name,
+        container: Option<&str>,
+        from_image: &str,
+        to_image: &str,
+    ) -> Result<String, KubeError> {
+        let path = Self::deployment_path(namespace, deployment);
+        let d = self.call("GET", &path, None, None).await?;
+        let what = format!("{namespace}/{deployment}");
+        let in_container = container
+            .map(|c| format!(" in container {c}"))
+            .unwrap_or_default();
+        if d["spec"]["paused"].as_bool() == Some(true) {
+            return Err(KubeError::Paused(what));
+        }
+        let template = &d["spec"]["template"];
+        if !runs(template, container, from_image) {
+            if runs(template, container, to_image) {
+                return Ok(format!(
+                    "deployment {what} already runs {to_image}{in_container}: nothing sent"
+                ));
+            }
+            return Err(KubeError::NotOnImage {
+                deployment: what,
+                from_image: from_image.into(),
+                to_image: to_image.into(),
+                container: in_container,
+            });
+        }
+        let mut list_path = format!(
+            "/apis/apps/v1/namespaces/{}/replicasets",
+            namespace.segment()
+        );
+        if let Some(sel) = match_labels_selector(&d) {
+            list_path.push_str("?labelSelector=");
+            list_path.push_str(&super::path_segment(&sel));
+        }
+        let list = self.call("GET", &list_path, None, None).await?;
+        let empty = Vec::new();
+        let sets = list["items"].as_array().unwrap_or(&empty);
+        let Some(rs) = previous_revision(&d, sets, container, from_image, to_image) else {
+            return Err(KubeError::NoRevision {
+                deployment: what,
+                to_image: to_image.into(),
+                container: in_container,
+            });
+        };
+        let revision = revision_of(rs).unwrap_or(0);
+        let patch = undo_patch(&d, rs);
+        self.call(
+            "PATCH",
+            &path,
+            Some("application/json-patch+json"),
+            Some(patch),
+        )
+        .await?;
+        Ok(format!(
+            "deployment {what} rolled back to revision {revision} ({to_image}{in_container}, was {from_image})"
+        ))
+    }
+
     /// The Deployment that owns `pod` (pod → ReplicaSet → Deployment); names
     /// read from the API are checked like any other.
     pub async fn owning_deployment(
@@ -461,6 +556,155 @@ fn owner(obj: &Value, kind: &str) -> Option<String> {
         .find(|o| o["kind"] == kind)
         .and_then(|o| o["name"].as_str())
         .map(str::to_string)
+}
+
+/// The revision a Deployment controller wrote on a ReplicaSet.
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// Annotations a rollback keeps from the Deployment instead of copying them
+/// from the ReplicaSet: the controller's bookkeeping and the applied
+/// configuration (the set `kubectl rollout undo` keeps).
+const KEEP_FROM_DEPLOYMENT: [&str; 6] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+];
+
+/// The label the Deployment controller adds to each ReplicaSet's template.
+const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// An image reference as the runtimes resolve it: Docker Hub's registry and
+/// `library/` spelled out, `:latest` when neither tag nor digest is given.
+pub fn normalize_image(image: &str) -> String {
+    let (name, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let (repo, tag) = match last.rsplit_once(':') {
+        Some((_, t)) => (&name[..name.len() - t.len() - 1], Some(t)),
+        None => (name, None),
+    };
+    let first = repo.split('/').next().unwrap_or(repo);
+    let has_registry =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut full = if has_registry {
+        repo.to_string()
+    } else if repo.contains('/') {
+        format!("docker.io/{repo}")
+    } else {
+        format!("docker.io/library/{repo}")
+    };
+    if let Some(rest) = full.strip_prefix("index.docker.io/") {
+        full = format!("docker.io/{rest}");
+    }
+    match (tag, digest) {
+        (Some(t), Some(d)) => format!("{full}:{t}@{d}"),
+        (Some(t), None) => format!("{full}:{t}"),
+        (None, Some(d)) => format!("{full}@{d}"),
+        (None, None) => format!("{full}:latest"),
+    }
+}
+
+/// Whether pod template `t` runs `image` (in `container` when given).
+fn runs(t: &Value, container: Option<&str>, image: &str) -> bool {
+    let want = normalize_image(image);
+    t["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| container.is_none_or(|n| c["name"] == n))
+        .any(|c| {
+            c["image"]
+                .as_str()
+                .is_some_and(|i| normalize_image(i) == want)
+        })
+}
+
+fn revision_of(rs: &Value) -> Option<u64> {
+    rs["metadata"]["annotations"][REVISION]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+}
+
+/// `spec.selector.matchLabels` as a label selector (`a=b,c=d`), when that
+/// is all the selector has; the owner check below is the real filter.
+fn match_labels_selector(d: &Value) -> Option<String> {
+    let m = d["spec"]["selector"]["matchLabels"].as_object()?;
+    let parts: Vec<String> = m
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(","))
+}
+
+/// Whether `rs` belongs to Deployment `d` (its controller owner reference).
+fn owned_by(rs: &Value, d: &Value) -> bool {
+    let uid = d["metadata"]["uid"].as_str();
+    let name = d["metadata"]["name"].as_str();
+    rs["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|o| {
+            o["kind"] == "Deployment"
+                && match (uid, o["uid"].as_str()) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => o["name"].as_str() == name,
+                }
+        })
+}
+
+/// The ReplicaSet a rollback restores: the Deployment's own, running
+/// `to_image` and not `from_image`, of the highest revision.
+fn previous_revision<'a>(
+    d: &Value,
+    sets: &'a [Value],
+    container: Option<&str>,
+    from_image: &str,
+    to_image: &str,
+) -> Option<&'a Value> {
+    sets.iter()
+        .filter(|rs| owned_by(rs, d))
+        .filter(|rs| {
+            let t = &rs["spec"]["template"];
+            runs(t, container, to_image) && !runs(t, container, from_image)
+        })
+        .max_by_key(|rs| revision_of(rs).unwrap_or(0))
+}
+
+/// The JSON patch that gives `d` the template and annotations of `rs`,
+/// guarded by `d`'s resourceVersion.
+fn undo_patch(d: &Value, rs: &Value) -> Value {
+    let mut template = rs["spec"]["template"].clone();
+    if let Some(l) = template["metadata"]["labels"].as_object_mut() {
+        l.remove(POD_TEMPLATE_HASH);
+    }
+    let mut annotations = serde_json::Map::new();
+    if let Some(a) = d["metadata"]["annotations"].as_object() {
+        for k in KEEP_FROM_DEPLOYMENT {
+            if let Some(v) = a.get(k) {
+                annotations.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    if let Some(a) = rs["metadata"]["annotations"].as_object() {
+        for (k, v) in a {
+            if !KEEP_FROM_DEPLOYMENT.contains(&k.as_str()) {
+                annotations.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut ops = Vec::new();
+    if let Some(rv) = d["metadata"]["resourceVersion"].as_str() {
+        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+    }
+    ops.push(json!({"op": "replace", "path": "/spec/template", "value": template}));
+    ops.push(json!({"op": "replace", "path": "/metadata/annotations", "value": annotations}));
+    Value::Array(ops)
 }
 
 fn required<'a>(w: &'a Labels, what: &'static str) -> Result<&'a str, KubeError> {
@@ -551,14 +795,19 @@ impl Executor for KubernetesExecutor {
                         .map(|_| format!("deployment {ns}/{d} scaled to {to}")),
                     Err(e) => Err(e),
                 },
-                // the actions file refuses rollback rules on a kubernetes
-                // executor; a request that still arrives is refused here
-                Action::Rollback { .. } => {
-                    return Outcome::Failed(
-                        "the kubernetes executor does not roll back (see the README: rollback)"
-                            .into(),
-                    );
-                }
+                Action::Rollback {
+                    workload,
+                    from_image,
+                    to_image,
+                } => match deployment_of(workload) {
+                    Ok((ns, d)) => {
+                        let container = workload.get("container").filter(|c| !c.is_empty());
+                        self.client
+                            .rollback(&ns, &d, container, from_image, to_image)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
             };
             match done {
                 Ok(d) => Outcome::Delivered(d),
@@ -613,6 +862,90 @@ mod tests {
             assert!(Name::subdomain("pod", bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(Name::subdomain("pod", "web-1").unwrap().segment(), "web-1");
+    }
+
+    #[test]
+    fn images_compare_as_references() {
+        for (a, b) in [
+            ("nginx", "docker.io/library/nginx:latest"),
+            ("nginx:1.25", "docker.io/library/nginx:1.25"),
+            ("library/nginx:1.25", "docker.io/library/nginx:1.25"),
+            (
+                "index.docker.io/library/nginx:1",
+                "docker.io/library/nginx:1",
+            ),
+            ("shop/web:2", "docker.io/shop/web:2"),
+            ("localhost/bb:1", "localhost/bb:1"),
+            ("localhost:5000/web", "localhost:5000/web:latest"),
+            ("ghcr.io/o/web:1.2@sha256:ab", "ghcr.io/o/web:1.2@sha256:ab"),
+            ("web@sha256:ab", "docker.io/library/web@sha256:ab"),
+        ] {
+            assert_eq!(normalize_image(a), b, "{a}");
+            assert_eq!(normalize_image(b), b, "{b} is stable");
+        }
+        assert_ne!(normalize_image("web:1"), normalize_image("web:2"));
+    }
+
+    fn rs(name: &str, revision: &str, owner_uid: &str, images: &[(&str, &str)]) -> Value {
+        json!({
+            "metadata": {
+                "name": name,
+                "annotations": {REVISION: revision, "team": format!("rs-{revision}")},
+                "ownerReferences": [{"kind": "Deployment", "name": "web", "uid": owner_uid}],
+            },
+            "spec": {"template": {
+                "metadata": {"labels": {"app": "web", POD_TEMPLATE_HASH: name}},
+                "spec": {"containers": images.iter().map(|(n, i)| json!({"name": n, "image": i})).collect::<Vec<_>>()},
+            }},
+        })
+    }
+
+    #[test]
+    fn the_newest_revision_on_the_previous_image_is_restored() {
+        let d = json!({"metadata": {"name": "web", "uid": "d1", "resourceVersion": "77",
+            "annotations": {REVISION: "4", "kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "now"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "web:3"}]}}}});
+        let sets = vec![
+            rs("a", "1", "d1", &[("app", "web:1"), ("side", "proxy:1")]),
+            rs("b", "3", "d1", &[("app", "web:2"), ("side", "proxy:1")]),
+            rs("c", "4", "d1", &[("app", "web:3"), ("side", "proxy:1")]),
+            // another deployment's, and one on web:2 of a higher revision
+            rs("x", "9", "other", &[("app", "web:2")]),
+        ];
+        let chosen = previous_revision(&d, &sets, Some("app"), "web:3", "docker.io/library/web:2");
+        assert_eq!(chosen.unwrap()["metadata"]["name"], "b");
+        // the sidecar's image is not the app's
+        assert!(previous_revision(&d, &sets, Some("app"), "web:3", "proxy:1").is_none());
+        assert!(previous_revision(&d, &sets, None, "web:3", "web:9").is_none());
+
+        let patch = undo_patch(&d, chosen.unwrap());
+        let ops = patch.as_array().unwrap();
+        assert_eq!(
+            ops[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "77"})
+        );
+        assert_eq!(ops[1]["path"], "/spec/template");
+        let labels = &ops[1]["value"]["metadata"]["labels"];
+        assert_eq!(labels, &json!({"app": "web"}), "pod-template-hash removed");
+        assert_eq!(ops[1]["value"]["spec"]["containers"][0]["image"], "web:2");
+        assert_eq!(
+            ops[2]["value"],
+            json!({REVISION: "4", "kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "rs-3"}),
+            "bookkeeping kept from the deployment, the rest from the replica set"
+        );
+        assert!(runs(
+            &d["spec"]["template"],
+            Some("app"),
+            "docker.io/library/web:3"
+        ));
+        assert!(!runs(&d["spec"]["template"], Some("side"), "web:3"));
+        assert_eq!(
+            match_labels_selector(
+                &json!({"spec": {"selector": {"matchLabels": {"app": "web", "tier": "fe"}}}})
+            )
+            .as_deref(),
+            Some("app=web,tier=fe")
+        );
     }
 
     #[test]
