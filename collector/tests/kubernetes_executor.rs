@@ -718,7 +718,8 @@ fn container(store: &Store, pod: &str, c: &str, image: &str, t: i64, start: f64)
 /// Deployment whose name starts the same (`web-api`, crash-looping on the
 /// same image) stays a workload of its own, the sidecar is tracked apart
 /// from the app, and images compare as references (the runtime reports
-/// `docker.io/shop/web:2` for the spec's `shop/web:2`).
+/// `docker.io/shop/web:2` for the spec's `shop/web:2`). A second bad
+/// release inside the rule's cooldown is audited and left alone.
 #[tokio::test]
 async fn a_bad_release_of_a_deployment_is_rolled_back_to_its_previous_revision() {
     let (api, s) = fake_api().await;
@@ -840,6 +841,49 @@ async fn a_bad_release_of_a_deployment_is_rolled_back_to_its_previous_revision()
         "{}",
         delivered.detail
     );
+
+    // Kubernetes replaces the bad pod; release tracking sees the revert
+    for i in 13..=14 {
+        let t = T0 + i * 5_000;
+        for pod in ["web-7d4b9c-aaaaa", "web-7d4b9c-eeeee"] {
+            container(&store, pod, "app", "docker.io/shop/web:1", t, 100.0);
+        }
+    }
+    a.observe_rollouts(&src, T0 + 70_000);
+    // another bad release inside the rule's 10 m cooldown: judged, failed,
+    // and left alone — never a second rollback within the cooldown
+    for i in 15..=20 {
+        let t = T0 + i * 5_000;
+        container(
+            &store,
+            "web-7d4b9c-aaaaa",
+            "app",
+            "docker.io/shop/web:1",
+            t,
+            100.0,
+        );
+        container(
+            &store,
+            "web-8c9d0e-fffff",
+            "app",
+            "docker.io/shop/web:3",
+            t,
+            300.0 + i as f64,
+        );
+    }
+    a.observe_rollouts(&src, T0 + 100_000);
+    let e = a.audit_entries(20, 0);
+    let skipped = e
+        .iter()
+        .find(|e| e.result == AuditResult::SkippedCooldown)
+        .unwrap_or_else(|| panic!("a cooldown skip: {e:?}"));
+    assert!(
+        skipped.detail.contains("docker.io/shop/web:3") && skipped.detail.contains("cooldown"),
+        "{}",
+        skipped.detail
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.lock().rolled_back_to.len(), 1, "one rollback only");
 }
 
 /// A Deployment a person already rolled back is left alone (nothing is
