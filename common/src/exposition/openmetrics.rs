@@ -99,7 +99,7 @@ impl<'a> Parser<'a> {
 
     fn om_sample(&mut self) -> Result<Entry<'a>, ParseError> {
         let start = self.i;
-        self.name_token(is_name_start, is_name_char);
+        self.skip_name(is_name_start, is_name_char);
         self.name = (start, self.i);
         self.pairs.clear();
         if self.peek() == Some(b'{') {
@@ -248,7 +248,7 @@ impl<'a> Parser<'a> {
             }
             first = false;
             let ns = self.i;
-            self.name_token(is_label_start, is_label_char);
+            self.skip_name(is_label_start, is_label_char);
             let ne = self.i;
             if self.peek() != Some(b'=') {
                 return self.err("expected equal");

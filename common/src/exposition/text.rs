@@ -127,23 +127,33 @@ impl<'a> Parser<'a> {
         start: fn(u8) -> bool,
         rest: fn(u8) -> bool,
     ) -> Option<&'a str> {
+        let s = self.i;
+        if !self.skip_name(start, rest) {
+            return None;
+        }
+        std::str::from_utf8(&self.b[s..self.i]).ok()
+    }
+
+    /// Moves past a name token at the cursor; whether there was one. The
+    /// sample path, which needs the name's place and not a `&str` of it.
+    pub(super) fn skip_name(&mut self, start: fn(u8) -> bool, rest: fn(u8) -> bool) -> bool {
         let b = self.b;
         let s = self.i;
         if !b.get(s).copied().is_some_and(start) {
-            return None;
+            return false;
         }
         let mut e = s + 1;
         while b.get(e).copied().is_some_and(rest) {
             e += 1;
         }
         self.i = e;
-        std::str::from_utf8(&b[s..e]).ok()
+        true
     }
 
     fn text_sample(&mut self) -> Result<Entry<'a>, ParseError> {
         let start = self.i;
         let name_start = self.i;
-        self.name_token(is_name_start, is_name_char);
+        self.skip_name(is_name_start, is_name_char);
         self.name = (name_start, self.i);
         self.pairs.clear();
         let mut series_end = self.i;
@@ -220,7 +230,7 @@ impl<'a> Parser<'a> {
                 return Ok(());
             }
             let ns = self.i;
-            if self.name_token(is_label_start, is_label_char).is_none() {
+            if !self.skip_name(is_label_start, is_label_char) {
                 return self.err("expected label name");
             }
             let ne = self.i;
@@ -265,7 +275,8 @@ impl<'a> Parser<'a> {
                 Some(_) => k += 1,
             }
         }
-        if std::str::from_utf8(&self.b[vs..k]).is_err() {
+        let v = &self.b[vs..k];
+        if !v.is_ascii() && std::str::from_utf8(v).is_err() {
             return self.err("invalid UTF-8 label value");
         }
         self.line += lines;

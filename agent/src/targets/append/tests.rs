@@ -285,3 +285,176 @@ fn openmetrics_bodies() {
     let o = a.append(Ok((b"c_total 1\n", Format::OpenMetrics)), 3000, 3000, 0.0);
     assert!(o.error.unwrap().contains("# EOF"));
 }
+
+/// Exposed texts and the series each is (`None`: relabeling drops it); two
+/// texts of `a` and of `c`.
+const TEXTS: [(&str, Option<&str>); 10] = [
+    ("a", Some(r#"a{instance="i:1",job="j",node="n1"}"#)),
+    ("a{}", Some(r#"a{instance="i:1",job="j",node="n1"}"#)),
+    (
+        r#"b{x="1"}"#,
+        Some(r#"b{instance="i:1",job="j",node="n1",x="1"}"#),
+    ),
+    (
+        r#"b{x="2"}"#,
+        Some(r#"b{instance="i:1",job="j",node="n1",x="2"}"#),
+    ),
+    (
+        r#"c{y="z",x="1"}"#,
+        Some(r#"c{instance="i:1",job="j",node="n1",x="1",y="z"}"#),
+    ),
+    (
+        r#"c{x="1",y="z"}"#,
+        Some(r#"c{instance="i:1",job="j",node="n1",x="1",y="z"}"#),
+    ),
+    (r#"drop_me{x="1"}"#, None),
+    ("d", Some(r#"d{instance="i:1",job="j",node="n1"}"#)),
+    ("e", Some(r#"e{instance="i:1",job="j",node="n1"}"#)),
+    ("f", Some(r#"f{instance="i:1",job="j",node="n1"}"#)),
+];
+
+/// Prometheus's scrape loop in its plainest form (series by label text,
+/// maps only): what the appender must agree with.
+#[derive(Default)]
+struct Model {
+    /// series → newest timestamp shipped (`i64::MIN`: none)
+    known: HashMap<&'static str, i64>,
+    /// series exposed by failed scrapes since the last good one
+    seen_failing: std::collections::HashSet<&'static str>,
+    /// series of the last good scrape whose samples carried no timestamp
+    prev: std::collections::HashSet<&'static str>,
+}
+
+/// What one scrape should ship: samples in order, stale series, samples dropped.
+type Expected = (Vec<(String, i64, f64)>, Vec<String>, usize);
+
+impl Model {
+    fn scrape(&mut self, lines: &[(usize, u8, Option<i64>)], ts: i64, fail: bool) -> Expected {
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        let mut cur: HashMap<&str, (i64, bool)> = HashMap::new();
+        let mut resolved = Vec::new();
+        for &(i, v, ets) in lines {
+            let Some(key) = TEXTS[i].1 else { continue };
+            resolved.push(key);
+            let t = ets.unwrap_or(ts);
+            if t > ts + MAX_AHEAD_MS {
+                dropped += 1;
+                continue;
+            }
+            if let Some(c) = cur.get_mut(key) {
+                if t <= c.0 {
+                    dropped += 1;
+                    continue;
+                }
+                c.0 = t;
+                c.1 |= ets.is_none();
+            } else {
+                if t <= self.known.get(key).copied().unwrap_or(i64::MIN) {
+                    dropped += 1;
+                    continue;
+                }
+                cur.insert(key, (t, ets.is_none()));
+            }
+            out.push((key.to_string(), t, f64::from(v)));
+        }
+        if fail {
+            self.seen_failing.extend(resolved);
+            let stale = self.prev.drain().map(String::from).collect();
+            // counted as read, though nothing of the scrape is shipped
+            return (Vec::new(), stale, dropped);
+        }
+        let stale = self
+            .prev
+            .iter()
+            .filter(|k| !cur.contains_key(*k))
+            .map(|k| k.to_string())
+            .collect();
+        let mut known = HashMap::new();
+        for k in resolved.into_iter().chain(self.seen_failing.drain()) {
+            let old = self.known.get(k).copied().unwrap_or(i64::MIN);
+            known.insert(k, cur.get(k).map_or(old, |c| c.0));
+        }
+        self.known = known;
+        self.prev = cur
+            .iter()
+            .filter(|(_, c)| c.1)
+            .map(|(k, _)| {
+                TEXTS
+                    .iter()
+                    .find_map(|(_, s)| s.filter(|s| s == k))
+                    .unwrap()
+            })
+            .collect();
+        (out, stale, dropped)
+    }
+}
+
+proptest::proptest! {
+    /// The appender (slab, last scrape's order, caches) against the model over
+    /// random scrapes: series in shuffled order, appearing and vanishing,
+    /// duplicates, explicit timestamps (past, repeated, far future), two texts
+    /// of one series, a dropped family, failing bodies and fetches.
+    #[test]
+    fn agrees_with_a_plain_model_over_random_scrapes(
+        scrapes in proptest::collection::vec(
+            (
+                proptest::collection::vec(
+                    (0..TEXTS.len(), 0u8..9, proptest::option::weighted(0.3, -2i64..3)),
+                    0..14,
+                ),
+                0u8..10,
+            ),
+            1..12,
+        )
+    ) {
+        let rules: Vec<RelabelConfig> =
+            serde_saphyr::from_str("- {source_labels: [__name__], regex: drop_me, action: drop}")
+                .unwrap();
+        let mut c = cfg();
+        c.metric_relabel = Arc::new(relabel::compile(&rules, NameValidation::Legacy).unwrap());
+        let mut a = Appender::new(c);
+        let mut m = Model::default();
+        for (n, (lines, fail)) in scrapes.iter().enumerate() {
+            let ts = 1_000_000 + 1000 * n as i64;
+            // an explicit timestamp: a few scrapes back or ahead, or far in the future
+            let lines: Vec<(usize, u8, Option<i64>)> = lines
+                .iter()
+                .map(|&(i, v, e)| {
+                    (i, v, e.map(|d| if d == 2 { ts + 2 * MAX_AHEAD_MS } else { ts + 1000 * d }))
+                })
+                .collect();
+            let mut body = String::new();
+            for (i, v, e) in &lines {
+                body.push_str(TEXTS[*i].0);
+                body.push_str(&format!(" {v}"));
+                if let Some(e) = e {
+                    body.push_str(&format!(" {e}"));
+                }
+                body.push('\n');
+            }
+            let (o, expected) = match fail {
+                0 => (a.append(Err("refused".into()), ts, ts, 0.0), m.scrape(&[], ts, true)),
+                1 => {
+                    body.push_str("not { valid\n");
+                    (run(&mut a, &body, ts), m.scrape(&lines, ts, true))
+                }
+                _ => (run(&mut a, &body, ts), m.scrape(&lines, ts, false)),
+            };
+            let (want, mut want_stale, want_dropped) = expected;
+            let got = samples(&o);
+            let mut stale: Vec<String> = got
+                .iter()
+                .filter(|x| x.2.to_bits() == STALE_NAN)
+                .map(|x| x.0.clone())
+                .collect();
+            let fresh: Vec<_> = got.into_iter().filter(|x| x.2.to_bits() != STALE_NAN).collect();
+            stale.sort();
+            want_stale.sort();
+            proptest::prop_assert_eq!(&fresh, &want, "scrape {} samples:\n{}", n, body);
+            proptest::prop_assert_eq!(&stale, &want_stale, "scrape {} stale:\n{}", n, body);
+            proptest::prop_assert_eq!(o.stale_markers, want_stale.len());
+            proptest::prop_assert_eq!(o.dropped_out_of_order, want_dropped, "scrape {}:\n{}", n, body);
+        }
+    }
+}
