@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 // Ingest and queries allocate many small label strings; mimalloc spends a
 // fraction of glibc's time on them (see docs/benchmarks.md, remote-write
-// ingest).
-vigil_common::mimalloc_lazy_commit!();
+// ingest). Freed memory goes back at once: a gateway forwarding 10,000
+// series/s held 57–60 MiB with the agent's 100 ms delay, 46 MiB with 10 ms,
+// 35 MiB with none (vmagent: 37–40), for the same steady-ingest CPU
+// (`tests/benches/forward.rs`, `rw_steady.rs`; docs/forwarding.md).
+vigil_common::mimalloc_lazy_commit!(purge_delay_ms = 0);
 
 use clap::{Parser, Subcommand};
 use vigil_collector::config::Settings;

@@ -1,5 +1,6 @@
 //! The binaries' allocator setting, shared: mimalloc with arenas committed
-//! lazily and freed memory given back after 100 ms.
+//! lazily and freed memory given back after 100 ms (the agent) or at once
+//! (the collector, `purge_delay_ms = 0`: see its `main.rs`).
 //!
 //! mimalloc (v3) commits its arenas eagerly by default on Linux, and memory
 //! committed that way stays resident: a process whose live heap is a few MiB
@@ -23,11 +24,14 @@
 //! linker).
 
 /// In a binary's root: mimalloc as the global allocator, its arenas
-/// committed lazily and its purge delay 100 ms (see the module's
-/// documentation).
+/// committed lazily and its purge delay 100 ms, or the one given as
+/// `purge_delay_ms = N` (see the module's documentation).
 #[macro_export]
 macro_rules! mimalloc_lazy_commit {
     () => {
+        $crate::mimalloc_lazy_commit!(purge_delay_ms = 100);
+    };
+    (purge_delay_ms = $delay:expr) => {
         #[global_allocator]
         static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -49,7 +53,7 @@ macro_rules! mimalloc_lazy_commit {
             #[allow(unsafe_code)]
             unsafe {
                 mi_option_set(ARENA_EAGER_COMMIT, 0);
-                mi_option_set(PURGE_DELAY, 100);
+                mi_option_set(PURGE_DELAY, $delay);
             };
         }
 
