@@ -119,8 +119,9 @@ pub fn decompress(body: &[u8]) -> Result<Decompressed, DecodeError> {
     Ok(out)
 }
 
-/// Buffers of decompressed requests kept for the next ones, at most
-/// [`POOL_BUFFERS`] of at most [`POOL_BUFFER_BYTES`]: a steady sender's
+/// Buffers of decompressed requests kept for the next ones (and, in
+/// `TABLES`, the tables [`parse`] fills), at most [`POOL_BUFFERS`] of at
+/// most [`POOL_BUFFER_BYTES`]: a steady sender's
 /// requests are the same size every time, and a fresh buffer per request
 /// cost a page fault per 4 KiB of it (a tenth of a forwarding gateway's CPU)
 /// once the allocator gives freed memory back at once (`collector/src/main.rs`).
@@ -163,19 +164,70 @@ pub struct RawSeries {
     pub samples: Range<usize>,
 }
 
-/// A parsed request borrowing the decompressed body.
+/// A parsed request borrowing the decompressed body. Its tables come from
+/// a small pool and go back to it when it is dropped (see [`POOL`]).
 #[derive(Debug, Default)]
 pub struct RawRequest<'a> {
+    body: &'a [u8],
     pub series: Vec<RawSeries>,
     /// Every series' label fields, back to back.
     pub keys: Vec<u8>,
-    label_spans: Vec<&'a [u8]>,
+    /// Where each `Label` message is in `body`.
+    label_spans: Vec<(u32, u32)>,
     /// (timestamp ms, value), per series in the order sent.
     pub samples: Vec<(i64, f64)>,
     pub metadata: Vec<MetricMetadata>,
 }
 
+/// The tables of a [`RawRequest`], kept between requests.
+#[derive(Default)]
+struct Tables {
+    series: Vec<RawSeries>,
+    keys: Vec<u8>,
+    label_spans: Vec<(u32, u32)>,
+    samples: Vec<(i64, f64)>,
+}
+
+impl Tables {
+    fn bytes(&self) -> usize {
+        self.series.capacity() * std::mem::size_of::<RawSeries>()
+            + self.keys.capacity()
+            + self.label_spans.capacity() * 8
+            + self.samples.capacity() * 16
+    }
+}
+
+static TABLES: parking_lot::Mutex<Vec<Tables>> = parking_lot::Mutex::new(Vec::new());
+/// A request of 10,000 series needs about 2.6 MB of tables.
+const POOL_TABLES_BYTES: usize = 4 << 20;
+
+impl Drop for RawRequest<'_> {
+    fn drop(&mut self) {
+        let mut t = Tables {
+            series: std::mem::take(&mut self.series),
+            keys: std::mem::take(&mut self.keys),
+            label_spans: std::mem::take(&mut self.label_spans),
+            samples: std::mem::take(&mut self.samples),
+        };
+        if t.bytes() <= POOL_TABLES_BYTES {
+            t.series.clear();
+            t.keys.clear();
+            t.label_spans.clear();
+            t.samples.clear();
+            let mut pool = TABLES.lock();
+            if pool.len() < POOL_BUFFERS {
+                pool.push(t);
+            }
+        }
+    }
+}
+
 impl<'a> RawRequest<'a> {
+    fn label_span(&self, i: usize) -> &'a [u8] {
+        let (a, b) = self.label_spans[i];
+        &self.body[a as usize..b as usize]
+    }
+
     /// The wire key of `s` (its label fields, tag and length included).
     pub fn key(&self, s: &RawSeries) -> &[u8] {
         &self.keys[s.key.clone()]
@@ -194,8 +246,8 @@ impl<'a> RawRequest<'a> {
         s: &RawSeries,
     ) -> Result<Vec<(String, String)>, DecodeError> {
         let mut pairs = Vec::with_capacity(s.labels.len());
-        for span in &self.label_spans[s.labels.clone()] {
-            let (name, value) = label(span).map_err(DecodeError::Protobuf)?;
+        for i in s.labels.clone() {
+            let (name, value) = label(self.label_span(i)).map_err(DecodeError::Protobuf)?;
             pairs.push((name, value));
         }
         check_labels(index, pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
@@ -389,10 +441,17 @@ pub fn parse(body: &[u8]) -> Result<RawRequest<'_>, DecodeError> {
 }
 
 fn parse_inner(mut buf: &[u8]) -> Result<RawRequest<'_>, String> {
-    // the label fields are most of a request, and never more than all of it
+    if u32::try_from(buf.len()).is_err() {
+        return Err(format!("{} bytes: too large a request", buf.len()));
+    }
+    let t = TABLES.lock().pop().unwrap_or_default();
     let mut req = RawRequest {
-        keys: Vec::with_capacity(buf.len()),
-        ..RawRequest::default()
+        body: buf,
+        series: t.series,
+        keys: t.keys,
+        label_spans: t.label_spans,
+        samples: t.samples,
+        metadata: Vec::new(),
     };
     while !buf.is_empty() {
         let (n, v, _) = field(&mut buf)?;
@@ -412,6 +471,7 @@ fn parse_inner(mut buf: &[u8]) -> Result<RawRequest<'_>, String> {
 }
 
 fn time_series<'a>(req: &mut RawRequest<'a>, mut buf: &'a [u8]) -> Result<(), String> {
+    let base = req.body.as_ptr() as usize;
     let key_start = req.keys.len();
     let labels_start = req.label_spans.len();
     let samples_start = req.samples.len();
@@ -419,7 +479,10 @@ fn time_series<'a>(req: &mut RawRequest<'a>, mut buf: &'a [u8]) -> Result<(), St
         let (n, v, whole) = field(&mut buf)?;
         match n {
             1 => {
-                req.label_spans.push(bytes(n, v, "TimeSeries.labels")?);
+                let span = bytes(n, v, "TimeSeries.labels")?;
+                // within the body, whose length fits in u32 (checked above)
+                let a = (span.as_ptr() as usize - base) as u32;
+                req.label_spans.push((a, a + span.len() as u32));
                 req.keys.extend_from_slice(whole);
             }
             2 => {
@@ -483,8 +546,8 @@ mod tests {
         let mut out = Vec::new();
         for s in &req.series {
             let mut labels = Vec::new();
-            for span in &req.label_spans[s.labels.clone()] {
-                labels.push(label(span).map_err(|_| ())?);
+            for i in s.labels.clone() {
+                labels.push(label(req.label_span(i)).map_err(|_| ())?);
             }
             out.push((labels, req.samples_of(s).to_vec()));
         }

@@ -11,6 +11,7 @@
 //!
 //! Not here: decoding requests (`crate::http`), the agent path (`super`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -22,6 +23,9 @@ use crate::http::rw_wire::DecodeError;
 use crate::http::rw_wire::RawRequest;
 use crate::ingest::series_cache::SeriesHandle;
 use crate::wal::{Append, SeriesUse, WalBlock, WalRecord};
+
+/// A series' samples: borrowed from a parsed request, or owned.
+type Points<'a> = Cow<'a, [(i64, f64)]>;
 
 impl IngestCore {
     /// Writes samples that arrived without an agent stream (Prometheus
@@ -97,7 +101,7 @@ impl IngestCore {
             .series
             .iter()
             .zip(handles)
-            .filter_map(|(s, h)| Some((h?, req.samples_of(s).to_vec())))
+            .filter_map(|(s, h)| Some((h?, Cow::Borrowed(req.samples_of(s)))))
             .collect();
         self.write_handles(series, Vec::new(), tenant, out)
             .await
@@ -116,7 +120,7 @@ impl IngestCore {
         for (labels, points) in series {
             let n = points.len() as u64;
             if let Some(h) = self.resolve_external(labels, tenant, guarded, n, &mut out) {
-                handles.push((h, points));
+                handles.push((h, Cow::Owned(points)));
             }
         }
         self.write_handles(handles, metadata, tenant, out).await
@@ -174,7 +178,7 @@ impl IngestCore {
     /// samples of resolved series.
     async fn write_handles(
         &self,
-        series: Vec<(SeriesHandle, Vec<(i64, f64)>)>,
+        series: Vec<(SeriesHandle, Points<'_>)>,
         metadata: Vec<pb::MetricMetadata>,
         tenant: &str,
         mut out: ExternalOutcome,
@@ -185,12 +189,16 @@ impl IngestCore {
         let mut uses = Vec::with_capacity(series.len());
         let mut blocks: HashMap<i64, WalBlock> = HashMap::new();
         let mut samples = Vec::new();
+        // a steady sender's request: one timestamp, every series in it
+        let hint = series.len();
         for (h, mut points) in series {
-            points.sort_by_key(|p| p.0);
+            if !points.is_sorted_by_key(|p| p.0) {
+                points.to_mut().sort_by_key(|p| p.0);
+            }
             let Some(sref) = h.store else {
                 // a gateway: durable and forwarded, not stored here
-                for (t, v) in points {
-                    let b = block(&mut blocks, t);
+                for &(t, v) in points.iter() {
+                    let b = block(&mut blocks, t, hint);
                     b.ids.push(h.id);
                     b.values.push(v);
                     out.appended += 1;
@@ -202,7 +210,7 @@ impl IngestCore {
                 continue;
             };
             let mut used = false;
-            for (t, v) in points {
+            for &(t, v) in points.iter() {
                 if let Err(e) = self.store.check(sref, t, v) {
                     let reason = append_reason(&e);
                     self.count_refused(reason, 1);
@@ -212,7 +220,7 @@ impl IngestCore {
                     continue;
                 }
                 used = true;
-                let b = block(&mut blocks, t);
+                let b = block(&mut blocks, t, hint);
                 b.ids.push(h.id);
                 b.values.push(v);
                 samples.push((sref, t, v));
@@ -271,11 +279,12 @@ impl IngestCore {
     }
 }
 
-/// The WAL block of timestamp `t`.
-fn block(blocks: &mut HashMap<i64, WalBlock>, t: i64) -> &mut WalBlock {
+/// The WAL block of timestamp `t`; the first one is sized for `hint` samples.
+fn block(blocks: &mut HashMap<i64, WalBlock>, t: i64, hint: usize) -> &mut WalBlock {
+    let n = if blocks.is_empty() { hint } else { 0 };
     blocks.entry(t).or_insert_with(|| WalBlock {
         timestamp_ms: t,
-        ids: Vec::new(),
-        values: Vec::new(),
+        ids: Vec::with_capacity(n),
+        values: Vec::with_capacity(n),
     })
 }
