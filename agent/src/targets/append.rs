@@ -212,7 +212,6 @@ impl Appender {
             // every series of the last good scrape goes stale.
             out.scrape.samples.clear();
             out.scrape.metadata.clear();
-            self.cur.clear();
             out.error = Some(e.clone());
             for (s, _) in prev.drain(..) {
                 out.scrape.samples.push((s, ts, stale));

@@ -104,7 +104,7 @@ pub fn decompress(body: &[u8]) -> Result<Decompressed, DecodeError> {
     if len > MAX_DECODED_BYTES {
         return Err(DecodeError::TooLarge(len));
     }
-    let mut buf = POOL.lock().pop().unwrap_or_default();
+    let mut buf = BODIES.take();
     // only a buffer's new bytes are zeroed; the decoder writes all `len`
     if buf.len() < len {
         buf.resize(len, 0);
@@ -119,15 +119,43 @@ pub fn decompress(body: &[u8]) -> Result<Decompressed, DecodeError> {
     Ok(out)
 }
 
-/// Buffers of decompressed requests kept for the next ones (and, in
-/// `TABLES`, the tables [`parse`] fills), at most [`POOL_BUFFERS`] of at
-/// most [`POOL_BUFFER_BYTES`]: a steady sender's
-/// requests are the same size every time, and a fresh buffer per request
-/// cost a page fault per 4 KiB of it (a tenth of a forwarding gateway's CPU)
-/// once the allocator gives freed memory back at once (`collector/src/main.rs`).
-static POOL: parking_lot::Mutex<Vec<Vec<u8>>> = parking_lot::Mutex::new(Vec::new());
-const POOL_BUFFERS: usize = 4;
-const POOL_BUFFER_BYTES: usize = 2 << 20;
+/// Memory kept from one request for the next: a steady sender's requests
+/// are the same size every time, and fresh memory per request cost a page
+/// fault per 4 KiB of it (a tenth of a forwarding gateway's CPU) once the
+/// allocator gives freed memory back at once (`collector/src/main.rs`).
+/// At most [`Pool::MAX_ITEMS`] items of at most `max_bytes` each.
+struct Pool<T> {
+    items: parking_lot::Mutex<Vec<T>>,
+    max_bytes: usize,
+}
+
+impl<T: Default> Pool<T> {
+    const MAX_ITEMS: usize = 4;
+
+    const fn new(max_bytes: usize) -> Self {
+        Pool {
+            items: parking_lot::Mutex::new(Vec::new()),
+            max_bytes,
+        }
+    }
+
+    fn take(&self) -> T {
+        self.items.lock().pop().unwrap_or_default()
+    }
+
+    /// Keeps `item` (emptied by the caller) if it is small enough and there is room.
+    fn give(&self, item: T, bytes: usize) {
+        if bytes <= self.max_bytes {
+            let mut items = self.items.lock();
+            if items.len() < Self::MAX_ITEMS {
+                items.push(item);
+            }
+        }
+    }
+}
+
+/// Decompressed bodies.
+static BODIES: Pool<Vec<u8>> = Pool::new(2 << 20);
 
 /// A decompressed request body; its buffer goes back to the pool when dropped.
 #[derive(Debug)]
@@ -144,12 +172,9 @@ impl std::ops::Deref for Decompressed {
 
 impl Drop for Decompressed {
     fn drop(&mut self) {
-        if self.buf.capacity() <= POOL_BUFFER_BYTES {
-            let mut pool = POOL.lock();
-            if pool.len() < POOL_BUFFERS {
-                pool.push(std::mem::take(&mut self.buf));
-            }
-        }
+        let buf = std::mem::take(&mut self.buf);
+        let bytes = buf.capacity();
+        BODIES.give(buf, bytes);
     }
 }
 
@@ -165,7 +190,7 @@ pub struct RawSeries {
 }
 
 /// A parsed request borrowing the decompressed body. Its tables come from
-/// a small pool and go back to it when it is dropped (see [`POOL`]).
+/// a small pool and go back to it when it is dropped (see [`Pool`]).
 #[derive(Debug, Default)]
 pub struct RawRequest<'a> {
     body: &'a [u8],
@@ -192,14 +217,13 @@ impl Tables {
     fn bytes(&self) -> usize {
         self.series.capacity() * std::mem::size_of::<RawSeries>()
             + self.keys.capacity()
-            + self.label_spans.capacity() * 8
-            + self.samples.capacity() * 16
+            + self.label_spans.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.samples.capacity() * std::mem::size_of::<(i64, f64)>()
     }
 }
 
-static TABLES: parking_lot::Mutex<Vec<Tables>> = parking_lot::Mutex::new(Vec::new());
-/// A request of 10,000 series needs about 2.6 MB of tables.
-const POOL_TABLES_BYTES: usize = 4 << 20;
+/// Parsed requests' tables; a request of 10,000 series needs about 2.6 MB.
+static TABLES: Pool<Tables> = Pool::new(4 << 20);
 
 impl Drop for RawRequest<'_> {
     fn drop(&mut self) {
@@ -209,16 +233,12 @@ impl Drop for RawRequest<'_> {
             label_spans: std::mem::take(&mut self.label_spans),
             samples: std::mem::take(&mut self.samples),
         };
-        if t.bytes() <= POOL_TABLES_BYTES {
-            t.series.clear();
-            t.keys.clear();
-            t.label_spans.clear();
-            t.samples.clear();
-            let mut pool = TABLES.lock();
-            if pool.len() < POOL_BUFFERS {
-                pool.push(t);
-            }
-        }
+        t.series.clear();
+        t.keys.clear();
+        t.label_spans.clear();
+        t.samples.clear();
+        let bytes = t.bytes();
+        TABLES.give(t, bytes);
     }
 }
 
@@ -444,7 +464,7 @@ fn parse_inner(mut buf: &[u8]) -> Result<RawRequest<'_>, String> {
     if u32::try_from(buf.len()).is_err() {
         return Err(format!("{} bytes: too large a request", buf.len()));
     }
-    let t = TABLES.lock().pop().unwrap_or_default();
+    let t = TABLES.take();
     let mut req = RawRequest {
         body: buf,
         series: t.series,
@@ -668,7 +688,7 @@ mod tests {
             assert!(decompress(&[0x05, 0x00]).is_err());
             assert_eq!(&decompress(&z(b"")).unwrap()[..], b"");
         }
-        assert!(POOL.lock().len() <= POOL_BUFFERS);
+        assert!(BODIES.items.lock().len() <= Pool::<Vec<u8>>::MAX_ITEMS);
     }
 
     proptest! {
