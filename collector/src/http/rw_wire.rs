@@ -143,7 +143,7 @@ impl<T: Default> Pool<T> {
         self.items.lock().pop().unwrap_or_default()
     }
 
-    /// Keeps `item` (emptied by the caller) if it is small enough and there is room.
+    /// Keeps `item` for a later `take` if it is small enough and there is room.
     fn give(&self, item: T, bytes: usize) {
         if bytes <= self.max_bytes {
             let mut items = self.items.lock();
