@@ -1,9 +1,12 @@
 //! The agent's node figures against the real `prometheus-node-exporter` on
 //! this machine, read back to back: every `node_*` family both export has the
-//! same type and the same label names and label sets; MemTotal is exact,
-//! counters agree within 1%. And `promtool check metrics` has nothing to say
-//! about the agent's exposition except the names kept for compatibility
-//! (node_exporter's camelCase `node_memory_*`, cAdvisor's
+//! same type and the same label names and label sets (and, for the network
+//! stack and kernel-table families, the same help text); MemTotal and other
+//! figures that cannot move between the reads are exact, counters agree
+//! within 1%. And `promtool check metrics` has nothing to say about the
+//! agent's exposition except the names kept for compatibility
+//! (node_exporter's camelCase `node_memory_*`/`node_netstat_*`/
+//! `node_sockstat_*`, its `_bits` entropy gauges, cAdvisor's
 //! `container_memory_failcnt` counter).
 
 // Tests and benchmarks stop loudly on what they did not expect: they may
@@ -21,8 +24,12 @@ use vigil_e2e::{Proc, TextSample, bin, free_port, get, parse_text, wait_for};
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 fn types(text: &str) -> BTreeMap<String, String> {
+    header(text, "# TYPE ")
+}
+
+fn header(text: &str, prefix: &str) -> BTreeMap<String, String> {
     text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_prefix(prefix))
         .filter_map(|l| {
             let (n, t) = l.split_once(' ')?;
             Some((n.to_string(), t.trim().to_string()))
@@ -95,6 +102,23 @@ fn node_families_agree_with_node_exporter() {
     let ours_text = scrape_agent();
     let (theirs, ours) = (parse_text(&theirs_text), parse_text(&ours_text));
     let (tt, ot) = (types(&theirs_text), types(&ours_text));
+    let (th, oh) = (
+        header(&theirs_text, "# HELP "),
+        header(&ours_text, "# HELP "),
+    );
+    // the families added to match node_exporter's defaults keep its help
+    let same_help = [
+        "node_netstat_",
+        "node_sockstat_",
+        "node_softnet_",
+        "node_udp_queues",
+        "node_arp_",
+        "node_nf_conntrack_",
+        "node_filefd_",
+        "node_entropy_",
+        "node_timex_",
+        "node_cpu_guest_",
+    ];
     let (tf, of) = (by_family(&theirs), by_family(&ours));
 
     let mut problems = Vec::new();
@@ -107,6 +131,13 @@ fn node_families_agree_with_node_exporter() {
                 "{name}: type {:?} vs node_exporter {:?}",
                 ot.get(name),
                 tt.get(name)
+            ));
+        }
+        if same_help.iter().any(|p| name.starts_with(p)) && th.get(name) != oh.get(name) {
+            problems.push(format!(
+                "{name}: help {:?} vs node_exporter {:?}",
+                oh.get(name),
+                th.get(name)
             ));
         }
         let (ol, tl) = (label_sets(o, true), label_sets(t, false));
@@ -125,6 +156,12 @@ fn node_families_agree_with_node_exporter() {
             "node_filesystem_size_bytes",
             "node_filesystem_files",
             "node_filesystem_readonly",
+            "node_filefd_maximum",
+            "node_entropy_pool_size_bits",
+            "node_nf_conntrack_entries_limit",
+            "node_timex_tick_seconds",
+            "node_timex_status",
+            "node_netstat_Ip_Forwarding",
         ]
         .contains(&name.as_str());
         if !(counter || exact) {
@@ -168,9 +205,31 @@ fn node_families_agree_with_node_exporter() {
         "node_uname_info",
         "node_time_seconds",
         "node_vmstat_pgmajfault",
+        "node_netstat_Tcp_RetransSegs",
+        "node_netstat_TcpExt_ListenDrops",
+        "node_sockstat_TCP_inuse",
+        "node_sockstat_TCP_mem_bytes",
+        "node_softnet_processed_total",
+        "node_udp_queues",
+        "node_filefd_allocated",
+        "node_entropy_available_bits",
+        "node_timex_offset_seconds",
+        "node_timex_sync_status",
+        "node_cpu_guest_seconds_total",
     ] {
         assert!(of.contains_key(n), "{n} missing");
     }
+    // and every network-stack and kernel-table family node_exporter
+    // exported here, the agent exported too
+    let missing: Vec<&String> = tf
+        .keys()
+        .filter(|n| same_help.iter().any(|p| n.starts_with(p)))
+        .filter(|n| !of.contains_key(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "node_exporter exports, the agent does not: {missing:?}"
+    );
 }
 
 #[test]
@@ -198,11 +257,16 @@ fn promtool_check_metrics_only_flags_compatibility_names() {
         .lines()
         .filter(|l| !l.trim().is_empty())
         .filter(|l| {
-            let node_camel = l.trim_start().starts_with("node_memory_")
+            let l = l.trim_start();
+            let node_camel = ["node_memory_", "node_netstat_", "node_sockstat_"]
+                .iter()
+                .any(|p| l.starts_with(p))
                 && l.contains("should be written in 'snake_case' not 'camelCase'");
+            let entropy_bits =
+                l.starts_with("node_entropy_") && l.contains("use base unit \"bytes\"");
             let failcnt = l.trim_start().starts_with("container_memory_failcnt ")
                 && l.contains("should have \"_total\" suffix");
-            !(node_camel || failcnt)
+            !(node_camel || failcnt || entropy_bits)
         })
         .collect();
     assert!(unexpected.is_empty(), "promtool: {unexpected:#?}");

@@ -41,8 +41,7 @@ fn family(name: &str, help: &str, kind: MetricKind) -> MetricFamily {
 
 impl NodeReader {
     /// `/proc/stat`: context switches, forks, interrupts, boot time, procs.
-    pub(super) fn stat(&self, out: &mut Scrape) -> Result<(), ReadError> {
-        let text = self.read("stat")?;
+    pub(super) fn stat(&self, text: &str, out: &mut Scrape) -> Result<(), ReadError> {
         let mut found = 0;
         for line in text.lines() {
             let mut it = line.split_ascii_whitespace();
@@ -484,10 +483,10 @@ impl NodeReader {
             let path = root.join(mountpoint.trim_start_matches('/'));
             mounts.push((path, labels, ro));
         }
-        // One thread statvfs-es every mount in turn; a call that does not
-        // return in time marks its mount stuck and ends this scrape's calls
-        // (the rest are reported as errors), and the mount is skipped until
-        // the call returns.
+        // One long-lived thread statvfs-es every mount in turn; a call that
+        // does not return in time marks its mount stuck and ends this
+        // scrape's calls (the rest are reported as errors), and the mount is
+        // skipped until the call returns.
         let stuck_now: std::collections::HashSet<PathBuf> =
             STUCK.lock().map(|s| s.clone()).unwrap_or_default();
         let todo: Vec<PathBuf> = mounts
@@ -498,20 +497,7 @@ impl NodeReader {
         let wanted = todo.len();
         let (tx, rx) = mpsc::channel();
         if !todo.is_empty() {
-            std::thread::spawn(move || {
-                for p in todo {
-                    if let Ok(mut s) = STUCK.lock() {
-                        s.insert(p.clone());
-                    }
-                    let r = rustix::fs::statvfs(&p);
-                    if let Ok(mut s) = STUCK.lock() {
-                        s.remove(&p);
-                    }
-                    if tx.send((p, r)).is_err() {
-                        return;
-                    }
-                }
-            });
+            statfs_worker(todo, tx);
         }
         let mut results = std::collections::HashMap::new();
         for _ in 0..wanted {
@@ -549,6 +535,72 @@ impl NodeReader {
         out.families
             .extend(fams.into_iter().filter(|f| !f.samples.is_empty()));
         Ok(())
+    }
+}
+
+/// The mounts one scrape wants `statvfs`-ed, and where the answers go.
+type StatfsJob = (
+    Vec<PathBuf>,
+    mpsc::Sender<(PathBuf, rustix::io::Result<rustix::fs::StatVfs>)>,
+);
+
+/// The thread that runs `statvfs` calls, kept between scrapes (a thread per
+/// scrape cost more than the calls), and whether it finished its last job.
+struct StatfsWorker {
+    jobs: mpsc::Sender<StatfsJob>,
+    idle: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+static STATFS: std::sync::Mutex<Option<StatfsWorker>> = std::sync::Mutex::new(None);
+
+/// Hands `paths` to the statvfs thread, starting a new one when there is
+/// none or the last one is still inside a call (a dead mount): that one
+/// ends when its call returns and finds its queue gone.
+fn statfs_worker(
+    paths: Vec<PathBuf>,
+    answers: mpsc::Sender<(PathBuf, rustix::io::Result<rustix::fs::StatVfs>)>,
+) {
+    use std::sync::atomic::Ordering;
+    let Ok(mut slot) = STATFS.lock() else {
+        return;
+    };
+    if slot
+        .as_ref()
+        .is_none_or(|w| !w.idle.load(Ordering::Acquire))
+    {
+        let (jobs, rx) = mpsc::channel::<StatfsJob>();
+        let idle = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = idle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("statvfs".into())
+            .spawn(move || {
+                for (paths, answers) in rx {
+                    for p in paths {
+                        if let Ok(mut s) = STUCK.lock() {
+                            s.insert(p.clone());
+                        }
+                        let r = rustix::fs::statvfs(&p);
+                        if let Ok(mut s) = STUCK.lock() {
+                            s.remove(&p);
+                        }
+                        if answers.send((p, r)).is_err() {
+                            break;
+                        }
+                    }
+                    flag.store(true, Ordering::Release);
+                }
+            });
+        if spawned.is_err() {
+            *slot = None;
+            return;
+        }
+        *slot = Some(StatfsWorker { jobs, idle });
+    }
+    if let Some(w) = slot.as_ref() {
+        w.idle.store(false, Ordering::Release);
+        if w.jobs.send((paths, answers)).is_err() {
+            *slot = None;
+        }
     }
 }
 
@@ -599,7 +651,7 @@ mod tests {
             }
             let r = NodeReader::new(d.path());
             let mut s = Scrape::new(0);
-            let _ = r.stat(&mut s);
+            let _ = r.stat(&text, &mut s);
             let _ = r.vmstat(&mut s);
             let _ = r.netdev(&mut s);
             let _ = r.diskstats(&mut s);

@@ -4,18 +4,39 @@
 //! error of that reader, never a failed scrape.
 
 mod host;
+mod net;
+mod sys;
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
 
 use crate::model::{MetricFamily, MetricKind, Scrape};
 
 /// USER_HZ: the unit of /proc/stat CPU times (100 on every Linux ABI we run on).
 const USER_HZ: f64 = 100.0;
 
+/// At most this many `/proc` files are held open between scrapes.
+const MAX_HELD: usize = 64;
+
 /// Reads node metrics from a host root (`/` on the host itself).
-#[derive(Debug, Clone)]
+///
+/// The files it reads are held open and read again with one `pread` each
+/// scrape (the kernel regenerates them per read): no path walk, `open` or
+/// `close` per file per scrape.
+#[derive(Debug)]
 pub struct NodeReader {
     proc: PathBuf,
+    held: Mutex<Held>,
+}
+
+/// Open files by name under `proc`, and the read buffer they share.
+#[derive(Debug, Default)]
+struct Held {
+    files: HashMap<String, File>,
+    buf: Vec<u8>,
 }
 
 /// A reader's failure: which file, and why.
@@ -30,6 +51,7 @@ impl NodeReader {
     pub fn new(host_root: &Path) -> Self {
         NodeReader {
             proc: host_root.join("proc"),
+            held: Mutex::new(Held::default()),
         }
     }
 
@@ -40,13 +62,21 @@ impl NodeReader {
             Self::cpu,
             Self::meminfo,
             Self::loadavg,
-            Self::stat,
             Self::vmstat,
             Self::netdev,
             Self::diskstats,
             Self::pressure,
             Self::uname_time,
             Self::filesystems,
+            Self::netstat,
+            Self::sockstat,
+            Self::softnet,
+            Self::udp_queues,
+            Self::arp,
+            Self::conntrack,
+            Self::filefd,
+            Self::entropy,
+            Self::timex,
         ] {
             if let Err(e) = r(self, out) {
                 errors.push(e);
@@ -56,11 +86,38 @@ impl NodeReader {
     }
 
     fn read(&self, name: &str) -> Result<String, ReadError> {
-        let path = self.proc.join(name);
-        std::fs::read_to_string(&path).map_err(|e| ReadError {
-            path,
-            reason: e.to_string(),
-        })
+        self.load(name).map_err(|e| self.err(name, e.to_string()))
+    }
+
+    /// Like [`Self::read`], but a file the kernel does not have is `None`.
+    fn read_opt(&self, name: &str) -> Result<Option<String>, ReadError> {
+        match self.load(name) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(name, e.to_string())),
+        }
+    }
+
+    /// The file's text: through the held handle when there is one (a
+    /// failing handle is dropped and the file opened again).
+    fn load(&self, name: &str) -> std::io::Result<String> {
+        let mut held = self.held.lock();
+        let Held { files, buf } = &mut *held;
+        if let Some(f) = files.get(name) {
+            match crate::cgroup::pread_all(f, buf) {
+                Ok(n) => return Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(_) => {
+                    files.remove(name);
+                }
+            }
+        }
+        let f = File::open(self.proc.join(name))?;
+        let n = crate::cgroup::pread_all(&f, buf)?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if files.len() < MAX_HELD {
+            files.insert(name.to_string(), f);
+        }
+        Ok(text)
     }
 
     fn err(&self, name: &str, reason: impl Into<String>) -> ReadError {
@@ -70,12 +127,20 @@ impl NodeReader {
         }
     }
 
-    /// `node_cpu_seconds_total{cpu,mode}` from the `cpuN` lines of /proc/stat.
+    /// `node_cpu_seconds_total{cpu,mode}` and
+    /// `node_cpu_guest_seconds_total{cpu,mode}` from the `cpuN` lines of
+    /// /proc/stat, then the file's other counters ([`Self::stat`]).
     fn cpu(&self, out: &mut Scrape) -> Result<(), ReadError> {
         let text = self.read("stat")?;
+        let counters = self.stat(&text, out);
         let mut fam = MetricFamily::new(
             "node_cpu_seconds_total",
             "Seconds the CPUs spent in each mode.",
+            MetricKind::Counter,
+        );
+        let mut guest = MetricFamily::new(
+            "node_cpu_guest_seconds_total",
+            "Seconds the CPUs spent in guests (VMs) for each mode.",
             MetricKind::Counter,
         );
         const MODES: [&str; 8] = [
@@ -94,12 +159,19 @@ impl NodeReader {
             for (mode, v) in MODES.iter().zip(vals.iter()) {
                 fam.push([("cpu", cpu), ("mode", mode)], *v as f64 / USER_HZ);
             }
+            // guest and guest_nice (kernels since 2.6.33)
+            for (mode, v) in ["user", "nice"].iter().zip(vals.iter().skip(8)) {
+                guest.push([("cpu", cpu), ("mode", mode)], *v as f64 / USER_HZ);
+            }
         }
         if fam.samples.is_empty() {
             return Err(self.err("stat", "no cpuN lines"));
         }
         out.families.push(fam);
-        Ok(())
+        if !guest.samples.is_empty() {
+            out.families.push(guest);
+        }
+        counters
     }
 
     /// `node_memory_<Field>_bytes` for every /proc/meminfo line.
