@@ -19,7 +19,7 @@ use crate::telemetry::Telemetry;
 #[derive(Clone)]
 pub struct AgentState {
     pub node: String,
-    pub latest: Arc<Mutex<Option<Scrape>>>,
+    pub latest: Arc<Mutex<Option<Arc<Scrape>>>>,
     pub telemetry: Arc<Telemetry>,
     pub targets: Arc<crate::targets::Registry>,
     pub target_metrics: Arc<crate::targets::metrics::TargetMetrics>,

@@ -35,7 +35,11 @@ pub fn main(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         vigil_common::shutdown::on_signals(shutdown.clone());
-        run(config, shutdown).await
+        // on a worker, not this thread: the scrape loop's wake-ups and
+        // hand-offs stay among the runtime's threads
+        tokio::spawn(run(config, shutdown))
+            .await
+            .context("the agent's main task failed")?
     })
 }
 
@@ -181,6 +185,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         scrape.families.extend(telemetry.families());
         scrape.families.extend(target_metrics.families());
         log_metrics.collect_into(&mut scrape);
+        // shared, not copied: /metrics and the shipper read the same scrape
+        let scrape = Arc::new(scrape);
         *latest.lock() = Some(scrape.clone());
         ship.submit_scrape(scrape);
     }

@@ -60,9 +60,14 @@ use crate::config::LogsConfig;
 use crate::ship::{LogAck, LogRecord};
 pub use metrics::LogMetrics;
 
-/// How often files are re-read when nothing signals a change (inotify is a
-/// hint; this is the floor).
+/// How often files are re-read when nothing signals a change and some log
+/// folder is not watched (inotify is a hint; this is the floor).
 pub const POLL: Duration = Duration::from_millis(250);
+/// The same while every log folder is watched: inotify reports writes,
+/// creations and renames at once, so the poll is only the safety net (and
+/// the clock for rotated files' linger and held partial lines). An idle
+/// agent wakes once a second instead of four times.
+pub const POLL_WATCHED: Duration = Duration::from_millis(1000);
 /// With no inotify at all, poll faster.
 const POLL_NO_WATCH: Duration = Duration::from_millis(100);
 /// Most folders watched (each costs an inotify watch).
@@ -133,7 +138,6 @@ impl Tailer {
         metrics
             .watch_fallback
             .store(i64::from(watch.is_none()), Relaxed);
-        let poll = if watch.is_some() { POLL } else { POLL_NO_WATCH };
         let mut acks_open = true;
         let mut woken = true;
         let result = 'outer: loop {
@@ -183,6 +187,11 @@ impl Tailer {
                 core.hint_rescan();
             }
             if out.idle {
+                let poll = match &watch {
+                    Some(w) if !w.full => POLL_WATCHED,
+                    Some(_) => POLL,
+                    None => POLL_NO_WATCH,
+                };
                 let sleep = tokio::time::sleep(poll);
                 tokio::pin!(sleep);
                 loop {

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::{NodeReader, ReadError};
-use crate::model::{MetricFamily, MetricKind, Scrape};
+use crate::model::{LabelSet, MetricFamily, MetricKind, Scrape, label_set};
 
 /// node_exporter's default `--collector.diskstats.device-exclude`.
 const DISK_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
@@ -453,36 +453,14 @@ impl NodeReader {
             .iter()
             .map(|(n, h)| family(n, h, MetricKind::Gauge))
             .collect();
-        let mut seen = std::collections::HashSet::new();
-        let mut mounts = Vec::new();
-        for line in text.lines() {
-            // id parent maj:min root mountpoint opts … - fstype source superopts
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let l: Vec<&str> = left.split(' ').collect();
-            let r: Vec<&str> = right.split(' ').collect();
-            if l.len() < 6 || r.len() < 2 {
-                continue;
-            }
-            let mountpoint = unescape(l[4]);
-            let fstype = r[0];
-            let device = unescape(r[1]);
-            if mexcl.is_match(&mountpoint) || fexcl.is_match(fstype) {
-                continue;
-            }
-            if !seen.insert((device.clone(), mountpoint.clone())) {
-                continue;
-            }
-            let labels = [
-                ("device", device.clone()),
-                ("fstype", fstype.to_string()),
-                ("mountpoint", mountpoint.clone()),
-            ];
-            let ro = l[5].split(',').any(|o| o == "ro");
-            let path = root.join(mountpoint.trim_start_matches('/'));
-            mounts.push((path, labels, ro));
+        // the mount table rarely changes: parsed again only when it did
+        let mut cache = self.mounts.lock();
+        if cache.text != text {
+            cache.list = parse_mounts(&text, &root, mexcl, fexcl);
+            cache.text = text;
         }
+        let mounts = cache.list.clone();
+        drop(cache);
         // One long-lived thread statvfs-es every mount in turn; a call that
         // does not return in time marks its mount stuck and ends this
         // scrape's calls (the rest are reported as errors), and the mount is
@@ -523,12 +501,12 @@ impl NodeReader {
                         0.0,
                     ];
                     for (f, v) in fams.iter_mut().zip(vals) {
-                        f.push(labels.clone(), v);
+                        f.push_shared(&labels, v);
                     }
                 }
                 None => {
-                    fams[5].push(labels.clone(), f64::from(u8::from(ro)));
-                    fams[6].push(labels.clone(), 1.0);
+                    fams[5].push_shared(&labels, f64::from(u8::from(ro)));
+                    fams[6].push_shared(&labels, 1.0);
                 }
             }
         }
@@ -536,6 +514,54 @@ impl NodeReader {
             .extend(fams.into_iter().filter(|f| !f.samples.is_empty()));
         Ok(())
     }
+}
+
+/// The last mount table read, and the filesystems it lists.
+#[derive(Debug, Default)]
+pub(super) struct Mounts {
+    text: String,
+    list: Vec<(PathBuf, LabelSet, bool)>,
+}
+
+/// The filesystems of a mountinfo text node_exporter reports by default:
+/// (path under the host root, `device`/`fstype`/`mountpoint`, read-only).
+fn parse_mounts(
+    text: &str,
+    root: &std::path::Path,
+    mexcl: &regex::Regex,
+    fexcl: &regex::Regex,
+) -> Vec<(PathBuf, LabelSet, bool)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut mounts = Vec::new();
+    for line in text.lines() {
+        // id parent maj:min root mountpoint opts … - fstype source superopts
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let l: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        if l.len() < 6 || r.len() < 2 {
+            continue;
+        }
+        let mountpoint = unescape(l[4]);
+        let fstype = r[0];
+        let device = unescape(r[1]);
+        if mexcl.is_match(&mountpoint) || fexcl.is_match(fstype) {
+            continue;
+        }
+        if !seen.insert((device.clone(), mountpoint.clone())) {
+            continue;
+        }
+        let path = root.join(mountpoint.trim_start_matches('/'));
+        let labels = label_set([
+            ("device", device),
+            ("fstype", fstype.to_string()),
+            ("mountpoint", mountpoint),
+        ]);
+        let ro = l[5].split(',').any(|o| o == "ro");
+        mounts.push((path, labels, ro));
+    }
+    mounts
 }
 
 /// The mounts one scrape wants `statvfs`-ed, and where the answers go.

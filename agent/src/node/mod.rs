@@ -30,6 +30,8 @@ const MAX_HELD: usize = 64;
 pub struct NodeReader {
     proc: PathBuf,
     held: Mutex<Held>,
+    netstat_columns: Mutex<net::Columns>,
+    mounts: Mutex<host::Mounts>,
 }
 
 /// Open files by name under `proc`, and the read buffer they share.
@@ -52,6 +54,8 @@ impl NodeReader {
         NodeReader {
             proc: host_root.join("proc"),
             held: Mutex::new(Held::default()),
+            netstat_columns: Mutex::default(),
+            mounts: Mutex::default(),
         }
     }
 

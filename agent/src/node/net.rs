@@ -5,7 +5,7 @@
 //! the kernel does not have (no IPv6, no conntrack module) means no figures,
 //! as in node_exporter, not an error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{NodeReader, ReadError};
 use crate::model::{MetricFamily, MetricKind, Scrape};
@@ -15,6 +15,20 @@ const NETSTAT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(I
 
 static NETSTAT_RE: std::sync::LazyLock<Result<regex::Regex, regex::Error>> =
     std::sync::LazyLock::new(|| regex::Regex::new(NETSTAT_FIELDS));
+
+/// The netstat files' header lines don't change while the kernel runs:
+/// which of their columns node_exporter keeps is worked out once per line.
+#[derive(Debug, Default)]
+pub(super) struct Columns {
+    /// header line → (its width, the kept columns and their `Proto_Field`)
+    headers: HashMap<String, (usize, Vec<(usize, String)>)>,
+    /// snmp6 field → its `Proto6_Field` if kept
+    six: HashMap<String, Option<String>>,
+}
+
+/// Past this many cached lines and fields (a kernel has a few hundred), the
+/// cache starts over.
+const MAX_COLUMN_CACHE: usize = 4096;
 
 fn gauge(name: String, help: String, v: f64) -> MetricFamily {
     let mut f = MetricFamily::new(name, help, MetricKind::Gauge);
@@ -30,6 +44,10 @@ impl NodeReader {
         let re = NETSTAT_RE
             .as_ref()
             .map_err(|e| self.err("net/netstat", e.to_string()))?;
+        let mut cols = self.netstat_columns.lock();
+        if cols.headers.len() + cols.six.len() > MAX_COLUMN_CACHE {
+            *cols = Columns::default();
+        }
         let mut stats: BTreeMap<String, f64> = BTreeMap::new();
         for name in ["net/netstat", "net/snmp"] {
             let Some(text) = self.read_opt(name)? else {
@@ -42,27 +60,35 @@ impl NodeReader {
                 else {
                     return Err(self.err(name, format!("not a header/value pair: {head:?}")));
                 };
-                let names: Vec<&str> = names.split_ascii_whitespace().collect();
+                if proto != proto2 {
+                    return Err(self.err(name, format!("{proto}: names but {proto2}: values")));
+                }
+                // the wanted columns of a header line, worked out once
+                if !cols.headers.contains_key(head) {
+                    let wanted = names
+                        .split_ascii_whitespace()
+                        .enumerate()
+                        .map(|(i, n)| (i, format!("{proto}_{n}")))
+                        .filter(|(_, key)| re.is_match(key))
+                        .collect();
+                    let width = names.split_ascii_whitespace().count();
+                    cols.headers.insert(head.to_string(), (width, wanted));
+                }
+                let Some((width, wanted)) = cols.headers.get(head) else {
+                    continue;
+                };
                 let vals: Vec<&str> = vals.split_ascii_whitespace().collect();
-                if proto != proto2 || names.len() != vals.len() {
+                if vals.len() != *width {
                     return Err(self.err(
                         name,
-                        format!(
-                            "{proto}: {} names but {proto2}: {} values",
-                            names.len(),
-                            vals.len()
-                        ),
+                        format!("{proto}: {width} names but {} values", vals.len()),
                     ));
                 }
-                for (n, v) in names.iter().zip(vals) {
-                    let key = format!("{proto}_{n}");
-                    if !re.is_match(&key) {
-                        continue;
-                    }
-                    let v = v
+                for (i, key) in wanted {
+                    let v = vals[*i]
                         .parse::<f64>()
-                        .map_err(|e| self.err(name, format!("{key} {v:?}: {e}")))?;
-                    stats.insert(key, v);
+                        .map_err(|e| self.err(name, format!("{key} {:?}: {e}", vals[*i])))?;
+                    stats.insert(key.clone(), v);
                 }
             }
         }
@@ -72,16 +98,21 @@ impl NodeReader {
                 let (Some(k), Some(v)) = (it.next(), it.next()) else {
                     continue;
                 };
-                // "Icmp6InMsgs": the protocol runs to its "6"
-                let Some(six) = k.find('6') else { continue };
-                let key = format!("{}_{}", &k[..=six], &k[six + 1..]);
-                if !re.is_match(&key) {
-                    continue;
+                if !cols.six.contains_key(k) {
+                    // "Icmp6InMsgs": the protocol runs to its "6"
+                    let key = k
+                        .find('6')
+                        .map(|six| format!("{}_{}", &k[..=six], &k[six + 1..]))
+                        .filter(|key| re.is_match(key));
+                    cols.six.insert(k.to_string(), key);
                 }
+                let Some(Some(key)) = cols.six.get(k) else {
+                    continue;
+                };
                 let v = v
                     .parse::<f64>()
                     .map_err(|e| self.err("net/snmp6", format!("{k} {v:?}: {e}")))?;
-                stats.insert(key, v);
+                stats.insert(key.clone(), v);
             }
         }
         for (key, v) in stats {

@@ -11,11 +11,12 @@
 //! define their label sets inside and are moved onto the table when sent).
 //! The `acked` ledger holds the highest acknowledged sequence and is replaced
 //! crash-safely (`vigil_common::fs`) — at most once per [`LEDGER_EVERY`]
-//! (two fsyncs per ack cost the shipper 5% of its CPU at full log speed), and
-//! always before a segment is removed, so the sequences read back at open
-//! never fall below one already used. A ledger up to a second behind after a
-//! crash costs nothing: the collector's welcome carries its durable sequence,
-//! which acks those batches again before anything is sent.
+//! (two fsyncs per ack cost the shipper 5% of its CPU at full log speed, and
+//! a tenth of an idle agent's), at shutdown, and always before a segment is
+//! removed, so the sequences read back at open never fall below one already
+//! used. A ledger behind after a crash costs nothing: the collector's welcome
+//! carries its durable sequence, which acks those batches again before
+//! anything is sent.
 //!
 //! The buffer is bounded in bytes: past the bound the oldest segment is
 //! dropped, counted and logged. A torn tail (a crash
@@ -49,7 +50,7 @@ use vigil_proto::v1 as pb;
 use super::SourceKey;
 
 /// How often, at most, acks alone rewrite the ledger.
-pub const LEDGER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub const LEDGER_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// No record is larger than this (a corrupt length is not an allocation).
 const MAX_RECORD: u32 = 256 << 20;
@@ -168,7 +169,7 @@ fn seg_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:08}.buf"))
 }
 
-/// The acks of the last second reach the ledger on the way out.
+/// The acks since the last ledger write reach it on the way out.
 impl Drop for Buffer {
     fn drop(&mut self) {
         if let Err(e) = self.persist_acked() {

@@ -75,7 +75,7 @@ const LOG_QUEUE: usize = 4;
 /// What producers use.
 #[derive(Clone)]
 pub struct ShipHandle {
-    scrapes: mpsc::Sender<Scrape>,
+    scrapes: mpsc::Sender<Arc<Scrape>>,
     targets: mpsc::Sender<TargetScrape>,
     logs: mpsc::Sender<Vec<LogRecord>>,
     log_acks: Arc<Mutex<Option<mpsc::UnboundedReceiver<Vec<LogAck>>>>>,
@@ -85,7 +85,8 @@ pub struct ShipHandle {
 impl ShipHandle {
     /// Hands a scrape over without waiting; if the shipper is behind, the
     /// scrape is dropped and counted.
-    pub fn submit_scrape(&self, s: Scrape) {
+    pub fn submit_scrape(&self, s: impl Into<Arc<Scrape>>) {
+        let s = s.into();
         let n = s.sample_count() as u64;
         if self.scrapes.try_send(s).is_err() {
             self.telemetry
@@ -193,7 +194,7 @@ pub fn start(
         .store(config.buffer_max_bytes, Ordering::Relaxed);
     let buffer = Arc::new(Mutex::new(buffer));
     let sealed = Arc::new(Notify::new());
-    let (scrape_tx, mut scrape_rx) = mpsc::channel::<Scrape>(SCRAPE_QUEUE);
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<Arc<Scrape>>(SCRAPE_QUEUE);
     let (target_tx, mut target_rx) = mpsc::channel::<TargetScrape>(TARGET_QUEUE);
     // the tailer's batches are up to 1 MiB of lines: a short queue keeps the
     // pipeline busy without holding a backlog in memory (it stays in the files)
