@@ -5,6 +5,7 @@
 
 mod host;
 mod net;
+mod netclass;
 mod sys;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub struct NodeReader {
     held: Mutex<Held>,
     netstat_columns: Mutex<net::Columns>,
     mounts: Mutex<host::Mounts>,
+    netclass: Mutex<netclass::Devices>,
 }
 
 /// Open files by name under `proc`, and the read buffer they share.
@@ -56,6 +58,7 @@ impl NodeReader {
             held: Mutex::new(Held::default()),
             netstat_columns: Mutex::default(),
             mounts: Mutex::default(),
+            netclass: Mutex::default(),
         }
     }
 
@@ -68,6 +71,7 @@ impl NodeReader {
             Self::loadavg,
             Self::vmstat,
             Self::netdev,
+            Self::netclass,
             Self::diskstats,
             Self::pressure,
             Self::uname_time,
@@ -102,9 +106,28 @@ impl NodeReader {
         }
     }
 
+    /// The file's text. `net/…` files are read as `1/net/…` where that
+    /// exists: the network namespace of the host's init, which is the host's
+    /// when the agent shares the host's PID namespace but not its network
+    /// (a DaemonSet with `hostPID`), and the same as `net/…` otherwise.
+    fn load(&self, name: &str) -> std::io::Result<String> {
+        if name.starts_with("net/") {
+            match self.load_held(&format!("1/{name}")) {
+                Ok(t) => return Ok(t),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.load_held(name)
+    }
+
     /// The file's text: through the held handle when there is one (a
     /// failing handle is dropped and the file opened again).
-    fn load(&self, name: &str) -> std::io::Result<String> {
+    fn load_held(&self, name: &str) -> std::io::Result<String> {
         let mut held = self.held.lock();
         let Held { files, buf } = &mut *held;
         if let Some(f) = files.get(name) {

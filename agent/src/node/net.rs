@@ -3,7 +3,10 @@
 //! `softnet`, `udp_queues`, `arp` and `conntrack`. Names, help texts, types
 //! and labels are node_exporter 1.5's (tested against the real one). A file
 //! the kernel does not have (no IPv6, no conntrack module) means no figures,
-//! as in node_exporter, not an error.
+//! as in node_exporter, not an error. The files are read in the host init's
+//! network namespace where the agent can see it (`/proc/1/net`, see
+//! `NodeReader::load`), so a DaemonSet without `hostNetwork` still reports
+//! the node's network stack, not its own pod's.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -293,8 +296,25 @@ impl NodeReader {
                 None => Ok(None),
             }
         };
-        let Some(count) = num("sys/net/netfilter/nf_conntrack_count")? else {
-            return Ok(());
+        // the count: the stat file's `entries` column (of the namespace
+        // `net/` files are read in, see `load`), else the sysctl (of the
+        // agent's own namespace), which is where node_exporter reads it
+        let stat = self.read_opt("net/stat/nf_conntrack")?;
+        let from_stat = stat.as_deref().and_then(|t| {
+            let mut lines = t.lines();
+            let col = lines
+                .next()?
+                .split_ascii_whitespace()
+                .position(|c| c == "entries")?;
+            let v = lines.next()?.split_ascii_whitespace().nth(col)?;
+            u64::from_str_radix(v, 16).ok().map(|v| v as f64)
+        });
+        let count = match from_stat {
+            Some(c) => c,
+            None => match num("sys/net/netfilter/nf_conntrack_count")? {
+                Some(c) => c,
+                None => return Ok(()),
+            },
         };
         out.families.push(gauge(
             "node_nf_conntrack_entries".into(),
@@ -308,7 +328,7 @@ impl NodeReader {
                 max,
             ));
         }
-        let Some(text) = self.read_opt("net/stat/nf_conntrack")? else {
+        let Some(text) = stat else {
             return Ok(());
         };
         const STATS: [(&str, &str); 8] = [
@@ -525,6 +545,22 @@ mod tests {
         ] {
             f(&empty, &mut s).unwrap();
         }
+    }
+
+    #[test]
+    fn net_files_are_read_in_init_s_namespace_where_it_is_visible() {
+        let (_d, r) = reader(&[
+            ("net/sockstat", "sockets: used 3\n"),
+            ("1/net/sockstat", "sockets: used 30\n"),
+            ("net/arp", "h\n10.0.0.1 0x1 0x2 aa * eth0\n"),
+        ]);
+        let mut s = Scrape::new(0);
+        r.sockstat(&mut s).unwrap();
+        r.arp(&mut s).unwrap();
+        let v = values(&s);
+        assert_eq!(v[0].2, 30.0, "{v:?}");
+        // where /proc/1/net lacks a file, the agent's own is read
+        assert_eq!(v[1].0, "node_arp_entries");
     }
 
     proptest::proptest! {
