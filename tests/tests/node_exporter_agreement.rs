@@ -119,6 +119,7 @@ fn node_families_agree_with_node_exporter() {
         "node_timex_",
         "node_cpu_guest_",
         "node_network_",
+        "node_os_",
     ];
     let (tf, of) = (by_family(&theirs), by_family(&ours));
 
@@ -170,6 +171,8 @@ fn node_families_agree_with_node_exporter() {
             "node_network_transmit_queue_length",
             "node_network_up",
             "node_network_info",
+            "node_os_info",
+            "node_os_version",
         ]
         .contains(&name.as_str());
         if !(counter || exact) {
@@ -228,6 +231,7 @@ fn node_families_agree_with_node_exporter() {
         "node_network_info",
         "node_network_mtu_bytes",
         "node_network_carrier_changes_total",
+        "node_os_info",
     ] {
         assert!(of.contains_key(n), "{n} missing");
     }

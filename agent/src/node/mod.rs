@@ -34,6 +34,7 @@ pub struct NodeReader {
     netstat_columns: Mutex<net::Columns>,
     mounts: Mutex<host::Mounts>,
     netclass: Mutex<netclass::Devices>,
+    os_release: Mutex<sys::OsRelease>,
 }
 
 /// Open files by name under `proc`, and the read buffer they share.
@@ -59,6 +60,7 @@ impl NodeReader {
             netstat_columns: Mutex::default(),
             mounts: Mutex::default(),
             netclass: Mutex::default(),
+            os_release: Mutex::default(),
         }
     }
 
@@ -85,6 +87,7 @@ impl NodeReader {
             Self::filefd,
             Self::entropy,
             Self::timex,
+            Self::os_release,
         ] {
             if let Err(e) = r(self, out) {
                 errors.push(e);

@@ -1,7 +1,7 @@
 //! node_exporter's default kernel-table collectors beyond `/proc/stat`:
 //! `filefd`, `entropy` (from `/proc/sys`) and `timex` (the `adjtimex`
-//! system call, read-only). Names, help texts and types are node_exporter
-//! 1.5's.
+//! system call, read-only), and `os` (the host's `os-release`). Names, help
+//! texts, types and labels are node_exporter 1.5's.
 
 use super::{NodeReader, ReadError};
 use crate::model::{MetricFamily, MetricKind, Scrape};
@@ -19,7 +19,161 @@ const STA_NANO: i32 = 0x2000;
 /// Frequencies are ppm with a 16-bit fraction.
 const PPM16: f64 = 1_000_000.0 * 65_536.0;
 
+/// The host's `os-release`, parsed, and which file at which mtime it came
+/// from (read again only when that changes).
+#[derive(Debug, Default)]
+pub(super) struct OsRelease {
+    from: Option<(std::path::PathBuf, std::time::SystemTime)>,
+    fields: std::collections::HashMap<String, String>,
+}
+
+/// `os-release`'s shell-like `KEY=value` lines: values bare, or in double
+/// quotes (with `\"`, `\\`, `\$`, `` \` `` escapes) or single quotes;
+/// comments and malformed lines are skipped.
+pub(super) fn parse_os_release(text: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue;
+        }
+        let value = if let Some(inner) = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+            let mut s = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    match chars.next() {
+                        Some(n @ ('"' | '\\' | '$' | '`')) => s.push(n),
+                        Some(n) => {
+                            s.push('\\');
+                            s.push(n);
+                        }
+                        None => s.push('\\'),
+                    }
+                } else {
+                    s.push(c);
+                }
+            }
+            s
+        } else if let Some(inner) = v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')) {
+            inner.to_string()
+        } else {
+            v.to_string()
+        };
+        out.insert(k.to_string(), value);
+    }
+    out
+}
+
+/// `VERSION_ID`'s leading `major.minor` as a number (0 when it has none).
+fn major_minor(v: &str) -> f64 {
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    let major = digits(v);
+    if major == 0 {
+        return 0.0;
+    }
+    let mut end = major;
+    if v[major..].starts_with('.') {
+        end += 1 + digits(&v[major + 1..]);
+    }
+    v[..end].trim_end_matches('.').parse().unwrap_or(0.0)
+}
+
 impl NodeReader {
+    /// `node_os_info` and `node_os_version` from the host's
+    /// `/etc/os-release` (else `/usr/lib/os-release`); an absolute symlink
+    /// is followed inside the host root, not the agent's own filesystem.
+    pub(super) fn os_release(&self, out: &mut Scrape) -> Result<(), ReadError> {
+        let root = self
+            .proc
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let mut cache = self.os_release.lock();
+        let mut found = None;
+        for rel in ["etc/os-release", "usr/lib/os-release"] {
+            let mut path = root.join(rel);
+            if let Ok(target) = std::fs::read_link(&path)
+                && target.is_absolute()
+            {
+                path = root.join(target.strip_prefix("/").unwrap_or(&target));
+            }
+            match std::fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(mtime) => {
+                    found = Some((path, mtime));
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(ReadError {
+                        path,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        let Some(found) = found else {
+            // no os-release: node_exporter reports nothing either
+            return Ok(());
+        };
+        if cache.from.as_ref() != Some(&found) {
+            let text = std::fs::read_to_string(&found.0).map_err(|e| ReadError {
+                path: found.0.clone(),
+                reason: e.to_string(),
+            })?;
+            cache.fields = parse_os_release(&text);
+            cache.from = Some(found);
+        }
+        let f = |k: &str| cache.fields.get(k).map_or("", String::as_str);
+        let mut info = MetricFamily::new(
+            "node_os_info",
+            "A metric with a constant '1' value labeled by build_id, id, id_like, image_id, image_version, name, pretty_name, variant, variant_id, version, version_codename, version_id.",
+            MetricKind::Gauge,
+        );
+        info.push(
+            [
+                ("build_id", f("BUILD_ID")),
+                ("id", f("ID")),
+                ("id_like", f("ID_LIKE")),
+                ("image_id", f("IMAGE_ID")),
+                ("image_version", f("IMAGE_VERSION")),
+                ("name", f("NAME")),
+                ("pretty_name", f("PRETTY_NAME")),
+                ("variant", f("VARIANT")),
+                ("variant_id", f("VARIANT_ID")),
+                ("version", f("VERSION")),
+                ("version_codename", f("VERSION_CODENAME")),
+                ("version_id", f("VERSION_ID")),
+            ],
+            1.0,
+        );
+        out.families.push(info);
+        let version = major_minor(f("VERSION_ID"));
+        if version > 0.0 {
+            let mut v = MetricFamily::new(
+                "node_os_version",
+                "Metric containing the major.minor part of the OS version.",
+                MetricKind::Gauge,
+            );
+            v.push(
+                [
+                    ("id", f("ID")),
+                    ("id_like", f("ID_LIKE")),
+                    ("name", f("NAME")),
+                ],
+                version,
+            );
+            out.families.push(v);
+        }
+        Ok(())
+    }
+
     /// `node_filefd_{allocated,maximum}` from `/proc/sys/fs/file-nr`.
     pub(super) fn filefd(&self, out: &mut Scrape) -> Result<(), ReadError> {
         let text = self.read("sys/fs/file-nr")?;
@@ -203,6 +357,59 @@ impl NodeReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_release_is_parsed_like_node_exporter_and_reread_when_it_changes() {
+        let f = parse_os_release(
+            "# comment\nNAME=\"Debian GNU/Linux\"\nID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME='A b'\nX=\"q\\\"uote\"\nbad line\n=x\n",
+        );
+        assert_eq!(f["NAME"], "Debian GNU/Linux");
+        assert_eq!(f["ID"], "debian");
+        assert_eq!(f["PRETTY_NAME"], "A b");
+        assert_eq!(f["X"], "q\"uote");
+        assert_eq!(f.len(), 5);
+        assert_eq!(major_minor("22.04"), 22.04);
+        assert_eq!(major_minor("3.18.4"), 3.18);
+        assert_eq!(major_minor("12"), 12.0);
+        assert_eq!(major_minor("rolling"), 0.0);
+        assert_eq!(major_minor(""), 0.0);
+
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("proc")).unwrap();
+        std::fs::create_dir_all(d.path().join("usr/lib")).unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("usr/lib/os-release"),
+            "ID=alpine\nVERSION_ID=3.18.4\n",
+        )
+        .unwrap();
+        // an absolute link resolves inside the host root
+        std::os::unix::fs::symlink("/usr/lib/os-release", d.path().join("etc/os-release")).unwrap();
+        let r = NodeReader::new(d.path());
+        let mut s = Scrape::new(0);
+        r.os_release(&mut s).unwrap();
+        assert_eq!(s.families[1].name, "node_os_version");
+        assert_eq!(s.families[1].samples[0].value, 3.18);
+        assert!(
+            s.families[0].samples[0]
+                .labels
+                .contains(&("id".into(), "alpine".into()))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(d.path().join("usr/lib/os-release"), "ID=arch\n").unwrap();
+        let mut s = Scrape::new(0);
+        r.os_release(&mut s).unwrap();
+        assert!(
+            s.families[0].samples[0]
+                .labels
+                .contains(&("id".into(), "arch".into()))
+        );
+        assert_eq!(s.families.len(), 1, "no VERSION_ID: no node_os_version");
+        let empty = tempfile::tempdir().unwrap();
+        let mut s = Scrape::new(0);
+        NodeReader::new(empty.path()).os_release(&mut s).unwrap();
+        assert!(s.families.is_empty());
+    }
 
     #[test]
     fn filefd_entropy_and_timex() {
