@@ -23,6 +23,10 @@ use vigil_e2e::{Proc, TextSample, bin, free_port, get, parse_text, wait_for};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
+/// The container test adds a network device (its veth) and traffic: the
+/// back-to-back comparison must not run while it does.
+static NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn types(text: &str) -> BTreeMap<String, String> {
     header(text, "# TYPE ")
 }
@@ -73,6 +77,7 @@ fn label_sets(v: &[&TextSample], drop_node: bool) -> BTreeSet<BTreeMap<String, S
 
 #[test]
 fn node_families_agree_with_node_exporter() {
+    let _serial = NETWORK.lock().unwrap_or_else(|e| e.into_inner());
     if !Path::new(NODE_EXPORTER).exists() {
         eprintln!("prometheus-node-exporter not installed: skipping");
         return;
@@ -288,4 +293,80 @@ fn promtool_check_metrics_only_flags_compatibility_names() {
         })
         .collect();
     assert!(unexpected.is_empty(), "promtool: {unexpected:#?}");
+}
+
+/// The agent as a DaemonSet without `hostNetwork` runs in its own network
+/// namespace with the host's root under `--host-root`: its node network
+/// figures must be the host's (read through the host init's `/proc/1/net`
+/// and the host's sysfs), not its container's `lo` and `eth0`.
+#[test]
+fn a_containerised_agent_reports_the_hosts_network_not_its_own() {
+    let _serial = NETWORK.lock().unwrap_or_else(|e| e.into_inner());
+    if !vigil_e2e::podman::usable() {
+        eprintln!(
+            "skipped: needs root and podman with localhost/bb:1 (scripts/install-test-deps.sh)"
+        );
+        return;
+    }
+    // the host's devices (pods' veths come and go: left out)
+    let host: BTreeSet<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|d| !d.starts_with("veth"))
+        .collect();
+    let agent = bin("vigil-agent");
+    let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
+    // the image is a static busybox: the agent brings the host's libraries
+    for d in ["/lib", "/lib64", "/usr/lib"] {
+        if Path::new(d).exists() {
+            args.extend(["-v".into(), format!("{d}:{d}:ro")]);
+        }
+    }
+    args.extend([
+        "-v".into(),
+        "/:/host:ro".into(),
+        "-v".into(),
+        format!("{}:/vigil-agent:ro", agent.display()),
+        vigil_e2e::podman::IMAGE.into(),
+        "/vigil-agent".into(),
+        "--host-root".into(),
+        "/host".into(),
+        "scrape".into(),
+    ]);
+    let out = Command::new("podman")
+        .args(&args)
+        .output()
+        .expect("podman run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples = parse_text(&String::from_utf8_lossy(&out.stdout));
+    let devices = |family: &str| -> BTreeSet<String> {
+        samples
+            .iter()
+            .filter(|s| s.name == family)
+            .filter_map(|s| s.labels.get("device").cloned())
+            .filter(|d| !d.starts_with("veth"))
+            .collect()
+    };
+    for family in ["node_network_receive_bytes_total", "node_network_up"] {
+        assert_eq!(
+            devices(family),
+            host,
+            "{family}: the container's devices, not the host's"
+        );
+    }
+    // the host's loopback carries this machine's tests; the container's is idle
+    let lo = samples
+        .iter()
+        .find(|s| {
+            s.name == "node_network_receive_bytes_total"
+                && s.labels.get("device").map(String::as_str) == Some("lo")
+        })
+        .map(|s| s.value);
+    assert!(lo.is_some_and(|v| v > 0.0), "lo: {lo:?}");
 }
