@@ -245,8 +245,6 @@ fn node_families_agree_with_node_exporter() {
     let missing: Vec<&String> = tf
         .keys()
         .filter(|n| same_help.iter().any(|p| n.starts_with(p)))
-        // node_exporter 1.5 reads this one over netlink; not exported yet
-        .filter(|n| *n != "node_network_receive_nohandler_total")
         .filter(|n| !of.contains_key(*n))
         .collect();
     assert!(

@@ -58,7 +58,7 @@ const FIXED: [(&str, &str, bool, bool); 5] = [
 
 /// The files read every scrape: the text ones, [`DYNAMIC`], then `speed`.
 const TEXT: [&str; 5] = ["address", "broadcast", "duplex", "operstate", "ifalias"];
-const CHANGING: usize = TEXT.len() + DYNAMIC.len() + 1;
+const CHANGING: usize = TEXT.len() + DYNAMIC.len() + 2;
 /// At most this many attribute files are held open across all devices
 /// (sysfs regenerates an attribute per read, like `/proc`); devices past it
 /// open theirs per scrape.
@@ -223,6 +223,12 @@ impl NodeReader {
             help("speed_bytes"),
             MetricKind::Gauge,
         );
+        // node_exporter reads this one with the other device statistics
+        let mut nohandler = MetricFamily::new(
+            "node_network_receive_nohandler_total",
+            "Network device statistic receive_nohandler.",
+            MetricKind::Counter,
+        );
         let mut buf = [0u8; 4096];
         let mut errors = Vec::new();
         for name in &names {
@@ -301,6 +307,9 @@ impl NodeReader {
             if let Some(mbps) = values.speed {
                 speed.push_shared(&labels, mbps * 1_000_000.0 / 8.0);
             }
+            if let Some(n) = values.nohandler {
+                nohandler.push_shared(&labels, n);
+            }
             for (f, v) in fixed.iter_mut().zip(fixed_values) {
                 if let Some(v) = v {
                     f.push_shared(&labels, v);
@@ -308,7 +317,7 @@ impl NodeReader {
             }
         }
         drop(devices);
-        let mut fams = vec![up, info, speed];
+        let mut fams = vec![up, info, speed, nohandler];
         fams.extend(dynamic);
         fams.extend(fixed);
         out.families
@@ -332,6 +341,8 @@ struct DeviceValues {
     numbers: [Option<f64>; DYNAMIC.len()],
     /// Mbit/s
     speed: Option<f64>,
+    /// `statistics/rx_nohandler`
+    nohandler: Option<f64>,
 }
 
 /// Opens a device's folder and reads its fixed attributes.
@@ -356,7 +367,7 @@ fn read_device(dev: &mut Device, buf: &mut [u8]) -> rustix::io::Result<DeviceVal
         .iter()
         .copied()
         .chain(DYNAMIC.iter().map(|d| d.0))
-        .chain(["speed"]);
+        .chain(["speed", "statistics/rx_nohandler"]);
     let mut raw: [Option<String>; CHANGING] = Default::default();
     for (i, (slot, name)) in raw.iter_mut().zip(names).enumerate() {
         *slot = match dev.files.as_mut().and_then(|f| f.get_mut(i)) {
@@ -379,6 +390,7 @@ fn read_device(dev: &mut Device, buf: &mut [u8]) -> rustix::io::Result<DeviceVal
         *slot = raw.next().flatten().and_then(|t| number(&t, hex));
     }
     v.speed = raw.next().flatten().and_then(|t| number(&t, false));
+    v.nohandler = raw.next().flatten().and_then(|t| number(&t, false));
     Ok(v)
 }
 
@@ -390,7 +402,9 @@ mod tests {
         let d = root.join("sys/class/net").join(name);
         std::fs::create_dir_all(&d).unwrap();
         for (k, v) in attrs {
-            std::fs::write(d.join(k), format!("{v}\n")).unwrap();
+            let f = d.join(k);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, format!("{v}\n")).unwrap();
         }
     }
 
@@ -426,6 +440,7 @@ mod tests {
                 ("ifindex", "4"),
                 ("type", "1"),
                 ("speed", "1000"),
+                ("statistics/rx_nohandler", "7"),
             ],
         );
         // a down device: no carrier, no speed
@@ -448,6 +463,10 @@ mod tests {
         assert_eq!(
             get(&s, "node_network_carrier_changes_total", "eth0"),
             Some(2.0)
+        );
+        assert_eq!(
+            get(&s, "node_network_receive_nohandler_total", "eth0"),
+            Some(7.0)
         );
         assert_eq!(get(&s, "node_network_carrier", "ifb0"), None);
         assert_eq!(get(&s, "node_network_speed_bytes", "ifb0"), None);
