@@ -110,9 +110,10 @@ impl NodeReader {
     }
 
     /// The file's text. `net/…` files are read as `1/net/…` where that
-    /// exists: the network namespace of the host's init, which is the host's
-    /// when the agent shares the host's PID namespace but not its network
-    /// (a DaemonSet with `hostPID`), and the same as `net/…` otherwise.
+    /// exists: the network namespace of the host's init. Under a mounted
+    /// host `/proc` (`--host-root`, a DaemonSet without `hostNetwork`),
+    /// `net/` is the agent's own namespace (`/proc/net` links to `self`), its
+    /// pod's; `1/net/` is the host's. On the host itself both are the same.
     fn load(&self, name: &str) -> std::io::Result<String> {
         if name.starts_with("net/") {
             match self.load_held(&format!("1/{name}")) {
