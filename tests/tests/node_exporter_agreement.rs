@@ -125,6 +125,8 @@ fn node_families_agree_with_node_exporter() {
         "node_cpu_guest_",
         "node_network_",
         "node_os_",
+        "node_disk_info",
+        "node_time_clocksource_",
     ];
     let (tf, of) = (by_family(&theirs), by_family(&ours));
 
@@ -178,6 +180,9 @@ fn node_families_agree_with_node_exporter() {
             "node_network_info",
             "node_os_info",
             "node_os_version",
+            "node_disk_info",
+            "node_time_clocksource_available_info",
+            "node_time_clocksource_current_info",
         ]
         .contains(&name.as_str());
         if !(counter || exact) {
@@ -237,6 +242,8 @@ fn node_families_agree_with_node_exporter() {
         "node_network_mtu_bytes",
         "node_network_carrier_changes_total",
         "node_os_info",
+        "node_disk_info",
+        "node_time_clocksource_current_info",
     ] {
         assert!(of.contains_key(n), "{n} missing");
     }

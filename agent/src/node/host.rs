@@ -311,6 +311,11 @@ impl NodeReader {
             .iter()
             .map(|(_, n, h, k, _)| family(n, h, *k))
             .collect();
+        let mut info = family(
+            "node_disk_info",
+            "Info of /sys/block/<block_device>.",
+            MetricKind::Gauge,
+        );
         for line in text.lines() {
             let parts: Vec<&str> = line.split_ascii_whitespace().collect();
             if parts.len() < 14 {
@@ -326,10 +331,47 @@ impl NodeReader {
                     fams[i].push([("device", dev)], v * scale);
                 }
             }
+            // what udev knows of the disk (nothing where udev does not run)
+            let udev = self.udev_block(parts[0], parts[1]);
+            let u = |k: &str| udev.get(k).map_or("", String::as_str);
+            info.push(
+                [
+                    ("device", dev),
+                    ("major", parts[0]),
+                    ("minor", parts[1]),
+                    ("path", u("ID_PATH")),
+                    ("wwn", u("ID_WWN")),
+                    ("model", u("ID_MODEL")),
+                    ("serial", u("ID_SERIAL_SHORT")),
+                    ("revision", u("ID_REVISION")),
+                ],
+                1.0,
+            );
         }
+        fams.push(info);
         out.families
             .extend(fams.into_iter().filter(|f| !f.samples.is_empty()));
         Ok(())
+    }
+
+    /// The `E:KEY=value` properties of a block device in udev's database
+    /// (`/run/udev/data/b<major>:<minor>` under the host root); empty when
+    /// there is none.
+    fn udev_block(&self, major: &str, minor: &str) -> std::collections::HashMap<String, String> {
+        let root = self
+            .proc
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let path = root.join(format!("run/udev/data/b{major}:{minor}"));
+        std::fs::read_to_string(path)
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| l.strip_prefix("E:")?.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `/proc/pressure/*`: `node_pressure_{cpu,memory,io}_{waiting,stalled}_seconds_total`.

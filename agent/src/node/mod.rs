@@ -88,6 +88,7 @@ impl NodeReader {
             Self::entropy,
             Self::timex,
             Self::os_release,
+            Self::clocksource,
         ] {
             if let Err(e) = r(self, out) {
                 errors.push(e);

@@ -174,6 +174,67 @@ impl NodeReader {
         Ok(())
     }
 
+    /// `node_time_clocksource_{available,current}_info{clocksource,device}`
+    /// from `/sys/devices/system/clocksource/clocksource<N>/`.
+    pub(super) fn clocksource(&self, out: &mut Scrape) -> Result<(), ReadError> {
+        let root = self
+            .proc
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let dir = root.join("sys/devices/system/clocksource");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ReadError {
+                    path: dir,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mut devices: Vec<(String, std::path::PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n = name.strip_prefix("clocksource")?;
+                n.parse::<u32>().ok()?;
+                Some((n.to_string(), e.path()))
+            })
+            .collect();
+        devices.sort();
+        let mut available = MetricFamily::new(
+            "node_time_clocksource_available_info",
+            "Available clocksources read from '/sys/devices/system/clocksource'.",
+            MetricKind::Gauge,
+        );
+        let mut current = MetricFamily::new(
+            "node_time_clocksource_current_info",
+            "Current clocksource read from '/sys/devices/system/clocksource'.",
+            MetricKind::Gauge,
+        );
+        for (n, path) in devices {
+            let read = |f: &str| {
+                std::fs::read_to_string(path.join(f)).map_err(|e| ReadError {
+                    path: path.join(f),
+                    reason: e.to_string(),
+                })
+            };
+            for c in read("available_clocksource")?.split_ascii_whitespace() {
+                available.push([("clocksource", c), ("device", n.as_str())], 1.0);
+            }
+            if let Some(c) = read("current_clocksource")?.split_ascii_whitespace().next() {
+                current.push([("clocksource", c), ("device", n.as_str())], 1.0);
+            }
+        }
+        for f in [available, current] {
+            if !f.samples.is_empty() {
+                out.families.push(f);
+            }
+        }
+        Ok(())
+    }
+
     /// `node_filefd_{allocated,maximum}` from `/proc/sys/fs/file-nr`.
     pub(super) fn filefd(&self, out: &mut Scrape) -> Result<(), ReadError> {
         let text = self.read("sys/fs/file-nr")?;
@@ -409,6 +470,44 @@ mod tests {
         let mut s = Scrape::new(0);
         NodeReader::new(empty.path()).os_release(&mut s).unwrap();
         assert!(s.families.is_empty());
+    }
+
+    #[test]
+    fn clocksources_and_disk_info() {
+        let d = tempfile::tempdir().unwrap();
+        let cs = d.path().join("sys/devices/system/clocksource/clocksource0");
+        std::fs::create_dir_all(&cs).unwrap();
+        std::fs::create_dir_all(d.path().join("proc")).unwrap();
+        std::fs::create_dir_all(d.path().join("run/udev/data")).unwrap();
+        std::fs::write(cs.join("available_clocksource"), "tsc kvm-clock \n").unwrap();
+        std::fs::write(cs.join("current_clocksource"), "tsc\n").unwrap();
+        std::fs::write(
+            d.path().join("proc/diskstats"),
+            " 254 0 vda 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17\n   8 0 sda 1 2 3 4 5 6 7 8 9 10 11\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("run/udev/data/b8:0"),
+            "S:disk/by-id/x\nE:ID_MODEL=SSD_1\nE:ID_SERIAL_SHORT=S123\nE:ID_PATH=pci-0000:00:1f.2-ata-1\n",
+        )
+        .unwrap();
+        let r = NodeReader::new(d.path());
+        let mut s = Scrape::new(0);
+        r.clocksource(&mut s).unwrap();
+        r.diskstats(&mut s).unwrap();
+        let text = s.encode_text(None);
+        assert!(
+            text.contains(
+                "node_time_clocksource_available_info{clocksource=\"kvm-clock\",device=\"0\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("node_time_clocksource_current_info{clocksource=\"tsc\",device=\"0\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("node_disk_info{device=\"vda\",major=\"254\",minor=\"0\",path=\"\",wwn=\"\",model=\"\",serial=\"\",revision=\"\"} 1"), "{text}");
+        assert!(text.contains("node_disk_info{device=\"sda\",major=\"8\",minor=\"0\",path=\"pci-0000:00:1f.2-ata-1\",wwn=\"\",model=\"SSD_1\",serial=\"S123\",revision=\"\"} 1"), "{text}");
     }
 
     #[test]
