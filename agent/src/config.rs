@@ -154,6 +154,14 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_exclude: Option<String>,
 
+    /// Folder of `*.prom` files in Prometheus text format whose metrics ship
+    /// with every scrape, like node_exporter's textfile collector (for cron
+    /// jobs and scripts; write a file elsewhere and rename it in) [default:
+    /// none].
+    #[arg(long, env = "VIGIL_TEXTFILE_DIRECTORY", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub textfile_directory: Option<PathBuf>,
+
     /// Log file globs to tail, in addition to the runtimes' default locations
     /// (repeatable; comma-separated in the environment).
     #[arg(
@@ -330,6 +338,8 @@ pub struct Config {
     pub logs: LogsConfig,
     pub processes: crate::procs::ProcessFilter,
     pub cgroup_open_files: usize,
+    /// node_exporter's textfile collector's folder.
+    pub textfile_directory: Option<PathBuf>,
     /// Application scrape jobs, validated.
     pub scrape_jobs: Vec<crate::targets::config::Job>,
     /// The Engine API watch (probes and `vigil_container_info`): the sockets
@@ -501,6 +511,7 @@ impl Settings {
                 exclude: regex_setting("process_exclude", self.process_exclude.as_deref())?,
             },
             cgroup_open_files: self.cgroup_open_files.unwrap_or(16_384),
+            textfile_directory: self.textfile_directory,
             scrape_jobs,
             probes,
             log_format: self.log_format.unwrap_or_default(),

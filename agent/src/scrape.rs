@@ -34,7 +34,8 @@ pub struct Scraper {
 impl Scraper {
     pub fn new(config: &Config) -> Self {
         Scraper {
-            node: NodeReader::new(&config.host_root),
+            node: NodeReader::new(&config.host_root)
+                .with_textfile_directory(config.textfile_directory.clone()),
             cgroup: CgroupReader::with_open_files(&config.host_root, config.cgroup_open_files),
             procs: ProcessReader::new(&config.host_root, config.processes.clone()),
         }

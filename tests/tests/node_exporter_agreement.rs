@@ -50,7 +50,12 @@ fn by_family(samples: &[TextSample]) -> BTreeMap<String, Vec<&TextSample>> {
 }
 
 fn scrape_agent() -> String {
+    scrape_agent_with(&[])
+}
+
+fn scrape_agent_with(args: &[String]) -> String {
     let out = Command::new(bin("vigil-agent"))
+        .args(args)
         .arg("scrape")
         .output()
         .expect("vigil-agent scrape");
@@ -83,6 +88,16 @@ fn node_families_agree_with_node_exporter() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // one textfile folder for both: a script's metrics, and a file that is not
+    // Prometheus text
+    let textfiles = dir.path().join("textfiles");
+    std::fs::create_dir_all(&textfiles).unwrap();
+    std::fs::write(
+        textfiles.join("backup.prom"),
+        "# HELP backup_last_success_seconds Last good backup.\n# TYPE backup_last_success_seconds gauge\nbackup_last_success_seconds{job=\"db\"} 1.7e9\nbackup_last_success_seconds{job=\"files\",tier=\"cold\"} 1.6e9\n# TYPE backup_runs_total counter\nbackup_runs_total 3\n",
+    )
+    .unwrap();
+    std::fs::write(textfiles.join("broken.prom"), "what is this\n").unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let _ne = Proc::start(
@@ -93,6 +108,7 @@ fn node_families_agree_with_node_exporter() {
             // Debian patches these defaults; the agent follows upstream's
             "--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".to_string(),
             "--collector.netdev.device-exclude=".to_string(),
+            format!("--collector.textfile.directory={}", textfiles.display()),
         ],
         dir.path(),
     );
@@ -104,7 +120,10 @@ fn node_families_agree_with_node_exporter() {
     });
     // back to back: theirs, then ours
     let (_, theirs_text) = get(&addr, "/metrics").unwrap();
-    let ours_text = scrape_agent();
+    let ours_text = scrape_agent_with(&[
+        "--textfile-directory".into(),
+        textfiles.display().to_string(),
+    ]);
     let (theirs, ours) = (parse_text(&theirs_text), parse_text(&ours_text));
     let (tt, ot) = (types(&theirs_text), types(&ours_text));
     let (th, oh) = (
@@ -127,12 +146,17 @@ fn node_families_agree_with_node_exporter() {
         "node_os_",
         "node_disk_info",
         "node_time_clocksource_",
+        "node_textfile_",
+        "backup_",
     ];
     let (tf, of) = (by_family(&theirs), by_family(&ours));
 
     let mut problems = Vec::new();
     let mut compared = 0;
-    for (name, o) in of.iter().filter(|(n, _)| n.starts_with("node_")) {
+    for (name, o) in of
+        .iter()
+        .filter(|(n, _)| n.starts_with("node_") || n.starts_with("backup_"))
+    {
         let Some(t) = tf.get(name) else { continue };
         compared += 1;
         if tt.get(name) != ot.get(name) {
@@ -183,6 +207,10 @@ fn node_families_agree_with_node_exporter() {
             "node_disk_info",
             "node_time_clocksource_available_info",
             "node_time_clocksource_current_info",
+            "node_textfile_mtime_seconds",
+            "node_textfile_scrape_error",
+            "backup_last_success_seconds",
+            "backup_runs_total",
         ]
         .contains(&name.as_str());
         if !(counter || exact) {
@@ -244,6 +272,8 @@ fn node_families_agree_with_node_exporter() {
         "node_os_info",
         "node_disk_info",
         "node_time_clocksource_current_info",
+        "node_textfile_scrape_error",
+        "backup_last_success_seconds",
     ] {
         assert!(of.contains_key(n), "{n} missing");
     }

@@ -7,6 +7,7 @@ mod host;
 mod net;
 mod netclass;
 mod sys;
+mod textfile;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -35,6 +36,8 @@ pub struct NodeReader {
     mounts: Mutex<host::Mounts>,
     netclass: Mutex<netclass::Devices>,
     os_release: Mutex<sys::OsRelease>,
+    /// node_exporter's textfile collector's folder, when set.
+    textfile: Option<PathBuf>,
 }
 
 /// Open files by name under `proc`, and the read buffer they share.
@@ -61,7 +64,15 @@ impl NodeReader {
             mounts: Mutex::default(),
             netclass: Mutex::default(),
             os_release: Mutex::default(),
+            textfile: None,
         }
+    }
+
+    /// Also reads the `*.prom` files in `dir` every scrape
+    /// (`--textfile-directory`).
+    pub fn with_textfile_directory(mut self, dir: Option<PathBuf>) -> Self {
+        self.textfile = dir;
+        self
     }
 
     /// Adds every node family it can read to `out`; returns the errors met.
@@ -89,6 +100,7 @@ impl NodeReader {
             Self::timex,
             Self::os_release,
             Self::clocksource,
+            Self::textfile,
         ] {
             if let Err(e) = r(self, out) {
                 errors.push(e);
