@@ -358,12 +358,7 @@ impl NodeReader {
     /// (`/run/udev/data/b<major>:<minor>` under the host root); empty when
     /// there is none.
     fn udev_block(&self, major: &str, minor: &str) -> std::collections::HashMap<String, String> {
-        let root = self
-            .proc
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default();
-        let path = root.join(format!("run/udev/data/b{major}:{minor}"));
+        let path = self.host_path(&format!("run/udev/data/b{major}:{minor}"));
         std::fs::read_to_string(path)
             .map(|t| {
                 t.lines()
@@ -465,11 +460,7 @@ impl NodeReader {
         let fexcl = FSTYPE_RE
             .as_ref()
             .map_err(|e| self.err("mountinfo", e.to_string()))?;
-        let root = self
-            .proc
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default();
+        let root = self.host_path("");
         let names = [
             ("node_filesystem_size_bytes", "Filesystem size in bytes."),
             (

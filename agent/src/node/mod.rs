@@ -55,6 +55,27 @@ pub struct ReadError {
     pub reason: String,
 }
 
+impl ReadError {
+    fn at(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
+        ReadError {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A family of one unlabelled sample.
+fn single(
+    name: impl Into<String>,
+    help: impl Into<String>,
+    kind: MetricKind,
+    value: f64,
+) -> MetricFamily {
+    let mut f = MetricFamily::new(name, help, kind);
+    f.push(Vec::<(String, String)>::new(), value);
+    f
+}
+
 impl NodeReader {
     pub fn new(host_root: &Path) -> Self {
         NodeReader {
@@ -165,10 +186,14 @@ impl NodeReader {
     }
 
     fn err(&self, name: &str, reason: impl Into<String>) -> ReadError {
-        ReadError {
-            path: self.proc.join(name),
-            reason: reason.into(),
-        }
+        ReadError::at(self.proc.join(name), reason.into())
+    }
+
+    /// A path under the host root (`rel` without its leading `/`).
+    fn host_path(&self, rel: &str) -> PathBuf {
+        self.proc
+            .parent()
+            .map_or_else(|| PathBuf::from("/").join(rel), |root| root.join(rel))
     }
 
     /// `node_cpu_seconds_total{cpu,mode}` and

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{NodeReader, ReadError};
+use super::{NodeReader, ReadError, single};
 use crate::model::{MetricFamily, MetricKind, Scrape};
 
 /// node_exporter's default `--collector.netstat.fields`.
@@ -32,12 +32,6 @@ pub(super) struct Columns {
 /// Past this many cached lines and fields (a kernel has a few hundred), the
 /// cache starts over.
 const MAX_COLUMN_CACHE: usize = 4096;
-
-fn gauge(name: String, help: String, v: f64) -> MetricFamily {
-    let mut f = MetricFamily::new(name, help, MetricKind::Gauge);
-    f.push(Vec::<(String, String)>::new(), v);
-    f
-}
 
 impl NodeReader {
     /// `node_netstat_<Proto>_<Field>` (untyped) from `/proc/net/netstat`,
@@ -119,13 +113,12 @@ impl NodeReader {
             }
         }
         for (key, v) in stats {
-            let mut f = MetricFamily::new(
+            out.families.push(single(
                 format!("node_netstat_{key}"),
                 format!("Statistic {}.", key.replacen('_', "", 1)),
                 MetricKind::Untyped,
-            );
-            f.push(Vec::<(String, String)>::new(), v);
-            out.families.push(f);
+                v,
+            ));
         }
         Ok(())
     }
@@ -155,9 +148,10 @@ impl NodeReader {
                         .parse::<f64>()
                         .map_err(|e| self.err(name, format!("{line:?}: {e}")))?;
                     if proto == "sockets" {
-                        out.families.push(gauge(
+                        out.families.push(single(
                             format!("node_sockstat_sockets_{k}"),
-                            "Number of IPv4 sockets in use.".into(),
+                            "Number of IPv4 sockets in use.",
+                            MetricKind::Gauge,
                             v,
                         ));
                         continue;
@@ -169,10 +163,10 @@ impl NodeReader {
                         )
                     };
                     let (n, h) = state(k);
-                    out.families.push(gauge(n, h, v));
+                    out.families.push(single(n, h, MetricKind::Gauge, v));
                     if *k == "mem" {
                         let (n, h) = state("mem_bytes");
-                        out.families.push(gauge(n, h, v * page));
+                        out.families.push(single(n, h, MetricKind::Gauge, v * page));
                     }
                 }
             }
@@ -316,15 +310,17 @@ impl NodeReader {
                 None => return Ok(()),
             },
         };
-        out.families.push(gauge(
-            "node_nf_conntrack_entries".into(),
-            "Number of currently allocated flow entries for connection tracking.".into(),
+        out.families.push(single(
+            "node_nf_conntrack_entries",
+            "Number of currently allocated flow entries for connection tracking.",
+            MetricKind::Gauge,
             count,
         ));
         if let Some(max) = num("sys/net/netfilter/nf_conntrack_max")? {
-            out.families.push(gauge(
-                "node_nf_conntrack_entries_limit".into(),
-                "Maximum size of connection tracking table.".into(),
+            out.families.push(single(
+                "node_nf_conntrack_entries_limit",
+                "Maximum size of connection tracking table.",
+                MetricKind::Gauge,
                 max,
             ));
         }
@@ -376,9 +372,10 @@ impl NodeReader {
         }
         for (name, help) in STATS {
             if let Some(i) = cols.iter().position(|c| *c == name) {
-                out.families.push(gauge(
+                out.families.push(single(
                     format!("node_nf_conntrack_stat_{name}"),
-                    help.into(),
+                    help,
+                    MetricKind::Gauge,
                     sums[i] as f64,
                 ));
             }

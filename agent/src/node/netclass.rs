@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 
 use rustix::fs::{Mode, OFlags};
 
@@ -151,26 +150,14 @@ fn open_dir(path: &std::path::Path) -> rustix::io::Result<OwnedFd> {
 }
 
 impl NodeReader {
-    fn sys_class_net(&self) -> PathBuf {
-        self.proc
-            .parent()
-            .map(|p| p.join("sys/class/net"))
-            .unwrap_or_else(|| PathBuf::from("/sys/class/net"))
-    }
-
     /// `node_network_*` from `/sys/class/net` (see the module docs).
     pub(super) fn netclass(&self, out: &mut Scrape) -> Result<(), ReadError> {
-        let root = self.sys_class_net();
+        let root = self.host_path("sys/class/net");
         let entries = match std::fs::read_dir(&root) {
             Ok(e) => e,
             // no sysfs under the host root: node_exporter reports nothing
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(ReadError {
-                    path: root,
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) => return Err(ReadError::at(root, e)),
         };
         let mut names: Vec<String> = entries
             .flatten()
@@ -325,10 +312,7 @@ impl NodeReader {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(ReadError {
-                path: root,
-                reason: errors.join("; "),
-            })
+            Err(ReadError::at(root, errors.join("; ")))
         }
     }
 }

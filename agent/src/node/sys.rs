@@ -3,14 +3,8 @@
 //! system call, read-only), and `os` (the host's `os-release`). Names, help
 //! texts, types and labels are node_exporter 1.5's.
 
-use super::{NodeReader, ReadError};
+use super::{NodeReader, ReadError, single};
 use crate::model::{MetricFamily, MetricKind, Scrape};
-
-fn one(name: &str, help: &str, kind: MetricKind, v: f64) -> MetricFamily {
-    let mut f = MetricFamily::new(name, help, kind);
-    f.push(Vec::<(String, String)>::new(), v);
-    f
-}
 
 /// `adjtimex(2)`'s `TIME_ERROR` state: the clock is not synchronised.
 const TIME_ERROR: i32 = 5;
@@ -110,12 +104,7 @@ impl NodeReader {
                     break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(ReadError {
-                        path,
-                        reason: e.to_string(),
-                    });
-                }
+                Err(e) => return Err(ReadError::at(path, e)),
             }
         }
         let Some(found) = found else {
@@ -123,10 +112,8 @@ impl NodeReader {
             return Ok(());
         };
         if cache.from.as_ref() != Some(&found) {
-            let text = std::fs::read_to_string(&found.0).map_err(|e| ReadError {
-                path: found.0.clone(),
-                reason: e.to_string(),
-            })?;
+            let text =
+                std::fs::read_to_string(&found.0).map_err(|e| ReadError::at(found.0.clone(), e))?;
             cache.fields = parse_os_release(&text);
             cache.from = Some(found);
         }
@@ -186,12 +173,7 @@ impl NodeReader {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(ReadError {
-                    path: dir,
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) => return Err(ReadError::at(dir, e)),
         };
         let mut devices: Vec<(String, std::path::PathBuf)> = entries
             .flatten()
@@ -215,10 +197,7 @@ impl NodeReader {
         );
         for (n, path) in devices {
             let read = |f: &str| {
-                std::fs::read_to_string(path.join(f)).map_err(|e| ReadError {
-                    path: path.join(f),
-                    reason: e.to_string(),
-                })
+                std::fs::read_to_string(path.join(f)).map_err(|e| ReadError::at(path.join(f), e))
             };
             for c in read("available_clocksource")?.split_ascii_whitespace() {
                 available.push([("clocksource", c), ("device", n.as_str())], 1.0);
@@ -246,13 +225,13 @@ impl NodeReader {
             v.parse::<f64>()
                 .map_err(|e| self.err("sys/fs/file-nr", format!("{v:?}: {e}")))
         };
-        out.families.push(one(
+        out.families.push(single(
             "node_filefd_allocated",
             "File descriptor statistics: allocated.",
             MetricKind::Gauge,
             parse(alloc)?,
         ));
-        out.families.push(one(
+        out.families.push(single(
             "node_filefd_maximum",
             "File descriptor statistics: maximum.",
             MetricKind::Gauge,
@@ -282,7 +261,7 @@ impl NodeReader {
                 .trim()
                 .parse::<f64>()
                 .map_err(|e| self.err(file, format!("{text:?}: {e}")))?;
-            out.families.push(one(name, help, MetricKind::Gauge, v));
+            out.families.push(single(name, help, MetricKind::Gauge, v));
         }
         Ok(())
     }
@@ -297,10 +276,7 @@ impl NodeReader {
         // SAFETY: as above; the pointer is to a live, exclusively borrowed struct.
         let state = unsafe { libc::adjtimex(&mut t) };
         if state < 0 {
-            return Err(ReadError {
-                path: "adjtimex".into(),
-                reason: std::io::Error::last_os_error().to_string(),
-            });
+            return Err(ReadError::at("adjtimex", std::io::Error::last_os_error()));
         }
         let div = if t.status & STA_NANO != 0 { 1e9 } else { 1e6 };
         use MetricKind::{Counter, Gauge};
@@ -409,7 +385,7 @@ impl NodeReader {
             ),
         ];
         for (name, help, kind, v) in rows {
-            out.families.push(one(name, help, kind, v));
+            out.families.push(single(name, help, kind, v));
         }
         Ok(())
     }

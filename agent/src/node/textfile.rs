@@ -181,10 +181,7 @@ impl NodeReader {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(ReadError {
-                path: dir.clone(),
-                reason: errors.join("; "),
-            })
+            Err(ReadError::at(dir.clone(), errors.join("; ")))
         }
     }
 }
